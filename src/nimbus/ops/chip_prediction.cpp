@@ -1,0 +1,152 @@
+#include "nimbus/ops/chip_prediction.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "nimbus/core/error.h"
+#include "nimbus/tiling/chip_grid.h"
+
+namespace nimbus {
+namespace {
+
+// Where chips come from: the file itself (one read per chip) or a copy of the
+// whole scene held in memory (one read in total).
+class ChipReader {
+ public:
+  ChipReader(const RasterReader& scene, bool in_memory) : scene_(scene) {
+    if (!in_memory) return;
+    const std::size_t npix = static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height());
+    data_.resize(npix * static_cast<std::size_t>(scene.band_count()));
+    invalid_.resize(npix);
+    scene.read_window(0, 0, scene.width(), scene.height(), data_.data(), invalid_.data());
+  }
+
+  // Fills data [bands, h, w] and invalid [h, w]; returns the invalid count.
+  std::size_t read(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
+    if (data_.empty()) return scene_.read_window(x0, y0, w, h, data, invalid);
+    const std::size_t width = static_cast<std::size_t>(scene_.width());
+    const std::size_t plane = width * static_cast<std::size_t>(scene_.height());
+    std::size_t count = 0;
+    for (int r = 0; r < h; ++r) {
+      const std::size_t src = static_cast<std::size_t>(y0 + r) * width + static_cast<std::size_t>(x0);
+      std::uint8_t* inv = invalid + static_cast<std::size_t>(r) * w;
+      std::copy_n(invalid_.data() + src, w, inv);
+      for (int c = 0; c < w; ++c) count += inv[c];
+      for (int b = 0; b < scene_.band_count(); ++b) {
+        std::copy_n(data_.data() + b * plane + src, w,
+                    data + static_cast<std::size_t>(b) * w * h + static_cast<std::size_t>(r) * w);
+      }
+    }
+    return count;
+  }
+
+ private:
+  const RasterReader& scene_;
+  std::vector<float> data_;
+  std::vector<std::uint8_t> invalid_;
+};
+
+// The chip size fed to the model: its declared size when fixed, else the window.
+void model_input_size(const InferenceBackend& model, int window, int& height, int& width) {
+  const OnnxInputContract& c = model.model().contract;
+  height = c.height > 0 ? c.height : window;
+  width = c.width > 0 ? c.width : window;
+}
+
+}  // namespace
+
+float activate(const ProbabilityHead& head, const float* scores, std::size_t plane_stride) {
+  if (head.activation == Activation::Sigmoid) {
+    return 1.0f / (1.0f + std::exp(-scores[0]));
+  }
+  // numpy: e = exp(x - max(x)); p = e / sum(e); class 1.
+  const float x0 = scores[0];
+  const float x1 = scores[plane_stride];
+  const float m = std::max(x0, x1);
+  const float e0 = std::exp(x0 - m);
+  const float e1 = std::exp(x1 - m);
+  return e1 / (e0 + e1);
+}
+
+void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
+                            const ChipPredictionParams& params) {
+  const OnnxInputContract& c = model.model().contract;
+  if (c.channels > 0 && c.channels != scene.band_count()) {
+    throw InputError(fmt::format("{} '{}' expects {} input channels but {} '{}' has {} bands; stack the scene as the "
+                                 "model was trained (FarmVibes: 12 bands B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09,B11,"
+                                 "B12) or pass a model for {} bands",
+                                 head.role, model.model().origin, c.channels, scene.role(), scene.path(),
+                                 scene.band_count(), scene.band_count()));
+  }
+  int mh = 0, mw = 0;
+  model_input_size(model, params.window_size, mh, mw);
+  if (mh < params.window_size || mw < params.window_size) {
+    throw InputError(fmt::format("{} '{}' takes {}x{} chips, smaller than --window {}; use --window {} or less",
+                                 head.role, model.model().origin, mh, mw, params.window_size, std::min(mh, mw)));
+  }
+}
+
+std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
+                                       const ChipPredictionParams& params, const ChipProgress& progress) {
+  check_model_fits_scene(model, scene, head, params);
+  const ChipGrid grid(scene.width(), scene.height(), params.window_size, params.overlap);
+  const int chip = params.window_size;
+  const int bands = scene.band_count();
+  int mh = 0, mw = 0;
+  model_input_size(model, chip, mh, mw);
+
+  const std::size_t width = static_cast<std::size_t>(scene.width());
+  std::vector<float> probability(width * static_cast<std::size_t>(scene.height()), kProbabilityNodata);
+
+  const ChipReader reader(scene, params.in_memory);
+  const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
+  const std::size_t model_pixels = static_cast<std::size_t>(mh) * mw;
+  std::vector<float> window(static_cast<std::size_t>(bands) * chip_pixels);
+  std::vector<std::uint8_t> invalid(chip_pixels);
+  std::vector<float> model_input(static_cast<std::size_t>(bands) * model_pixels, 0.0f);
+  std::vector<float> scores;
+
+  for (int index = 0; index < grid.size(); ++index) {
+    const Chip c = grid.chip(index);
+    const std::size_t n_invalid =
+        reader.read(c.cols.read_start, c.rows.read_start, chip, chip, window.data(), invalid.data());
+    if (n_invalid < chip_pixels) {
+      // Pad to the model's fixed size (zeros, FarmVibes' nodata) when the window is smaller.
+      for (int b = 0; b < bands; ++b) {
+        for (int r = 0; r < chip; ++r) {
+          const float* src = window.data() + b * chip_pixels + static_cast<std::size_t>(r) * chip;
+          float* dst = model_input.data() + b * model_pixels + static_cast<std::size_t>(r) * mw;
+          if (head.input_scale == 1.0f) {
+            std::copy_n(src, chip, dst);
+          } else {
+            for (int x = 0; x < chip; ++x) dst[x] = src[x] * head.input_scale;
+          }
+        }
+      }
+      const int out_channels = model.run(model_input.data(), bands, mh, mw, scores);
+      if (out_channels != head.output_channels()) {
+        throw InputError(fmt::format("{} '{}' outputs {} channel(s) per pixel; {} needs {} ({})", head.role,
+                                     model.model().origin, out_channels, head.op_name, head.output_channels(),
+                                     head.output_channels() == 2 ? "logits for clear and cloud, class 1 = cloud"
+                                                                 : "one shadow logit"));
+      }
+    }
+    for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
+      float* out_row = probability.data() + static_cast<std::size_t>(c.rows.read_start + r) * width;
+      for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
+        float& out = out_row[c.cols.read_start + x];
+        if (invalid[static_cast<std::size_t>(r) * chip + x]) {
+          out = kProbabilityNodata;
+        } else {
+          out = activate(head, scores.data() + static_cast<std::size_t>(r) * mw + x, model_pixels);
+        }
+      }
+    }
+    if (progress) progress(index + 1, grid.size());
+  }
+  return probability;
+}
+
+}  // namespace nimbus

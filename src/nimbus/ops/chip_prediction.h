@@ -1,0 +1,55 @@
+// The chip loop shared by compute_cloud_prob and compute_shadow_prob: tile the
+// scene, run the model on each chip, turn its scores into a probability and
+// keep each chip's owned (write) window.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "nimbus/inference/backend.h"
+#include "nimbus/raster/raster_reader.h"
+
+namespace nimbus {
+
+// Probability written where any input band is nodata (FarmVibes' DEFAULT_NODATA).
+inline constexpr float kProbabilityNodata = 100.0f;
+
+enum class Activation {
+  SoftmaxClass1,  // 2 logits per pixel -> softmax, keep class 1
+  Sigmoid,        // 1 logit per pixel -> sigmoid
+};
+
+// How one probability op turns raster values into model input and model output into probability.
+struct ProbabilityHead {
+  const char* op_name;  // e.g. "compute_cloud_prob", for messages
+  const char* role;     // e.g. "cloud model (--cloud-model)"
+  float input_scale;    // multiplies raw values before inference (1 or 1e-4f)
+  Activation activation;
+  int output_channels() const { return activation == Activation::SoftmaxClass1 ? 2 : 1; }
+};
+
+struct ChipPredictionParams {
+  int window_size = 512;
+  double overlap = 0.25;
+  bool in_memory = false;  // read the whole scene once instead of once per chip
+};
+
+// Throws InputError, before any pixel is read, when the model cannot serve this
+// scene: band count differs from the model's input channels, or the model's
+// fixed chip size is smaller than the window.
+void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
+                            const ChipPredictionParams& params);
+
+using ChipProgress = std::function<void(int done, int total)>;
+
+// Probability raster of `scene` (width*height float32, row-major) with
+// kProbabilityNodata where any band is nodata. Chips whose pixels are all
+// nodata are not sent to the model.
+std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
+                                       const ChipPredictionParams& params, const ChipProgress& progress = {});
+
+// Applies the head's activation to one pixel's model scores (stride = pixels
+// per channel plane). Exposed for tests.
+float activate(const ProbabilityHead& head, const float* scores, std::size_t plane_stride);
+
+}  // namespace nimbus

@@ -1,0 +1,134 @@
+#include "nimbus/pipeline/improve_cloud_mask.h"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include <opencv2/core.hpp>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nimbus/core/error.h"
+#include "nimbus/inference/backend.h"
+#include "nimbus/models/default_models.h"
+#include "nimbus/ops/compute_cloud_prob.h"
+#include "nimbus/ops/compute_shadow_prob.h"
+#include "nimbus/raster/atomic_output.h"
+#include "nimbus/raster/geotiff_writer.h"
+#include "nimbus/raster/preview.h"
+#include "nimbus/tiling/chip_grid.h"
+
+namespace nimbus {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+OnnxModel load_model(const std::string& path, const EmbeddedModel& fallback, const std::string& role) {
+  if (path.empty()) return load_onnx_bytes(fallback.name, fallback.onnx, role);
+  return load_onnx_file(path, role);
+}
+
+ChipProgress log_progress(const char* what) {
+  return [what](int done, int total) {
+    if (done == total || done % 16 == 0) spdlog::info("{}: {}/{} chips", what, done, total);
+  };
+}
+
+}  // namespace
+
+ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options) {
+  const auto start = Clock::now();
+  // Everything that can be checked without reading pixels is checked first.
+  validate(options.merge);
+  chip_step(options.chips.window_size, options.chips.overlap);
+  if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
+  if (options.product_mask.empty()) throw InputError("no product mask given; pass --product-mask PM.tif");
+
+  const RasterReader scene(options.s2_raster, "Sentinel-2 raster (--s2-raster)");
+  const RasterReader product(options.product_mask, "product mask (--product-mask)");
+  require_same_grid(scene, product);
+  const ChipGrid grid(scene.width(), scene.height(), options.chips.window_size, options.chips.overlap);
+
+  const ProbabilityHead& cloud_head = cloud_probability_head();
+  const ProbabilityHead& shadow_head = shadow_probability_head();
+  auto cloud_model = make_backend(load_model(options.cloud_model, default_cloud_model(), cloud_head.role),
+                                  cloud_head.role);
+  auto shadow_model = make_backend(load_model(options.shadow_model, default_shadow_model(), shadow_head.role),
+                                   shadow_head.role);
+  check_model_fits_scene(*cloud_model, scene, cloud_head, options.chips);
+  check_model_fits_scene(*shadow_model, scene, shadow_head, options.chips);
+
+  AtomicOutput mask_out(options.out, "output mask (--out)");
+  std::optional<AtomicOutput> cloud_prob_out, shadow_prob_out;
+  if (!options.keep_probabilities_dir.empty()) {
+    ensure_directory(options.keep_probabilities_dir, "--keep-probabilities");
+    const std::filesystem::path dir(options.keep_probabilities_dir);
+    cloud_prob_out.emplace((dir / "cloud_probability.tif").string(), "--keep-probabilities");
+    shadow_prob_out.emplace((dir / "shadow_probability.tif").string(), "--keep-probabilities");
+  }
+
+  if (options.threads > 0) cv::setNumThreads(options.threads);
+
+  ImproveCloudMaskReport report;
+  report.width = scene.width();
+  report.height = scene.height();
+  report.chips_per_model = grid.size();
+  report.cloud_model = cloud_model->model().origin;
+  report.cloud_model_sha256 = cloud_model->model().sha256;
+  report.shadow_model = shadow_model->model().origin;
+  report.shadow_model_sha256 = shadow_model->model().sha256;
+  for (const auto* backend : {cloud_model.get(), shadow_model.get()}) {
+    for (const auto& fix : backend->model().fixes_applied) {
+      report.model_fixes.push_back(fmt::format("{}: {}", backend->model().origin, fix));
+      spdlog::info("model {}: {}", backend->model().origin, fix);
+    }
+  }
+
+  const auto inference_start = Clock::now();
+  const std::vector<float> cloud = compute_cloud_prob(scene, *cloud_model, options.chips, log_progress("cloud"));
+  const std::vector<float> shadow = compute_shadow_prob(scene, *shadow_model, options.chips, log_progress("shadow"));
+  report.seconds_inference = seconds_since(inference_start);
+
+  const std::vector<std::uint8_t> product_nonzero = product.read_band_nonzero(1);
+  const std::vector<std::uint8_t> mask =
+      merge_cloud_masks_simple(cloud, shadow, product_nonzero, scene.width(), scene.height(), options.merge);
+
+  GeoTiffOptions mask_options;
+  mask_options.type = SampleType::UInt8;
+  mask_options.nodata = 100.0;  // FarmVibes keeps the probability raster's nodata tag
+  mask_options.predictor = 2;
+  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(), mask_options);
+
+  if (cloud_prob_out) {
+    GeoTiffOptions prob_options;
+    prob_options.type = SampleType::Float32;
+    prob_options.nodata = kProbabilityNodata;
+    prob_options.predictor = 3;
+    write_single_band_geotiff(cloud_prob_out->temp_path(), "--keep-probabilities", scene.grid(), cloud.data(),
+                              prob_options);
+    write_single_band_geotiff(shadow_prob_out->temp_path(), "--keep-probabilities", scene.grid(), shadow.data(),
+                              prob_options);
+  }
+  if (!options.preview_png.empty()) write_mask_preview(scene, mask, options.preview_png);
+
+  // Every file is complete; publish them together.
+  if (cloud_prob_out) {
+    cloud_prob_out->commit();
+    shadow_prob_out->commit();
+  }
+  mask_out.commit();
+
+  std::size_t masked = 0;
+  for (std::uint8_t v : mask) masked += v;
+  report.masked_fraction = mask.empty() ? 0.0 : static_cast<double>(masked) / static_cast<double>(mask.size());
+  report.seconds_total = seconds_since(start);
+  return report;
+}
+
+}  // namespace nimbus

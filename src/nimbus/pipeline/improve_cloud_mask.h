@@ -1,0 +1,46 @@
+// The whole improve_cloud_mask job on one scene: cloud and shadow probability,
+// merge with the product mask, write the georeferenced mask.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nimbus/ops/chip_prediction.h"
+#include "nimbus/ops/merge_cloud_masks_simple.h"
+
+namespace nimbus {
+
+struct ImproveCloudMaskOptions {
+  std::string s2_raster;     // 12-band L2A stack (FarmVibes band order), nodata 0
+  std::string product_mask;  // the product's cloud mask on the same grid; non-zero = cloud
+  std::string out;           // output mask GeoTIFF
+  std::string cloud_model;   // ONNX path; empty = embedded default
+  std::string shadow_model;  // ONNX path; empty = embedded default
+  ChipPredictionParams chips;
+  MergeParams merge;
+  std::string keep_probabilities_dir;  // when set, also write cloud/shadow probability GeoTIFFs here
+  std::string preview_png;             // when set, also write an RGB + mask quicklook
+  int threads = 0;                     // 0 = all cores
+};
+
+struct ImproveCloudMaskReport {
+  int width = 0;
+  int height = 0;
+  int chips_per_model = 0;
+  std::string cloud_model;  // origin
+  std::string cloud_model_sha256;
+  std::string shadow_model;
+  std::string shadow_model_sha256;
+  std::vector<std::string> model_fixes;  // graph rewrites applied at load
+  double masked_fraction = 0.0;         // share of pixels set to 1
+  double seconds_inference = 0.0;
+  double seconds_total = 0.0;
+};
+
+// Validates every input before reading pixels, then runs the job. All outputs
+// appear at once at the end (temporary names, renamed); on any failure none do.
+// Throws InputError with the file, option and fix on bad input.
+ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options);
+
+}  // namespace nimbus

@@ -1,0 +1,61 @@
+#include "nimbus/raster/atomic_output.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "nimbus/core/error.h"
+
+namespace nimbus {
+namespace fs = std::filesystem;
+
+AtomicOutput::AtomicOutput(std::string final_path, std::string role)
+    : final_path_(std::move(final_path)), role_(std::move(role)) {
+  if (final_path_.empty()) throw InputError(fmt::format("{} is empty; give an output file path", role_));
+  const fs::path target(final_path_);
+  if (fs::is_directory(target)) {
+    throw InputError(fmt::format("{} '{}' is a directory; give a file path such as {}/mask.tif", role_, final_path_,
+                                 final_path_));
+  }
+  fs::path dir = target.parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir)) {
+    throw InputError(fmt::format("{} '{}': directory '{}' does not exist; create it first", role_, final_path_,
+                                 dir.string()));
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    throw InputError(fmt::format("{} '{}': directory '{}' is not writable ({}); choose another output location",
+                                 role_, final_path_, dir.string(), std::strerror(errno)));
+  }
+  temp_path_ = (dir / fmt::format(".{}.nimbus-partial-{}", target.filename().string(), ::getpid())).string();
+}
+
+AtomicOutput::~AtomicOutput() {
+  if (!committed_) std::remove(temp_path_.c_str());
+}
+
+void AtomicOutput::commit() {
+  if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    std::remove(temp_path_.c_str());
+    throw InputError(fmt::format("{} '{}': could not move the finished file into place ({}); check permissions",
+                                 role_, final_path_, why));
+  }
+  committed_ = true;
+}
+
+void ensure_directory(const std::string& dir, const std::string& role) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    throw InputError(fmt::format("{} '{}' cannot be created ({}); choose a writable directory", role, dir,
+                                 ec ? ec.message() : "not a directory"));
+  }
+}
+
+}  // namespace nimbus

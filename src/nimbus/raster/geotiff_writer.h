@@ -1,0 +1,27 @@
+// Writing single-band GeoTIFFs with FarmVibes' creation options.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "nimbus/raster/raster_reader.h"
+
+namespace nimbus {
+
+enum class SampleType { UInt8, Float32 };
+
+struct GeoTiffOptions {
+  SampleType type = SampleType::UInt8;
+  std::optional<double> nodata;
+  int predictor = 2;  // 2 for integers, 3 for floats, as FarmVibes' INT/FLOAT_COMPRESSION_KWARGS
+  int zstd_level = 9;
+};
+
+// Writes `data` (grid.width*grid.height samples of options.type, row-major) as
+// a tiled, ZSTD-compressed GeoTIFF with grid's transform and CRS at `path`.
+// `role` names the output in error messages. Throws InputError on any write failure.
+void write_single_band_geotiff(const std::string& path, const std::string& role, const GridInfo& grid,
+                               const void* data, const GeoTiffOptions& options);
+
+}  // namespace nimbus

@@ -1,0 +1,88 @@
+#include "nimbus/raster/preview.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <fmt/format.h>
+
+#include "nimbus/core/error.h"
+#include "nimbus/raster/atomic_output.h"
+
+namespace nimbus {
+namespace {
+
+// Maps the 2nd..98th percentile of non-zero values to 0..255.
+cv::Mat stretch_to_byte(const cv::Mat& band) {
+  std::vector<float> values;
+  values.reserve(band.total());
+  for (auto it = band.begin<float>(); it != band.end<float>(); ++it) {
+    if (*it > 0.0f && std::isfinite(*it)) values.push_back(*it);
+  }
+  float lo = 0.0f, hi = 1.0f;
+  if (!values.empty()) {
+    const auto at = [&](double q) {
+      auto nth = values.begin() + static_cast<std::ptrdiff_t>(q * static_cast<double>(values.size() - 1));
+      std::nth_element(values.begin(), nth, values.end());
+      return *nth;
+    };
+    lo = at(0.02);
+    hi = std::max(at(0.98), lo + 1.0f);
+  }
+  cv::Mat out;
+  band.convertTo(out, CV_8U, 255.0 / (hi - lo), -lo * 255.0 / (hi - lo));
+  return out;
+}
+
+}  // namespace
+
+void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_t>& mask, const std::string& path,
+                        int max_size) {
+  AtomicOutput output(path, "preview PNG (--preview)");
+  const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(scene.width(), scene.height()));
+  const int w = std::max(1, static_cast<int>(std::lround(scene.width() * scale)));
+  const int h = std::max(1, static_cast<int>(std::lround(scene.height() * scale)));
+
+  // B02, B03, B04 in OpenCV's BGR order.
+  const int bands_bgr[3] = {2, 3, 4};
+  std::vector<cv::Mat> channels;
+  for (int i = 0; i < 3; ++i) {
+    const int band = scene.band_count() >= 4 ? bands_bgr[i] : 1;
+    cv::Mat plane(h, w, CV_32F);
+    scene.read_band_resampled(band, w, h, plane.ptr<float>());
+    channels.push_back(stretch_to_byte(plane));
+  }
+  cv::Mat rgb;
+  cv::merge(channels, rgb);
+
+  cv::Mat full_mask(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(mask.data()));
+  cv::Mat coverage;
+  cv::resize(full_mask, coverage, cv::Size(w, h), 0, 0, cv::INTER_AREA);
+  const cv::Vec3b tint(255, 0, 255);
+  for (int r = 0; r < h; ++r) {
+    for (int c = 0; c < w; ++c) {
+      if (coverage.at<std::uint8_t>(r, c) == 0) continue;
+      cv::Vec3b& px = rgb.at<cv::Vec3b>(r, c);
+      for (int k = 0; k < 3; ++k) px[k] = static_cast<std::uint8_t>((px[k] + tint[k]) / 2);
+    }
+  }
+  std::vector<int> params{cv::IMWRITE_PNG_COMPRESSION, 6};
+  bool ok = false;
+  try {
+    std::vector<uchar> png;
+    ok = cv::imencode(".png", rgb, png, params);
+    if (ok) {
+      FILE* f = std::fopen(output.temp_path().c_str(), "wb");
+      ok = f && std::fwrite(png.data(), 1, png.size(), f) == png.size();
+      if (f) ok = (std::fclose(f) == 0) && ok;
+    }
+  } catch (const cv::Exception&) {
+    ok = false;
+  }
+  if (!ok) throw InputError(fmt::format("preview PNG '{}' could not be written; check disk space and permissions", path));
+  output.commit();
+}
+
+}  // namespace nimbus

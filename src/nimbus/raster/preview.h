@@ -1,0 +1,18 @@
+// PNG quicklooks: true colour with the cloud mask overlaid.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nimbus/raster/raster_reader.h"
+
+namespace nimbus {
+
+// Writes a PNG (longest side at most max_size pixels) of bands B04/B03/B02
+// (bands 4, 3, 2 of the 12-band stack; band 1 grey for fewer bands) with
+// mask pixels tinted magenta. `mask` is scene.width()*scene.height() 0/1.
+void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_t>& mask, const std::string& path,
+                        int max_size = 1024);
+
+}  // namespace nimbus

@@ -1,0 +1,75 @@
+// Reading rasters through GDAL: chips of a multi-band scene and whole single bands.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+class GDALDataset;
+
+namespace nimbus {
+
+// Where a raster sits on the earth: size, affine transform and CRS.
+struct GridInfo {
+  int width = 0;
+  int height = 0;
+  std::array<double, 6> geotransform{0, 1, 0, 0, 0, 1};
+  bool has_geotransform = false;
+  std::string crs_wkt;  // empty when the file has no CRS
+};
+
+// An open raster. Not thread-safe (GDAL datasets are not): open one per thread.
+class RasterReader {
+ public:
+  // `role` says what the file is for (e.g. "Sentinel-2 raster (--s2-raster)")
+  // so errors can name both the file and the option that supplied it.
+  RasterReader(std::string path, std::string role);
+  ~RasterReader();
+  RasterReader(const RasterReader&) = delete;
+  RasterReader& operator=(const RasterReader&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::string& role() const { return role_; }
+  int width() const { return grid_.width; }
+  int height() const { return grid_.height; }
+  int band_count() const { return band_count_; }
+  const GridInfo& grid() const { return grid_; }
+  // GDAL's name of band 1's data type, e.g. "UInt16".
+  std::string data_type_name() const;
+
+  // Reads the window [x0, x0+w) x [y0, y0+h) of every band as float32 into
+  // `data` (band-major, band_count*w*h values) and sets invalid[i] = 1 where any
+  // band is nodata at pixel i (the file's nodata value, else its GDAL mask).
+  // Returns the number of invalid pixels.
+  std::size_t read_window(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const;
+
+  // Reads the window of one band (1-based) as float32.
+  void read_band_window(int band, int x0, int y0, int w, int h, float* data) const;
+
+  // Whole band (1-based) decimated by GDAL (nearest) to out_w x out_h, float32.
+  void read_band_resampled(int band, int out_w, int out_h, float* data) const;
+
+  // Whole band (1-based) as float32, row-major.
+  std::vector<float> read_band(int band) const;
+
+  // out[i] = 1 where the band's raw value is non-zero. Compared in the band's
+  // own value range, so e.g. a uint16 value of 256 is non-zero.
+  std::vector<std::uint8_t> read_band_nonzero(int band) const;
+
+ private:
+  std::string path_;
+  std::string role_;
+  GDALDataset* dataset_ = nullptr;
+  int band_count_ = 0;
+  GridInfo grid_;
+};
+
+// Throws InputError unless both rasters have the same size, geotransform and CRS,
+// naming both files and what differs.
+void require_same_grid(const RasterReader& a, const RasterReader& b);
+
+// Registers GDAL drivers once and routes GDAL's own messages to our logger.
+void ensure_gdal_initialised();
+
+}  // namespace nimbus

@@ -1,0 +1,102 @@
+#include "nimbus/ops/morphology.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "nimbus/ops/merge_cloud_masks_simple.h"
+
+namespace nimbus {
+namespace {
+
+TEST(DiskFootprint, PixelCountsMatchSkimage) {
+  const int expected[] = {1, 5, 13, 29, 49, 81, 113};
+  for (int r = 0; r <= 6; ++r) {
+    const auto fp = disk_footprint(r);
+    EXPECT_EQ(std::accumulate(fp.begin(), fp.end(), 0), expected[r]) << "radius " << r;
+  }
+}
+
+TEST(DiskFootprint, Radius5RowHalfWidths) {
+  const auto fp = disk_footprint(5);
+  const int half_widths[] = {0, 3, 4, 4, 4, 5, 4, 4, 4, 3, 0};
+  for (int row = 0; row < 11; ++row) {
+    int count = 0;
+    for (int c = 0; c < 11; ++c) count += fp[row * 11 + c];
+    EXPECT_EQ(count, 2 * half_widths[row] + 1) << "row " << row;
+  }
+}
+
+TEST(DilateWithDisk, SinglePixelBecomesTheDisk) {
+  const int w = 21, h = 21;
+  std::vector<std::uint8_t> mask(w * h, 0);
+  mask[10 * w + 10] = 1;
+  dilate_with_disk(mask, w, h, 5);
+  const auto fp = disk_footprint(5);
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const int dy = y - 10, dx = x - 10;
+      const bool inside = std::abs(dy) <= 5 && std::abs(dx) <= 5 && fp[(dy + 5) * 11 + (dx + 5)];
+      EXPECT_EQ(mask[y * w + x], inside ? 1 : 0) << x << "," << y;
+    }
+  }
+}
+
+TEST(DilateWithDisk, OutsideTheImageCountsAsClear) {
+  const int w = 8, h = 8;
+  std::vector<std::uint8_t> mask(w * h, 0);
+  dilate_with_disk(mask, w, h, 3);
+  EXPECT_EQ(std::accumulate(mask.begin(), mask.end(), 0), 0);
+}
+
+TEST(RemoveSmallComponents, DropsSpecksUsingEightConnectivity) {
+  const int w = 10, h = 10;
+  std::vector<std::uint8_t> mask(w * h, 0);
+  // A diagonal pair is one 8-connected component of area 2.
+  mask[1 * w + 1] = mask[2 * w + 2] = 1;
+  // A lone pixel: area 1.
+  mask[7 * w + 7] = 1;
+  remove_small_components(mask, w, h, 2);
+  EXPECT_EQ(mask[1 * w + 1], 1);
+  EXPECT_EQ(mask[2 * w + 2], 1);
+  EXPECT_EQ(mask[7 * w + 7], 0);
+}
+
+TEST(RemoveSmallComponents, FillsSmallHolesIncludingAtTheBorder) {
+  const int w = 10, h = 10;
+  std::vector<std::uint8_t> mask(w * h, 1);
+  mask[5 * w + 5] = 0;  // interior hole, area 1
+  mask[0] = 0;          // border hole, area 1
+  mask[9 * w + 0] = mask[9 * w + 1] = mask[9 * w + 2] = 0;  // border hole, area 3
+  remove_small_components(mask, w, h, 2);
+  EXPECT_EQ(mask[5 * w + 5], 1);
+  EXPECT_EQ(mask[0], 1);
+  EXPECT_EQ(mask[9 * w + 1], 0);
+}
+
+TEST(MergeCloudMasks, StrictFloat32Thresholds) {
+  // float32(0.3) = 0.300000011920929: 0.3f itself is not above it.
+  const std::vector<float> cloud{0.3f, std::nextafter(0.3f, 1.0f), 0.0f, 100.0f};
+  const std::vector<float> shadow{0.0f, 0.0f, 0.2f, 0.0f};
+  const std::vector<std::uint8_t> product{0, 0, 0, 0};
+  MergeParams p;
+  p.closing_size = 0;
+  const auto mask = merge_cloud_masks_simple(cloud, shadow, product, 4, 1, p);
+  EXPECT_EQ(mask, (std::vector<std::uint8_t>{0, 1, 0, 1}));
+}
+
+TEST(MergeCloudMasks, RejectsOutOfRangeParameters) {
+  MergeParams p;
+  p.cloud_prob_threshold = 1.5;
+  EXPECT_THROW(validate(p), std::runtime_error);
+  p = MergeParams{};
+  p.closing_size = -1;
+  EXPECT_THROW(validate(p), std::runtime_error);
+  p = MergeParams{};
+  p.min_area = -3;
+  EXPECT_THROW(validate(p), std::runtime_error);
+}
+
+}  // namespace
+}  // namespace nimbus
