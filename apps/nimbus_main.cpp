@@ -21,6 +21,7 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
   CLI::App* cmd = app.add_subcommand("improve-cloud-mask",
                                      "Cloud + shadow models over a Sentinel-2 L2A raster, merged with the product "
                                      "mask (FarmVibes data_ingestion/sentinel2/improve_cloud_mask)");
+  cmd->fallthrough();  // global flags (-q, -v) may follow the subcommand
   cmd->add_option("--s2-raster", o.s2_raster, "12-band L2A stack, bands B01..B12 without B10, nodata 0")
       ->required();
   cmd->add_option("--product-mask", o.product_mask, "Product cloud mask on the same grid (non-zero = cloud)")

@@ -65,7 +65,7 @@ void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_
     for (int c = 0; c < w; ++c) {
       if (coverage.at<std::uint8_t>(r, c) == 0) continue;
       cv::Vec3b& px = rgb.at<cv::Vec3b>(r, c);
-      for (int k = 0; k < 3; ++k) px[k] = static_cast<std::uint8_t>((px[k] + tint[k]) / 2);
+      for (int k = 0; k < 3; ++k) px[k] = static_cast<std::uint8_t>((3 * px[k] + 2 * tint[k]) / 5);
     }
   }
   std::vector<int> params{cv::IMWRITE_PNG_COMPRESSION, 6};
