@@ -1,0 +1,64 @@
+"""Shared fixtures: the nimbus binary, generated test models and synthetic scenes."""
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "tools"))
+
+np = pytest.importorskip("numpy")
+rasterio = pytest.importorskip("rasterio")
+
+
+def _cache_dir():
+    return Path(os.environ.get("NIMBUS_TEST_CACHE", ROOT / "build" / "test-cache"))
+
+
+@pytest.fixture(scope="session")
+def nimbus_bin():
+    path = Path(os.environ.get("NIMBUS_BIN", ROOT / "build" / "nimbus"))
+    if not path.exists():
+        pytest.skip(f"nimbus binary not built at {path}; build first or set NIMBUS_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_models():
+    """Torch-built test models, regenerated only when their generator changes."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    script = ROOT / "tests" / "tools" / "make_test_models.py"
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    out = _cache_dir() / f"models-{digest}"
+    if not (out / "fpn_shadow_op13.onnx").exists():
+        subprocess.run([sys.executable, str(script), str(out)], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_models():
+    return {"cloud": ROOT / "models" / "nimbus_cloud_v1.onnx", "shadow": ROOT / "models" / "nimbus_shadow_v1.onnx"}
+
+
+@pytest.fixture
+def make_scene(tmp_path):
+    """make_scene(width, height, seed=0, nodata_wedge=False) -> {'s2', 'product_mask', 'truth'} paths."""
+    from synthetic_scene import make_scene as build, write_scene
+
+    def make(width, height, seed=0, nodata_wedge=False, name="scene"):
+        return write_scene(build(width, height, seed, nodata_wedge), tmp_path / name)
+
+    return make
+
+
+def run_nimbus(binary, *args, check=False):
+    proc = subprocess.run([str(binary), *map(str, args)], capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nimbus failed ({proc.returncode}): {proc.stderr}")
+    return proc

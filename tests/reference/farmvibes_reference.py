@@ -1,0 +1,126 @@
+"""Reference implementation of FarmVibes.AI improve_cloud_mask, written from the
+behavioural spec (shared/spec/farmvibes-improve-cloud-mask.md) with numpy,
+rasterio, scipy and scikit-image, for golden parity tests against Nimbus.
+
+It follows the spec literally, including FarmVibes' per-chip reads, numpy
+float32 arithmetic and skimage/scipy morphology. Where FarmVibes is buggy it
+does what FarmVibes intends (see docs/differences.md):
+  * softmax is computed per sample (FarmVibes breaks for batch_size > 1);
+  * remove_small_components fills clear holes with a boolean inversion
+    instead of relying on uint8 `~` (same result, by design rather than by luck).
+
+The model is any callable taking float32 [1, C, H, W] and returning [1, K, H, W].
+"""
+import math
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from scipy import ndimage
+from skimage.measure import label
+from skimage.morphology import disk
+
+NODATA = 100.0
+
+
+# ---------------------------------------------------------------- chip grid (2.2)
+def read_intervals(dim, chip, step):
+    if dim < chip:
+        raise ValueError(f"dim_size={dim} cannot be smaller than chip_size={chip}.")
+    n = math.ceil((dim - chip) / step) + 1
+    if dim > chip:
+        n = max(n, 2)
+    starts = np.round(np.linspace(0, dim - chip, n)).astype(int)
+    return [(int(s), int(s) + chip) for s in starts]
+
+
+def write_intervals(dim, chip, step):
+    reads = read_intervals(dim, chip, step)
+    edges = [reads[0][0]] + [(reads[k][1] + reads[k + 1][0]) // 2 for k in range(len(reads) - 1)] + [reads[-1][1]]
+    writes = [(edges[k], edges[k + 1]) for k in range(len(reads))]
+    chip_ranges = [(w0 - r0, w1 - r0) for (w0, w1), (r0, _) in zip(writes, reads)]
+    return reads, writes, chip_ranges
+
+
+# -------------------------------------------------------- probabilities (2.3, 2.4)
+def softmax_class1(logits):
+    x = logits.astype(np.float32)
+    e = np.exp(x - np.max(x, axis=1, keepdims=True))
+    p = e / np.sum(e, axis=1, keepdims=True)
+    return p[:, 1:]
+
+
+def sigmoid(logits):
+    x = logits.astype(np.float32)
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(np.float32)
+
+
+def compute_probability(raster_path, model, kind, window_size=512, overlap=0.25, in_memory=False):
+    """kind: 'cloud' (raw DN, softmax class 1) or 'shadow' (DN * 1e-4, sigmoid)."""
+    step = int(window_size * (1 - overlap))
+    with rasterio.open(raster_path) as src:
+        height, width = src.height, src.width
+        rows, rows_w, rows_c = write_intervals(height, window_size, step)
+        cols, cols_w, cols_c = write_intervals(width, window_size, step)
+        out = np.empty((height, width), np.float32)
+        whole = src.read(masked=True) if in_memory else None
+        for j in range(len(rows)):
+            for i in range(len(cols)):
+                (r0, r1), (c0, c1) = rows[j], cols[i]
+                if whole is None:
+                    chip = src.read(window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                else:
+                    chip = whole[:, r0:r1, c0:c1]
+                data = np.ma.getdata(chip).astype(np.float32)
+                mask = np.ma.getmaskarray(chip)
+                if mask.all():
+                    prob = np.full((1, window_size, window_size), NODATA, np.float32)
+                else:
+                    x = data[None]
+                    if kind == "shadow":
+                        x = x * np.float32(1e-4)
+                    logits = model(x)
+                    prob = (softmax_class1(logits) if kind == "cloud" else sigmoid(logits))[0]
+                    prob[:, mask.any(axis=0)] = 1.0  # post_process; overwritten below
+                (a, b), (c, d) = rows_c[j], cols_c[i]
+                block = prob[:, a:b, c:d].copy()
+                block[:, mask[:, a:b, c:d].any(axis=0)] = NODATA
+                (wr0, wr1), (wc0, wc1) = rows_w[j], cols_w[i]
+                out[wr0:wr1, wc0:wc1] = block[0]
+    return out
+
+
+# ------------------------------------------------------------------- merge (3)
+def remove_small_components(mask, min_area):
+    labels = label(mask.astype(bool), background=0, connectivity=2)
+    sizes = np.bincount(labels.ravel())
+    small = sizes < min_area
+    small[0] = False
+    out = mask.copy()
+    out[small[labels]] = 0
+    holes = label(~out.astype(bool), background=0, connectivity=2)
+    sizes = np.bincount(holes.ravel())
+    small = sizes < min_area
+    small[0] = False
+    out[small[holes]] = 1
+    return out
+
+
+def merge_cloud_masks(cloud_prob, shadow_prob, product_mask, cloud_thr=0.3, shadow_thr=0.2, closing_size=5,
+                      min_area=0):
+    merged = (cloud_prob > cloud_thr) | (shadow_prob > shadow_thr) | product_mask.astype(bool)
+    merged = ndimage.binary_dilation(merged, structure=disk(closing_size), border_value=0).astype(np.uint8)
+    if min_area > 0:
+        merged = remove_small_components(merged, min_area)
+    return merged
+
+
+def improve_cloud_mask(s2_path, product_mask_path, cloud_model, shadow_model, cloud_thr=0.3, shadow_thr=0.2,
+                       closing_size=5, min_area=0, window_size=512, overlap=0.25, in_memory=False):
+    cloud = compute_probability(s2_path, cloud_model, "cloud", window_size, overlap, in_memory)
+    shadow = compute_probability(s2_path, shadow_model, "shadow", window_size, overlap, in_memory)
+    with rasterio.open(product_mask_path) as src:
+        pm = src.read(1)
+    mask = merge_cloud_masks(cloud, shadow, pm, cloud_thr, shadow_thr, closing_size, min_area)
+    return cloud, shadow, mask
