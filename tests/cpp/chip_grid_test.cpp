@@ -39,7 +39,8 @@ INSTANTIATE_TEST_SUITE_P(Spec, ChipSpansTest,
                                            Expected{896, {0, 384}, {0, 448}, {0, 64}, {448, 512}},
                                            Expected{897, {0, 192, 385}, {0, 352, 544}, {0, 160, 159}, {352, 352, 512}},
                                            Expected{1000, {0, 244, 488}, {0, 378, 622}, {0, 134, 134},
-                                                    {378, 378, 512}}));
+                                                    {378, 378, 512}}),
+                         [](const ::testing::TestParamInfo<Expected>& info) { return "D" + std::to_string(info.param.dim); });
 
 TEST(ChipSpans, FullTileHas29ChipsWithSpecStarts) {
   const auto spans = chip_spans(10980, 512, 384);
