@@ -1,5 +1,7 @@
 // The nimbus command line: a thin front end over the library.
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <exception>
 #include <string>
 
@@ -10,7 +12,11 @@
 
 #include "nimbus/core/error.h"
 #include "nimbus/core/version.h"
+#include "nimbus/ops/registry.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
+#include "nimbus/workflow/describe.h"
+#include "nimbus/workflow/runner.h"
+#include "nimbus/workflow/workflow_graph.h"
 
 namespace {
 
@@ -49,6 +55,121 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
 }
 
+struct WorkflowCommands {
+  std::string workflow;
+  std::vector<std::string> inputs;
+  std::vector<std::string> params;
+  std::string out_dir;
+  std::string cache_dir;
+  bool no_cache = false;
+  std::string workflows_dir;
+  std::string describe_target;
+  std::string op_name;
+  int parallel_tasks = 2;
+};
+
+std::string default_cache_dir() {
+  if (const char* d = std::getenv("NIMBUS_CACHE_DIR")) return d;
+  if (const char* x = std::getenv("XDG_CACHE_HOME")) return std::string(x) + "/nimbus";
+  if (const char* h = std::getenv("HOME")) return std::string(h) + "/.cache/nimbus";
+  return ".nimbus-cache";
+}
+
+// The workflows directory: explicit, else the `workflows` folder a YAML file
+// sits under, else $NIMBUS_WORKFLOWS_DIR, else the one shipped with Nimbus.
+std::string workflows_dir_for(const std::string& explicit_dir, const std::string& workflow) {
+  namespace fs = std::filesystem;
+  if (!explicit_dir.empty()) return explicit_dir;
+  if (!workflow.empty() && fs::is_regular_file(workflow)) {
+    for (fs::path p = fs::absolute(workflow).parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+      if (p.filename() == "workflows") return p.string();
+    }
+  }
+  if (const char* env = std::getenv("NIMBUS_WORKFLOWS_DIR")) return env;
+  return NIMBUS_DEFAULT_WORKFLOWS_DIR;
+}
+
+std::pair<std::string, std::string> split_assignment(const std::string& text, const char* flag) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw nimbus::InputError(fmt::format("{} '{}' must be NAME=VALUE", flag, text));
+  }
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+void add_workflow_commands(CLI::App& app, WorkflowCommands& w) {
+  CLI::App* run = app.add_subcommand("run", "Run a workflow YAML (FarmVibes workflow language)");
+  run->fallthrough();
+  run->add_option("workflow", w.workflow, "Workflow name (e.g. data_ingestion/sentinel2/improve_cloud_mask) or YAML path")
+      ->required();
+  run->add_option("--input", w.inputs, "Source file, NAME=PATH (repeatable)");
+  run->add_option("--param", w.params, "Workflow parameter, NAME=VALUE (repeatable; VALUE parsed as YAML)");
+  run->add_option("--out-dir", w.out_dir, "Directory for the sink files (<sink>.tif)")->required();
+  run->add_option("--cache-dir", w.cache_dir, "Op cache directory (default $NIMBUS_CACHE_DIR or ~/.cache/nimbus)");
+  run->add_flag("--no-cache", w.no_cache, "Do not read or write the op cache");
+  run->add_option("--workflows-dir", w.workflows_dir, "Where nested workflows are looked up by name");
+  run->add_option("--parallel-tasks", w.parallel_tasks, "Tasks run at the same time")->capture_default_str();
+
+  CLI::App* workflows = app.add_subcommand("workflows", "List and describe workflows");
+  workflows->require_subcommand(1);
+  CLI::App* list = workflows->add_subcommand("list", "List available workflows");
+  list->add_option("--workflows-dir", w.workflows_dir, "Workflows directory");
+  CLI::App* describe = workflows->add_subcommand("describe", "Describe a workflow and print its Mermaid graph");
+  describe->add_option("workflow", w.describe_target, "Workflow name or YAML path")->required();
+  describe->add_option("--workflows-dir", w.workflows_dir, "Workflows directory");
+
+  CLI::App* ops = app.add_subcommand("ops", "List and describe the built-in ops");
+  ops->require_subcommand(1);
+  ops->add_subcommand("list", "List ops");
+  CLI::App* op_describe = ops->add_subcommand("describe", "Ports, parameters and defaults of one op");
+  op_describe->add_option("op", w.op_name, "Op name")->required();
+}
+
+int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
+  if (app.got_subcommand("run")) {
+    nimbus::Json overrides = nimbus::Json::object();
+    for (const std::string& p : w.params) {
+      const auto [k, v] = split_assignment(p, "--param");
+      overrides[k] = nimbus::yaml_scalar_to_json(v);
+    }
+    nimbus::RunOptions options;
+    for (const std::string& i : w.inputs) {
+      const auto [k, v] = split_assignment(i, "--input");
+      options.inputs[k] = v;
+    }
+    options.out_dir = w.out_dir;
+    options.cache_dir = w.no_cache ? "" : (w.cache_dir.empty() ? default_cache_dir() : w.cache_dir);
+    options.max_parallel_tasks = w.parallel_tasks;
+    const nimbus::WorkflowLibrary library{workflows_dir_for(w.workflows_dir, w.workflow)};
+    const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(w.workflow, overrides, library);
+    const nimbus::RunReport report = nimbus::run_workflow(graph, options, [](const nimbus::TaskRun& t) {
+      spdlog::info("task {} ({}): {} in {:.2f} s", t.node, t.op, t.cache_hit ? "cached" : "done", t.seconds);
+    });
+    for (const auto& [sink, path] : report.outputs) spdlog::info("sink {}: {}", sink, path);
+    return 0;
+  }
+  if (CLI::App* workflows = app.get_subcommand("workflows"); workflows->parsed()) {
+    const std::string dir = workflows_dir_for(w.workflows_dir, w.describe_target);
+    if (workflows->got_subcommand("list")) {
+      for (const std::string& name : nimbus::list_workflows(dir)) std::printf("%s\n", name.c_str());
+    } else {
+      std::fputs(nimbus::describe_workflow(w.describe_target, nimbus::WorkflowLibrary{dir}).c_str(), stdout);
+    }
+    return 0;
+  }
+  if (CLI::App* ops = app.get_subcommand("ops"); ops->parsed()) {
+    if (ops->got_subcommand("list")) {
+      for (const auto& op : nimbus::builtin_ops()) std::printf("%-26s %s\n", op.name.c_str(), op.short_description.c_str());
+      return 0;
+    }
+    const nimbus::OpDefinition* op = nimbus::find_op(w.op_name);
+    if (!op) throw nimbus::InputError(fmt::format("unknown op '{}'; see `nimbus ops list`", w.op_name));
+    std::fputs(nimbus::describe_op(*op).c_str(), stdout);
+    return 0;
+  }
+  return -1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -66,6 +187,8 @@ int main(int argc, char** argv) {
 
   nimbus::ImproveCloudMaskOptions improve;
   add_improve_cloud_mask(app, improve);
+  WorkflowCommands workflow;
+  add_workflow_commands(app, workflow);
 
   try {
     app.parse(argc, argv);
@@ -80,6 +203,8 @@ int main(int argc, char** argv) {
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
                    improve.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction, r.seconds_total,
                    r.seconds_inference);
+    } else {
+      return run_workflow_command(app, workflow);
     }
   } catch (const nimbus::InputError& e) {
     std::fprintf(stderr, "nimbus: error: %s\n", e.what());

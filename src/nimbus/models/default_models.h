@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "nimbus/inference/onnx_model.h"
+
 namespace nimbus {
 
 struct EmbeddedModel {
@@ -13,5 +15,13 @@ struct EmbeddedModel {
 
 EmbeddedModel default_cloud_model();
 EmbeddedModel default_shadow_model();
+
+// "embedded:<name>", the model reference that selects an embedded model.
+std::string default_model_ref(const EmbeddedModel& model);
+
+// Loads a model reference: "embedded:<name>" for a built-in model, an absolute
+// path, or a path relative to `root_dir` (os.path.join semantics: an absolute
+// model_path ignores root_dir). `role` names the option for errors.
+OnnxModel load_model(const std::string& model_path, const std::string& root_dir, const std::string& role);
 
 }  // namespace nimbus

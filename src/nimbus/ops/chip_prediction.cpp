@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/models/default_models.h"
+#include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/tiling/chip_grid.h"
 
 namespace nimbus {
@@ -147,6 +149,59 @@ std::vector<float> predict_probability(const RasterReader& scene, InferenceBacke
     if (progress) progress(index + 1, grid.size());
   }
   return probability;
+}
+
+OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
+                                       const std::string& default_root_dir, const std::string& default_model,
+                                       const std::string& short_description) {
+  OpDefinition op;
+  op.name = head.op_name;
+  op.op_dir = head.op_name;
+  op.short_description = short_description;
+  op.inputs = {{"sentinel_raster", "Sentinel2Raster", "Sentinel-2 L2A raster, 12 bands, nodata 0"}};
+  op.outputs = {{output_port, "Sentinel2CloudProbability", "Probability raster, float32, nodata 100"}};
+  op.parameters = {
+      {"downsampling", ParamType::Int, 1, "Chip downsampling factor; Nimbus supports 1 (all FarmVibes workflows)"},
+      {"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
+      {"model_path", ParamType::String, default_model,
+       "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"},
+      {"window_size", ParamType::Int, 512, "Chip size in pixels"},
+      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)"},
+      {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass"},
+      {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus"},
+      {"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},
+  };
+  op.dependencies = {"model_path", "downsampling", "window_size", "overlap"};
+  const ProbabilityHead* h = &head;
+  op.run = [h, output_port](const OpRunContext& ctx) {
+    const Json& p = ctx.parameters;
+    const long downsampling = p.at("downsampling").get<long>();
+    if (downsampling < 1) {
+      throw InputError(fmt::format("task '{}': Downsampling must be equal or larger than 1, found {}", ctx.task,
+                                   downsampling));
+    }
+    if (downsampling != 1) {
+      throw InputError(fmt::format("task '{}': downsampling = {} is not supported (FarmVibes' own grids break for "
+                                   "it); use 1",
+                                   ctx.task, downsampling));
+    }
+    ChipPredictionParams params;
+    params.window_size = static_cast<int>(p.at("window_size").get<long>());
+    params.overlap = p.at("overlap").get<double>();
+    params.in_memory = p.at("in_memory").get<bool>();
+    const std::string role = fmt::format("{} of task '{}' (model_path)", h->op_name, ctx.task);
+    auto model = make_backend(load_model(p.at("model_path").get<std::string>(), p.at("root_dir").get<std::string>(),
+                                         role),
+                              role);
+    const RasterReader scene(ctx.inputs.at("sentinel_raster").path,
+                             fmt::format("input sentinel_raster of task '{}'", ctx.task));
+    const std::vector<float> probability = predict_probability(scene, *model, *h, params);
+    const std::string path = ctx.output_dir + "/" + output_port + ".tif";
+    write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), scene.grid(), probability.data(),
+                              probability_geotiff_options());
+    return OpOutputs{{output_port, Artifact{path, "Sentinel2CloudProbability", ""}}};
+  };
+  return op;
 }
 
 }  // namespace nimbus

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "nimbus/inference/backend.h"
+#include "nimbus/ops/op_definition.h"
 #include "nimbus/raster/raster_reader.h"
 
 namespace nimbus {
@@ -47,6 +48,13 @@ using ChipProgress = std::function<void(int done, int total)>;
 // nodata are not sent to the model.
 std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
                                        const ChipPredictionParams& params, const ChipProgress& progress = {});
+
+// The workflow op for a probability head: FarmVibes' parameters and defaults
+// (downsampling, root_dir, model_path, window_size, overlap, batch_size,
+// num_workers, in_memory), one Sentinel2Raster input, one probability output.
+OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
+                                       const std::string& default_root_dir, const std::string& default_model,
+                                       const std::string& short_description);
 
 // Applies the head's activation to one pixel's model scores (stride = pixels
 // per channel plane). Exposed for tests.

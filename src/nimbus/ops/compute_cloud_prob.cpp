@@ -9,3 +9,15 @@ const ProbabilityHead& cloud_probability_head() {
 }
 
 }  // namespace nimbus
+
+#include "nimbus/ops/registry.h"
+
+namespace nimbus {
+
+OpDefinition compute_cloud_prob_definition() {
+  return probability_op_definition(cloud_probability_head(), "cloud_probability",
+                                   "/opt/terravibes/ops/resources/cloud_models", "cloud_model2_cpu.onnx",
+                                   "Computes cloud probabilities using a convolutional segmentation model for L2A.");
+}
+
+}  // namespace nimbus

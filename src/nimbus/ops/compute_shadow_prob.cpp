@@ -10,3 +10,15 @@ const ProbabilityHead& shadow_probability_head() {
 }
 
 }  // namespace nimbus
+
+#include "nimbus/ops/registry.h"
+
+namespace nimbus {
+
+OpDefinition compute_shadow_prob_definition() {
+  return probability_op_definition(shadow_probability_head(), "shadow_probability",
+                                   "/opt/terravibes/ops/resources/shadow_models", "shadow.onnx",
+                                   "Computes shadow probabilities using a convolutional segmentation model for L2A.");
+}
+
+}  // namespace nimbus

@@ -49,3 +49,51 @@ std::vector<std::uint8_t> merge_cloud_masks_simple(const std::vector<float>& clo
 }
 
 }  // namespace nimbus
+
+#include "nimbus/ops/registry.h"
+#include "nimbus/raster/geotiff_writer.h"
+#include "nimbus/raster/raster_reader.h"
+
+namespace nimbus {
+
+OpDefinition merge_cloud_masks_simple_definition() {
+  OpDefinition op;
+  op.name = "merge_cloud_masks_simple";
+  op.op_dir = "merge_cloud_masks";
+  op.short_description = "Merges cloud, shadow and product cloud masks.";
+  op.inputs = {{"product_mask", "Sentinel2CloudMask", "The product's cloud mask; non-zero = cloud"},
+               {"cloud_probability", "Sentinel2CloudProbability", "Cloud probability raster"},
+               {"shadow_probability", "Sentinel2CloudProbability", "Shadow probability raster"}};
+  op.outputs = {{"merged_cloud_mask", "Sentinel2CloudMask", "Merged mask, uint8 0/1, nodata tag 100"}};
+  op.parameters = {
+      {"cloud_prob_threshold", ParamType::Float, 0.3, "Minimum probability to label a pixel as cloud (strict >)"},
+      {"shadow_prob_threshold", ParamType::Float, 0.2, "Minimum probability to label a pixel as shadow (strict >)"},
+      {"closing_size", ParamType::Int, 5, "Radius of the disk the merged mask is dilated with"},
+      {"min_area", ParamType::Int, 0, "Remove cloud components and fill holes smaller than this many pixels"},
+  };
+  op.dependencies = {"cloud_prob_threshold", "shadow_prob_threshold", "closing_size", "min_area"};
+  op.run = [](const OpRunContext& ctx) {
+    const Json& p = ctx.parameters;
+    MergeParams params;
+    params.cloud_prob_threshold = p.at("cloud_prob_threshold").get<double>();
+    params.shadow_prob_threshold = p.at("shadow_prob_threshold").get<double>();
+    params.closing_size = static_cast<int>(p.at("closing_size").get<long>());
+    params.min_area = static_cast<int>(p.at("min_area").get<long>());
+    validate(params);
+    const auto role = [&](const char* port) { return fmt::format("input {} of task '{}'", port, ctx.task); };
+    const RasterReader cloud(ctx.inputs.at("cloud_probability").path, role("cloud_probability"));
+    const RasterReader shadow(ctx.inputs.at("shadow_probability").path, role("shadow_probability"));
+    const RasterReader product(ctx.inputs.at("product_mask").path, role("product_mask"));
+    require_same_grid(cloud, shadow);
+    require_same_grid(cloud, product);
+    const std::vector<std::uint8_t> mask = merge_cloud_masks_simple(
+        cloud.read_band(1), shadow.read_band(1), product.read_band_nonzero(1), cloud.width(), cloud.height(), params);
+    const std::string path = ctx.output_dir + "/merged_cloud_mask.tif";
+    write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), cloud.grid(), mask.data(),
+                              mask_geotiff_options());
+    return OpOutputs{{"merged_cloud_mask", Artifact{path, "Sentinel2CloudMask", ""}}};
+  };
+  return op;
+}
+
+}  // namespace nimbus

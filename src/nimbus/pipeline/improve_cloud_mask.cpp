@@ -29,11 +29,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-OnnxModel load_model(const std::string& path, const EmbeddedModel& fallback, const std::string& role) {
-  if (path.empty()) return load_onnx_bytes(fallback.name, fallback.onnx, role);
-  return load_onnx_file(path, role);
-}
-
 ChipProgress log_progress(const char* what) {
   return [what](int done, int total) {
     if (done == total || done % 16 == 0) spdlog::info("{}: {}/{} chips", what, done, total);
@@ -57,9 +52,9 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();
-  auto cloud_model = make_backend(load_model(options.cloud_model, default_cloud_model(), cloud_head.role),
+  auto cloud_model = make_backend(load_model(options.cloud_model.empty() ? default_model_ref(default_cloud_model()) : options.cloud_model, "", cloud_head.role),
                                   cloud_head.role);
-  auto shadow_model = make_backend(load_model(options.shadow_model, default_shadow_model(), shadow_head.role),
+  auto shadow_model = make_backend(load_model(options.shadow_model.empty() ? default_model_ref(default_shadow_model()) : options.shadow_model, "", shadow_head.role),
                                    shadow_head.role);
   check_model_fits_scene(*cloud_model, scene, cloud_head, options.chips);
   check_model_fits_scene(*shadow_model, scene, shadow_head, options.chips);
@@ -99,17 +94,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const std::vector<std::uint8_t> mask =
       merge_cloud_masks_simple(cloud, shadow, product_nonzero, scene.width(), scene.height(), options.merge);
 
-  GeoTiffOptions mask_options;
-  mask_options.type = SampleType::UInt8;
-  mask_options.nodata = 100.0;  // FarmVibes keeps the probability raster's nodata tag
-  mask_options.predictor = 2;
-  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(), mask_options);
+  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(),
+                            mask_geotiff_options());
 
   if (cloud_prob_out) {
-    GeoTiffOptions prob_options;
-    prob_options.type = SampleType::Float32;
-    prob_options.nodata = kProbabilityNodata;
-    prob_options.predictor = 3;
+    const GeoTiffOptions prob_options = probability_geotiff_options();
     write_single_band_geotiff(cloud_prob_out->temp_path(), "--keep-probabilities", scene.grid(), cloud.data(),
                               prob_options);
     write_single_band_geotiff(shadow_prob_out->temp_path(), "--keep-probabilities", scene.grid(), shadow.data(),

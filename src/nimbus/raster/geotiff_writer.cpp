@@ -10,6 +10,22 @@
 
 namespace nimbus {
 
+GeoTiffOptions probability_geotiff_options() {
+  GeoTiffOptions o;
+  o.type = SampleType::Float32;
+  o.nodata = 100.0;
+  o.predictor = 3;
+  return o;
+}
+
+GeoTiffOptions mask_geotiff_options() {
+  GeoTiffOptions o;
+  o.type = SampleType::UInt8;
+  o.nodata = 100.0;  // FarmVibes keeps the probability raster's nodata tag on the mask
+  o.predictor = 2;
+  return o;
+}
+
 void write_single_band_geotiff(const std::string& path, const std::string& role, const GridInfo& grid,
                                const void* data, const GeoTiffOptions& options) {
   ensure_gdal_initialised();

@@ -18,6 +18,11 @@ struct GeoTiffOptions {
   int zstd_level = 9;
 };
 
+// FarmVibes' probability rasters: float32, nodata 100, ZSTD 9, predictor 3.
+GeoTiffOptions probability_geotiff_options();
+// FarmVibes' merged mask: uint8, nodata tag 100, ZSTD 9, predictor 2.
+GeoTiffOptions mask_geotiff_options();
+
 // Writes `data` (grid.width*grid.height samples of options.type, row-major) as
 // a tiled, ZSTD-compressed GeoTIFF with grid's transform and CRS at `path`.
 // `role` names the output in error messages. Throws InputError on any write failure.

@@ -1,0 +1,78 @@
+// What an op declares about itself (ports, parameters, cache dependencies) and
+// how the workflow engine calls it. Each op's source file defines one.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace nimbus {
+
+using Json = nlohmann::json;
+
+// A file produced or consumed by an op, with FarmVibes' data type name and a
+// stable id that feeds downstream cache keys.
+struct Artifact {
+  std::string path;
+  std::string type;  // e.g. "Sentinel2Raster"
+  std::string id;
+};
+
+enum class ParamType { Bool, Int, Float, String };
+
+struct ParamSpec {
+  std::string name;
+  ParamType type;
+  Json default_value;  // may be null
+  std::string help;
+};
+
+struct PortSpec {
+  std::string name;
+  std::string type;  // data type name, see data_types.h
+  std::string help;
+};
+
+struct OpRunContext {
+  std::map<std::string, Artifact> inputs;  // by input port
+  Json parameters;                         // resolved, every declared parameter present
+  std::string output_dir;                  // empty directory owned by this run of the op
+  std::string task;                        // task name, for messages
+};
+
+using OpOutputs = std::map<std::string, Artifact>;  // by output port (path and type; ids are set by the engine)
+
+struct OpDefinition {
+  std::string name;
+  std::string op_dir;  // FarmVibes' ops/<op_dir>/<name>.yaml location, checked against `op_dir:` in workflows
+  std::string version = "1.0";
+  std::string short_description;
+  std::vector<PortSpec> inputs;
+  std::vector<PortSpec> outputs;
+  std::vector<ParamSpec> parameters;
+  std::vector<std::string> dependencies;  // parameters that enter the cache key
+  std::function<OpOutputs(const OpRunContext&)> run;
+
+  const ParamSpec* parameter(const std::string& n) const {
+    for (const auto& p : parameters)
+      if (p.name == n) return &p;
+    return nullptr;
+  }
+  const PortSpec* input(const std::string& n) const {
+    for (const auto& p : inputs)
+      if (p.name == n) return &p;
+    return nullptr;
+  }
+  const PortSpec* output(const std::string& n) const {
+    for (const auto& p : outputs)
+      if (p.name == n) return &p;
+    return nullptr;
+  }
+};
+
+const char* param_type_name(ParamType t);
+
+}  // namespace nimbus

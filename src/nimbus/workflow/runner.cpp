@@ -1,0 +1,170 @@
+#include "nimbus/workflow/runner.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "nimbus/inference/onnx_model.h"
+#include "nimbus/raster/atomic_output.h"
+#include "nimbus/workflow/cache.h"
+
+namespace nimbus {
+namespace fs = std::filesystem;
+namespace {
+
+void copy_into_place(const std::string& from, const std::string& to) {
+  AtomicOutput out(to, "--out-dir");
+  std::error_code ec;
+  fs::copy_file(from, out.temp_path(), fs::copy_options::overwrite_existing, ec);
+  if (ec) throw InputError(fmt::format("cannot write '{}' ({}); check disk space and permissions", to, ec.message()));
+  out.commit();
+}
+
+}  // namespace
+
+RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, const TaskEvent& on_task_done) {
+  // Inputs must match the sources exactly.
+  std::vector<std::string> source_names;
+  for (const auto& [name, targets] : graph.sources) source_names.push_back(name);
+  for (const auto& [name, path] : options.inputs) {
+    if (std::find(source_names.begin(), source_names.end(), name) == source_names.end()) {
+      throw InputError(fmt::format("--input {}=...: workflow {} has no source '{}'; its sources: {}", name, graph.name,
+                                   name, fmt::join(source_names, ", ")));
+    }
+  }
+  std::map<std::string, Artifact> port_values;  // "node.port" -> artifact
+  for (const auto& [name, targets] : graph.sources) {
+    auto it = options.inputs.find(name);
+    if (it == options.inputs.end()) {
+      throw InputError(fmt::format("workflow {} needs --input {}=FILE (sources: {})", graph.name, name,
+                                   fmt::join(source_names, ", ")));
+    }
+    if (!fs::is_regular_file(it->second)) {
+      throw InputError(fmt::format("--input {}='{}': file does not exist; check the path", name, it->second));
+    }
+    const Artifact a{it->second, "", file_artifact_id(it->second)};
+    for (const PortRef& t : targets) port_values[t.str()] = a;
+  }
+  if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
+  ensure_directory(options.out_dir, "--out-dir");
+
+  const bool use_cache = !options.cache_dir.empty();
+  const std::string scratch = use_cache ? options.cache_dir : (fs::path(options.out_dir) / ".nimbus-work").string();
+  const OpCache cache(scratch);
+
+  // Dependencies between nodes.
+  std::map<std::string, std::set<std::string>> waiting_on;
+  for (const auto& n : graph.nodes) waiting_on[n.name];
+  for (const GraphEdge& e : graph.edges) waiting_on[e.destination.node].insert(e.origin.node);
+
+  RunReport report;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::set<std::string> done, started;
+  int running = 0;
+  std::exception_ptr failure;
+
+  const auto run_node = [&](const GraphNode& node) {
+    TaskRun tr;
+    tr.node = node.name;
+    tr.op = node.op->name;
+    const auto t0 = std::chrono::steady_clock::now();
+    OpRunContext ctx;
+    ctx.task = node.name;
+    ctx.parameters = node.parameters;
+    std::map<std::string, std::string> ids;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const PortSpec& in : node.op->inputs) {
+        ctx.inputs[in.name] = port_values.at(node.name + "." + in.name);
+        ids[in.name] = ctx.inputs[in.name].id;
+      }
+    }
+    tr.cache_key = cache_key(*node.op, ids, node.parameters);
+    std::optional<OpOutputs> outputs = use_cache ? cache.lookup(node.op->name, tr.cache_key) : std::nullopt;
+    tr.cache_hit = outputs.has_value();
+    if (!outputs) {
+      ctx.output_dir = cache.begin(node.op->name, tr.cache_key);
+      OpOutputs produced;
+      try {
+        produced = node.op->run(ctx);
+      } catch (...) {
+        OpCache::discard(ctx.output_dir);
+        throw;
+      }
+      for (auto& [port, a] : produced) a.id = sha256_hex(tr.cache_key + port);  // stable downstream keys
+      outputs = use_cache ? cache.commit(node.op->name, tr.cache_key, ctx.output_dir, produced) : produced;
+    }
+    tr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(mu);
+    for (const GraphEdge& e : graph.edges) {
+      if (e.origin.node == node.name) port_values[e.destination.str()] = outputs->at(e.origin.port);
+    }
+    for (const auto& [port, a] : *outputs) port_values[node.name + "." + port] = a;
+    report.tasks.push_back(tr);
+    if (on_task_done) on_task_done(tr);
+  };
+
+  std::vector<std::thread> threads;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    while (done.size() < graph.nodes.size()) {
+      if (failure && running == 0) break;
+      const GraphNode* ready = nullptr;
+      if (!failure && running < std::max(1, options.max_parallel_tasks)) {
+        for (const auto& n : graph.nodes) {
+          if (started.count(n.name)) continue;
+          const auto& deps = waiting_on[n.name];
+          if (std::all_of(deps.begin(), deps.end(), [&](const std::string& d) { return done.count(d) > 0; })) {
+            ready = &n;
+            break;
+          }
+        }
+      }
+      if (!ready) {
+        cv.wait(lock);
+        continue;
+      }
+      started.insert(ready->name);
+      ++running;
+      threads.emplace_back([&, ready] {
+        std::exception_ptr err;
+        try {
+          run_node(*ready);
+        } catch (...) {
+          err = std::current_exception();
+        }
+        std::lock_guard<std::mutex> g(mu);
+        if (err && !failure) failure = err;
+        if (!err) done.insert(ready->name);
+        --running;
+        cv.notify_all();
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  if (failure) {
+    if (!use_cache) OpCache::discard(scratch);
+    std::rethrow_exception(failure);
+  }
+
+  // Publish sinks only once everything succeeded.
+  for (const auto& [sink, port] : graph.sinks) {
+    const Artifact& a = port_values.at(port.str());
+    const std::string dest = (fs::path(options.out_dir) / (sink + fs::path(a.path).extension().string())).string();
+    copy_into_place(a.path, dest);
+    report.outputs[sink] = dest;
+  }
+  if (!use_cache) OpCache::discard(scratch);
+  return report;
+}
+
+}  // namespace nimbus
