@@ -52,6 +52,8 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--keep-probabilities", o.keep_probabilities_dir,
                   "Also write cloud_probability.tif and shadow_probability.tif into this directory");
   cmd->add_option("--preview", o.preview_png, "Also write a PNG quicklook (true colour, mask in magenta)");
+  cmd->add_option("--co", o.creation_options,
+                  "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
   cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
 }
 

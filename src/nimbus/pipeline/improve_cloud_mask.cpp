@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/version.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/ops/compute_cloud_prob.h"
@@ -41,6 +42,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const auto start = Clock::now();
   // Everything that can be checked without reading pixels is checked first.
   validate(options.merge);
+  validate_creation_options(options.creation_options);
   chip_step(options.chips.window_size, options.chips.overlap);
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
   if (options.product_mask.empty()) throw InputError("no product mask given; pass --product-mask PM.tif");
@@ -94,11 +96,31 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const std::vector<std::uint8_t> mask =
       merge_cloud_masks_simple(cloud, shadow, product_nonzero, scene.width(), scene.height(), options.merge);
 
-  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(),
-                            mask_geotiff_options());
+  // Provenance: what produced this mask, so it can be reproduced and audited.
+  std::map<std::string, std::string> provenance{
+      {"NIMBUS_VERSION", kVersion},
+      {"NIMBUS_S2_RASTER", std::filesystem::path(options.s2_raster).filename().string()},
+      {"NIMBUS_PRODUCT_MASK", std::filesystem::path(options.product_mask).filename().string()},
+      {"NIMBUS_CLOUD_MODEL", std::filesystem::path(report.cloud_model).filename().string()},
+      {"NIMBUS_CLOUD_MODEL_SHA256", report.cloud_model_sha256},
+      {"NIMBUS_SHADOW_MODEL", std::filesystem::path(report.shadow_model).filename().string()},
+      {"NIMBUS_SHADOW_MODEL_SHA256", report.shadow_model_sha256},
+      {"NIMBUS_CLOUD_THRESHOLD", fmt::format("{}", options.merge.cloud_prob_threshold)},
+      {"NIMBUS_SHADOW_THRESHOLD", fmt::format("{}", options.merge.shadow_prob_threshold)},
+      {"NIMBUS_CLOSING_SIZE", std::to_string(options.merge.closing_size)},
+      {"NIMBUS_MIN_AREA", std::to_string(options.merge.min_area)},
+      {"NIMBUS_WINDOW", std::to_string(options.chips.window_size)},
+      {"NIMBUS_OVERLAP", fmt::format("{}", options.chips.overlap)},
+  };
+  GeoTiffOptions mask_options = mask_geotiff_options();
+  mask_options.metadata = provenance;
+  mask_options.creation_options = options.creation_options;
+  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(), mask_options);
 
   if (cloud_prob_out) {
-    const GeoTiffOptions prob_options = probability_geotiff_options();
+    GeoTiffOptions prob_options = probability_geotiff_options();
+    prob_options.metadata = provenance;
+    prob_options.creation_options = options.creation_options;
     write_single_band_geotiff(cloud_prob_out->temp_path(), "--keep-probabilities", scene.grid(), cloud.data(),
                               prob_options);
     write_single_band_geotiff(shadow_prob_out->temp_path(), "--keep-probabilities", scene.grid(), shadow.data(),

@@ -21,6 +21,7 @@ struct ImproveCloudMaskOptions {
   MergeParams merge;
   std::string keep_probabilities_dir;  // when set, also write cloud/shadow probability GeoTIFFs here
   std::string preview_png;             // when set, also write an RGB + mask quicklook
+  std::vector<std::string> creation_options;  // GDAL COG -co KEY=VALUE for every raster written
   int threads = 0;                     // 0 = all cores
 };
 

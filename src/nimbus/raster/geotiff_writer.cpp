@@ -9,12 +9,23 @@
 #include "nimbus/core/error.h"
 
 namespace nimbus {
+namespace {
+
+GDALDriver* cog_driver() {
+  ensure_gdal_initialised();
+  GDALDriver* driver = GetGDALDriverManager()->GetDriverByName("COG");
+  if (!driver) throw InternalError("GDAL was built without the COG driver (GDAL >= 3.1 needed)");
+  return driver;
+}
+
+}  // namespace
 
 GeoTiffOptions probability_geotiff_options() {
   GeoTiffOptions o;
   o.type = SampleType::Float32;
   o.nodata = 100.0;
-  o.predictor = 3;
+  o.floating_point_predictor = true;
+  o.overview_resampling = "AVERAGE";
   return o;
 }
 
@@ -22,49 +33,71 @@ GeoTiffOptions mask_geotiff_options() {
   GeoTiffOptions o;
   o.type = SampleType::UInt8;
   o.nodata = 100.0;  // FarmVibes keeps the probability raster's nodata tag on the mask
-  o.predictor = 2;
+  o.overview_resampling = "NEAREST";
   return o;
+}
+
+void validate_creation_options(const std::vector<std::string>& options) {
+  const char* allowed = cog_driver()->GetMetadataItem(GDAL_DMD_CREATIONOPTIONLIST);
+  for (const std::string& o : options) {
+    const auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw InputError(fmt::format("creation option '{}' must be KEY=VALUE, e.g. --co COMPRESS=DEFLATE", o));
+    }
+    const std::string key = o.substr(0, eq);
+    if (allowed && std::string(allowed).find("name='" + key + "'") == std::string::npos) {
+      throw InputError(fmt::format("creation option '{}' is not a COG option; see `gdalinfo --format COG` "
+                                   "(e.g. COMPRESS, LEVEL, PREDICTOR, BLOCKSIZE, OVERVIEWS)",
+                                   key));
+    }
+  }
 }
 
 void write_single_band_geotiff(const std::string& path, const std::string& role, const GridInfo& grid,
                                const void* data, const GeoTiffOptions& options) {
-  ensure_gdal_initialised();
-  GDALDriver* driver = GetGDALDriverManager()->GetDriverByName("GTiff");
-  if (!driver) throw InternalError("GDAL was built without the GTiff driver");
-
+  GDALDriver* cog = cog_driver();
+  GDALDriver* mem = GetGDALDriverManager()->GetDriverByName("MEM");
   const GDALDataType type = options.type == SampleType::UInt8 ? GDT_Byte : GDT_Float32;
-  CPLStringList create_options;
-  create_options.SetNameValue("TILED", "YES");
-  create_options.SetNameValue("BLOCKXSIZE", "256");
-  create_options.SetNameValue("BLOCKYSIZE", "256");
-  create_options.SetNameValue("COMPRESS", "ZSTD");
-  create_options.SetNameValue("ZSTD_LEVEL", std::to_string(options.zstd_level).c_str());
-  create_options.SetNameValue("PREDICTOR", std::to_string(options.predictor).c_str());
-  create_options.SetNameValue("BIGTIFF", "IF_SAFER");
 
-  const auto fail = [&](const std::string& what) {
-    const char* msg = CPLGetLastErrorMsg();
-    return InputError(fmt::format("{} '{}': {} ({}); check free disk space and permissions", role, path, what,
-                                  (msg && *msg) ? msg : "no detail from GDAL"));
-  };
-
-  CPLErrorReset();
-  GDALDataset* ds = driver->Create(path.c_str(), grid.width, grid.height, 1, type, create_options.List());
-  if (!ds) throw fail("cannot create GeoTIFF");
+  // A MEM dataset over the caller's buffer: no copy before the COG translation.
+  GDALDataset* src = mem->Create("", grid.width, grid.height, 0, type, nullptr);
+  CPLStringList band_options;
+  band_options.SetNameValue("DATAPOINTER", CPLSPrintf("%p", data));
+  src->AddBand(type, band_options.List());
   if (grid.has_geotransform) {
     std::array<double, 6> gt = grid.geotransform;
-    ds->SetGeoTransform(gt.data());
+    src->SetGeoTransform(gt.data());
   }
-  if (!grid.crs_wkt.empty()) ds->SetProjection(grid.crs_wkt.c_str());
-  GDALRasterBand* band = ds->GetRasterBand(1);
-  if (options.nodata) band->SetNoDataValue(*options.nodata);
-  CPLErr err = band->RasterIO(GF_Write, 0, 0, grid.width, grid.height, const_cast<void*>(data), grid.width,
-                              grid.height, type, 0, 0, nullptr);
-  if (err == CE_None) ds->FlushCache(true);
-  if (err == CE_None && CPLGetLastErrorType() >= CE_Failure) err = CE_Failure;
-  GDALClose(ds);
-  if (err == CE_None && CPLGetLastErrorType() >= CE_Failure) err = CE_Failure;
-  if (err != CE_None) throw fail("writing failed");
+  if (!grid.crs_wkt.empty()) src->SetProjection(grid.crs_wkt.c_str());
+  if (options.nodata) src->GetRasterBand(1)->SetNoDataValue(*options.nodata);
+  for (const auto& [k, v] : options.metadata) src->SetMetadataItem(k.c_str(), v.c_str());
+
+  CPLStringList create_options;
+  create_options.SetNameValue("COMPRESS", "ZSTD");
+  create_options.SetNameValue("LEVEL", "9");
+  create_options.SetNameValue("PREDICTOR", options.floating_point_predictor ? "FLOATING_POINT" : "STANDARD");
+  create_options.SetNameValue("BLOCKSIZE", "256");
+  create_options.SetNameValue("OVERVIEWS", "AUTO");
+  create_options.SetNameValue("RESAMPLING", options.overview_resampling.c_str());
+  create_options.SetNameValue("BIGTIFF", "IF_SAFER");
+  create_options.SetNameValue("NUM_THREADS", "ALL_CPUS");
+  for (const std::string& o : options.creation_options) {
+    const auto eq = o.find('=');
+    create_options.SetNameValue(o.substr(0, eq).c_str(), o.substr(eq + 1).c_str());
+  }
+
+  CPLErrorReset();
+  GDALDataset* out = cog->CreateCopy(path.c_str(), src, FALSE, create_options.List(), nullptr, nullptr);
+  bool ok = out != nullptr && CPLGetLastErrorType() < CE_Failure;
+  if (out) GDALClose(out);
+  ok = ok && CPLGetLastErrorType() < CE_Failure;
+  GDALClose(src);
+  if (!ok) {
+    const char* msg = CPLGetLastErrorMsg();
+    throw InputError(fmt::format("{} '{}': writing the GeoTIFF failed ({}); check free disk space, permissions and "
+                                 "--co options",
+                                 role, path, (msg && *msg) ? msg : "no detail from GDAL"));
+  }
 }
 
 }  // namespace nimbus

@@ -1,9 +1,12 @@
-// Writing single-band GeoTIFFs with FarmVibes' creation options.
+// Writing single-band rasters as Cloud Optimized GeoTIFFs with FarmVibes'
+// compression settings, overviews and provenance tags.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "nimbus/raster/raster_reader.h"
 
@@ -14,18 +17,25 @@ enum class SampleType { UInt8, Float32 };
 struct GeoTiffOptions {
   SampleType type = SampleType::UInt8;
   std::optional<double> nodata;
-  int predictor = 2;  // 2 for integers, 3 for floats, as FarmVibes' INT/FLOAT_COMPRESSION_KWARGS
-  int zstd_level = 9;
+  bool floating_point_predictor = false;  // FarmVibes: predictor 3 for floats, 2 for integers
+  std::string overview_resampling = "NEAREST";
+  std::map<std::string, std::string> metadata;  // dataset-level tags (provenance)
+  // GDAL COG creation options (KEY=VALUE, as gdal_translate -co) overriding the defaults
+  // COMPRESS=ZSTD LEVEL=9 PREDICTOR=… BLOCKSIZE=256 OVERVIEWS=AUTO BIGTIFF=IF_SAFER.
+  std::vector<std::string> creation_options;
 };
 
-// FarmVibes' probability rasters: float32, nodata 100, ZSTD 9, predictor 3.
+// FarmVibes' probability rasters: float32, nodata 100, ZSTD 9, floating-point predictor.
 GeoTiffOptions probability_geotiff_options();
-// FarmVibes' merged mask: uint8, nodata tag 100, ZSTD 9, predictor 2.
+// FarmVibes' merged mask: uint8, nodata tag 100, ZSTD 9, horizontal predictor.
 GeoTiffOptions mask_geotiff_options();
 
+// Throws InputError for a malformed or unknown creation option (checked before any work).
+void validate_creation_options(const std::vector<std::string>& options);
+
 // Writes `data` (grid.width*grid.height samples of options.type, row-major) as
-// a tiled, ZSTD-compressed GeoTIFF with grid's transform and CRS at `path`.
-// `role` names the output in error messages. Throws InputError on any write failure.
+// a COG with grid's transform and CRS at `path`. `role` names the output in
+// error messages. Throws InputError on any write failure.
 void write_single_band_geotiff(const std::string& path, const std::string& role, const GridInfo& grid,
                                const void* data, const GeoTiffOptions& options);
 
