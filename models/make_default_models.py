@@ -83,11 +83,13 @@ def cloud_model():
     s = 1e-4
     tests = [
         # bright in the visible: clouds are white, most land and all water is not
-        test({"B02": 1 / 3, "B03": 1 / 3, "B04": 1 / 3}, -0.16, 0.03, s),
-        # haze-optimised transform: blue high relative to red (soil and rock fail)
-        test({"B02": 1.0, "B04": -0.5}, -0.08, 0.02, s),
+        test({"B02": 1 / 3, "B03": 1 / 3, "B04": 1 / 3}, -0.14, 0.03, s),
+        # haze-optimised transform: blue high relative to red (soil, rock and haze-free land fail)
+        test({"B02": 1.0, "B04": -0.5}, -0.10, 0.02, s),
         # bright in SWIR too: snow and ice are dark at B11, clouds are not
         test({"B11": 1.0, "B03": -0.45}, 0.02, 0.02, s),
+        # not vegetation: the red edge (B08 - B04) of clouds is small next to their brightness
+        test({"B02": 0.5, "B03": 0.5, "B04": 1.5, "B08": -1.0}, 0.0, 0.05, s),
     ]
     g = Graph()
     t = g.conv1x1("input", [w for w, _ in tests], [b for _, b in tests])
@@ -98,7 +100,7 @@ def cloud_model():
     logits = g.conv1x1(score, [[0.0], [1.0]], [0.0, 0.0])
     g.nodes[-1].output[0] = "output"
     return g.model("input", "output", ["batch", 12, "height", "width"], ["batch", 2, "height", "width"],
-                   "Nimbus spectral cloud model v1: min of brightness, HOT and SWIR tests")
+                   "Nimbus spectral cloud model v1: min of brightness, HOT, SWIR and red-edge tests")
 
 
 def shadow_model():
