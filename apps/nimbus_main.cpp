@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <exception>
 #include <string>
 
@@ -14,6 +15,9 @@
 #include "nimbus/core/version.h"
 #include "nimbus/ops/registry.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
+#include "nimbus/raster/atomic_output.h"
+#include "nimbus/raster/geotiff_writer.h"
+#include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/workflow/describe.h"
 #include "nimbus/workflow/runner.h"
 #include "nimbus/workflow/workflow_graph.h"
@@ -28,10 +32,12 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
                                      "Cloud + shadow models over a Sentinel-2 L2A raster, merged with the product "
                                      "mask (FarmVibes data_ingestion/sentinel2/improve_cloud_mask)");
   cmd->fallthrough();  // global flags (-q, -v) may follow the subcommand
-  cmd->add_option("--s2-raster", o.s2_raster, "12-band L2A stack, bands B01..B12 without B10, nodata 0")
+  cmd->add_option("--s2-raster", o.s2_raster,
+                  "12-band L2A stack (B01..B12 without B10, nodata 0), or an L2A SAFE product (directory, .zip or "
+                  "MTD_MSIL2A.xml; GDAL paths such as /vsicurl/ work)")
       ->required();
-  cmd->add_option("--product-mask", o.product_mask, "Product cloud mask on the same grid (non-zero = cloud)")
-      ->required();
+  cmd->add_option("--product-mask", o.product_mask,
+                  "Product cloud mask on the same grid (non-zero = cloud); derived from a SAFE product when omitted");
   cmd->add_option("--out", o.out, "Output mask GeoTIFF (uint8 0/1, nodata tag 100)")->required();
   cmd->add_option("--cloud-model", o.cloud_model,
                   "Cloud ONNX model (e.g. FarmVibes cloud_model2_cpu.onnx); default: embedded nimbus_cloud_v1");
@@ -55,6 +61,47 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--co", o.creation_options,
                   "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
   cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
+}
+
+struct StackCommand {
+  std::string product;
+  std::string out;
+  std::string product_mask_out;
+};
+
+void add_stack_command(CLI::App& app, StackCommand& s) {
+  CLI::App* cmd = app.add_subcommand("stack-safe",
+                                     "Stack a Sentinel-2 L2A SAFE product to the 12-band 10 m raster Nimbus and "
+                                     "FarmVibes use, and derive its product cloud mask");
+  cmd->fallthrough();
+  cmd->add_option("product", s.product, "SAFE directory, .zip or MTD_MSIL2A.xml")->required();
+  cmd->add_option("--out", s.out, "12-band uint16 COG (raw DN; BOA offsets kept as band metadata)")->required();
+  cmd->add_option("--product-mask-out", s.product_mask_out, "Also write the derived product mask (uint8 COG)");
+}
+
+void run_stack_command(const StackCommand& s) {
+  const nimbus::SafeScene scene = nimbus::open_sentinel2_safe(s.product);
+  nimbus::AtomicOutput out(s.out, "stack (--out)");
+  std::optional<nimbus::AtomicOutput> pm_out;
+  if (!s.product_mask_out.empty()) {
+    if (scene.product_mask_source == "none") {
+      throw nimbus::InputError(fmt::format("'{}' has no MSK_CLASSI, cloud GML or SCL layer; no product mask to write",
+                                           s.product));
+    }
+    pm_out.emplace(s.product_mask_out, "--product-mask-out");
+  }
+  nimbus::write_safe_stack(scene, out.temp_path(), "stack (--out)");
+  if (pm_out) {
+    const nimbus::RasterReader pm(scene.product_mask_path, "derived product mask");
+    const std::vector<std::uint8_t> mask = pm.read_band_nonzero(1);
+    nimbus::GeoTiffOptions options = nimbus::mask_geotiff_options();
+    options.metadata["NIMBUS_PRODUCT_MASK_SOURCE"] = scene.product_mask_source;
+    nimbus::write_single_band_geotiff(pm_out->temp_path(), "--product-mask-out", pm.grid(), mask.data(), options);
+    pm_out->commit();
+  }
+  out.commit();
+  spdlog::info("wrote {} (processing baseline {}, product mask from {})", s.out,
+               scene.processing_baseline.empty() ? "unknown" : scene.processing_baseline, scene.product_mask_source);
 }
 
 struct WorkflowCommands {
@@ -191,6 +238,8 @@ int main(int argc, char** argv) {
   add_improve_cloud_mask(app, improve);
   WorkflowCommands workflow;
   add_workflow_commands(app, workflow);
+  StackCommand stack;
+  add_stack_command(app, stack);
 
   try {
     app.parse(argc, argv);
@@ -205,6 +254,8 @@ int main(int argc, char** argv) {
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
                    improve.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction, r.seconds_total,
                    r.seconds_inference);
+    } else if (app.got_subcommand("stack-safe")) {
+      run_stack_command(stack);
     } else {
       return run_workflow_command(app, workflow);
     }

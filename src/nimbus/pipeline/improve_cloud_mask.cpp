@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <algorithm>
 #include <optional>
 
 #include <opencv2/core.hpp>
@@ -19,6 +20,7 @@
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/preview.h"
+#include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/tiling/chip_grid.h"
 
 namespace nimbus {
@@ -45,10 +47,40 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   validate_creation_options(options.creation_options);
   chip_step(options.chips.window_size, options.chips.overlap);
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
-  if (options.product_mask.empty()) throw InputError("no product mask given; pass --product-mask PM.tif");
 
-  const RasterReader scene(options.s2_raster, "Sentinel-2 raster (--s2-raster)");
-  const RasterReader product(options.product_mask, "product mask (--product-mask)");
+  // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.
+  std::string scene_path = options.s2_raster;
+  std::string product_path = options.product_mask;
+  std::string product_role = "product mask (--product-mask)";
+  std::optional<SafeScene> safe;
+  if (looks_like_sentinel2_safe(options.s2_raster)) {
+    safe = open_sentinel2_safe(options.s2_raster);
+    scene_path = safe->stack_path;
+    if (product_path.empty()) {
+      if (safe->product_mask_source == "none") {
+        throw InputError(fmt::format("Sentinel-2 product '{}' has no MSK_CLASSI, cloud GML or SCL layer to derive the "
+                                     "product mask from; pass --product-mask PM.tif",
+                                     options.s2_raster));
+      }
+      product_path = safe->product_mask_path;
+      product_role = fmt::format("product mask derived from {} of '{}'", safe->product_mask_source,
+                                 options.s2_raster);
+      spdlog::info("product mask: {} of {}", safe->product_mask_source, options.s2_raster);
+    }
+  } else if (product_path.empty()) {
+    throw InputError("no product mask given; pass --product-mask PM.tif (it is derived automatically only for "
+                     "Sentinel-2 SAFE products)");
+  }
+
+  const RasterReader scene(scene_path, safe ? fmt::format("Sentinel-2 product (--s2-raster '{}')", options.s2_raster)
+                                      : std::string("Sentinel-2 raster (--s2-raster)"));
+  std::string boa_offset = "0";
+  if (!scene.band_offsets().empty()) {
+    boa_offset = fmt::format("{}", scene.band_offsets().front());
+    spdlog::info("processing baseline {}: adding BOA_ADD_OFFSET {} to every band so the models see pre-2022 DN",
+                 safe ? safe->processing_baseline : std::string("04.00 or later"), boa_offset);
+  }
+  const RasterReader product(product_path, product_role);
   require_same_grid(scene, product);
   const ChipGrid grid(scene.width(), scene.height(), options.chips.window_size, options.chips.overlap);
 
@@ -111,7 +143,15 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       {"NIMBUS_MIN_AREA", std::to_string(options.merge.min_area)},
       {"NIMBUS_WINDOW", std::to_string(options.chips.window_size)},
       {"NIMBUS_OVERLAP", fmt::format("{}", options.chips.overlap)},
+      {"NIMBUS_BOA_ADD_OFFSET_APPLIED", boa_offset},
   };
+  if (safe) {
+    provenance["NIMBUS_PROCESSING_BASELINE"] = safe->processing_baseline;
+    provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = options.product_mask.empty() ? safe->product_mask_source : "given";
+    provenance["NIMBUS_PRODUCT_MASK"] = options.product_mask.empty()
+                                            ? safe->product_mask_source
+                                            : std::filesystem::path(options.product_mask).filename().string();
+  }
   GeoTiffOptions mask_options = mask_geotiff_options();
   mask_options.metadata = provenance;
   mask_options.creation_options = options.creation_options;

@@ -1,8 +1,10 @@
 #include "nimbus/raster/raster_reader.h"
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
+#include <cpl_conv.h>
 #include <cpl_error.h>
 #include <gdal_priv.h>
 #include <ogr_spatialref.h>
@@ -59,6 +61,13 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
     dataset_ = nullptr;
     throw InputError(fmt::format("{} '{}' has no raster bands; pass a raster file", role_, path_));
   }
+  bool any_offset = false;
+  for (int b = 1; b <= band_count_; ++b) {
+    const char* v = dataset_->GetRasterBand(b)->GetMetadataItem(kBandOffsetKey);
+    band_offsets_.push_back(v ? CPLAtof(v) : 0.0);
+    any_offset = any_offset || band_offsets_.back() != 0.0;
+  }
+  if (!any_offset) band_offsets_.clear();
   grid_.width = dataset_->GetRasterXSize();
   grid_.height = dataset_->GetRasterYSize();
   grid_.has_geotransform = dataset_->GetGeoTransform(grid_.geotransform.data()) == CE_None;
@@ -118,6 +127,14 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
                                    role_, path_, b, last_gdal_message()));
     }
     for (std::size_t i = 0; i < npix; ++i) invalid[i] |= (mask_buffer[i] == 0) ? 1 : 0;
+  }
+  for (std::size_t b = 0; b < band_offsets_.size() && b < static_cast<std::size_t>(band_count_); ++b) {
+    const float offset = static_cast<float>(band_offsets_[b]);
+    if (offset == 0.0f) continue;
+    float* plane = data + b * npix;
+    for (std::size_t i = 0; i < npix; ++i) {
+      if (!invalid[i]) plane[i] = std::max(plane[i] + offset, 0.0f);
+    }
   }
   std::size_t count = 0;
   for (std::size_t i = 0; i < npix; ++i) count += invalid[i];

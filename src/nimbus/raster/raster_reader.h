@@ -20,6 +20,8 @@ struct GridInfo {
 };
 
 // An open raster. Not thread-safe (GDAL datasets are not): open one per thread.
+inline constexpr const char* kBandOffsetKey = "NIMBUS_BOA_ADD_OFFSET";
+
 class RasterReader {
  public:
   // `role` says what the file is for (e.g. "Sentinel-2 raster (--s2-raster)")
@@ -37,6 +39,11 @@ class RasterReader {
   const GridInfo& grid() const { return grid_; }
   // GDAL's name of band 1's data type, e.g. "UInt16".
   std::string data_type_name() const;
+
+  // Additive DN offsets per band (Sentinel-2 BOA_ADD_OFFSET), applied by
+  // read_window to valid pixels, clamped at 0. Taken from the band metadata
+  // item kBandOffsetKey, which Nimbus' SAFE stacks carry.
+  const std::vector<double>& band_offsets() const { return band_offsets_; }
 
   // Reads the window [x0, x0+w) x [y0, y0+h) of every band as float32 into
   // `data` (band-major, band_count*w*h values) and sets invalid[i] = 1 where any
@@ -63,6 +70,7 @@ class RasterReader {
   GDALDataset* dataset_ = nullptr;
   int band_count_ = 0;
   GridInfo grid_;
+  std::vector<double> band_offsets_;
 };
 
 // Throws InputError unless both rasters have the same size, geotransform and CRS,

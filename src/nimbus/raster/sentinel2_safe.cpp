@@ -1,0 +1,312 @@
+#include "nimbus/raster/sentinel2_safe.h"
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+
+#include <cpl_conv.h>
+#include <cpl_minixml.h>
+#include <cpl_string.h>
+#include <cpl_vsi.h>
+#include <gdal_priv.h>
+#include <gdal_utils.h>
+
+#include <fmt/format.h>
+
+#include "nimbus/core/error.h"
+#include "nimbus/raster/raster_reader.h"
+
+namespace nimbus {
+namespace fs = std::filesystem;
+namespace {
+
+std::string vsimem_name(const std::string& stem) {
+  static std::atomic<int> counter{0};
+  return fmt::format("/vsimem/nimbus_safe_{}_{}", counter++, stem);
+}
+
+// Recursively lists files under a GDAL path (works inside /vsizip/ too).
+void list_files(const std::string& dir, std::vector<std::string>& out, int depth = 0) {
+  if (depth > 8) return;
+  char** entries = VSIReadDir(dir.c_str());
+  for (int i = 0; entries && entries[i]; ++i) {
+    const std::string name = entries[i];
+    if (name == "." || name == "..") continue;
+    const std::string full = dir + "/" + name;
+    VSIStatBufL st;
+    if (VSIStatL(full.c_str(), &st) == 0 && VSI_ISDIR(st.st_mode)) {
+      list_files(full, out, depth + 1);
+    } else {
+      out.push_back(full);
+    }
+  }
+  CSLDestroy(entries);
+}
+
+std::string ends_with_one_of(const std::vector<std::string>& files, const std::vector<std::string>& suffixes) {
+  for (const std::string& suffix : suffixes) {
+    for (const std::string& f : files) {
+      if (f.size() >= suffix.size() && f.compare(f.size() - suffix.size(), suffix.size(), suffix) == 0) return f;
+    }
+  }
+  return {};
+}
+
+// The product root as a GDAL path (a directory, or /vsizip/... for archives).
+std::string product_root(const std::string& path) {
+  if (fs::path(path).filename() == "MTD_MSIL2A.xml") {
+    return fs::path(path).parent_path().string();
+  }
+  if (fs::is_regular_file(path) && fs::path(path).extension() == ".zip") return "/vsizip/" + path;
+  return path;
+}
+
+void run_warp(const std::string& dst, GDALDatasetH src, const std::vector<std::string>& args, const std::string& what,
+              const std::string& product) {
+  CPLStringList argv;
+  for (const auto& a : args) argv.AddString(a.c_str());
+  GDALWarpAppOptions* opts = GDALWarpAppOptionsNew(argv.List(), nullptr);
+  int usage_error = 0;
+  GDALDatasetH out = GDALWarp(dst.c_str(), nullptr, 1, &src, opts, &usage_error);
+  GDALWarpAppOptionsFree(opts);
+  if (!out) {
+    throw InputError(fmt::format("Sentinel-2 product '{}': resampling {} to the 10 m grid failed ({})", product, what,
+                                 CPLGetLastErrorMsg()));
+  }
+  GDALClose(out);
+}
+
+std::vector<std::string> grid_args(const GridInfo& g) {
+  const double x0 = g.geotransform[0], y0 = g.geotransform[3];
+  const double x1 = x0 + g.geotransform[1] * g.width, y1 = y0 + g.geotransform[5] * g.height;
+  return {"-te", fmt::format("{:.10f}", std::min(x0, x1)), fmt::format("{:.10f}", std::min(y0, y1)),
+          fmt::format("{:.10f}", std::max(x0, x1)), fmt::format("{:.10f}", std::max(y0, y1)), "-ts",
+          std::to_string(g.width), std::to_string(g.height)};
+}
+
+// A single-band file reprojected onto the 10 m grid, as a VRT in /vsimem.
+std::string onto_grid(const std::string& file, const GridInfo& grid, const char* resampling, bool nodata_zero,
+                      const std::string& what, const std::string& product) {
+  GDALDatasetH src = GDALOpen(file.c_str(), GA_ReadOnly);
+  if (!src) throw InputError(fmt::format("Sentinel-2 product '{}': {} ('{}') cannot be opened", product, what, file));
+  std::vector<std::string> args{"-of", "VRT", "-r", resampling, "-et", "0"};  // exact transformer
+  if (nodata_zero) args.insert(args.end(), {"-srcnodata", "0", "-dstnodata", "0"});
+  for (const auto& a : grid_args(grid)) args.push_back(a);
+  const std::string dst = vsimem_name(what + ".vrt");
+  try {
+    run_warp(dst, src, args, what, product);
+  } catch (...) {
+    GDALClose(src);
+    throw;
+  }
+  GDALClose(src);
+  return dst;
+}
+
+std::map<int, double> boa_offsets(const std::string& mtd, std::string& baseline) {
+  std::map<int, double> offsets;
+  CPLXMLNode* root = CPLParseXMLFile(mtd.c_str());
+  if (!root) return offsets;
+  CPLStripXMLNamespace(root, nullptr, TRUE);
+  const CPLXMLNode* info = CPLSearchXMLNode(root, "=Product_Info");
+  if (info) baseline = CPLGetXMLValue(info, "PROCESSING_BASELINE", "");
+  if (const CPLXMLNode* list = CPLSearchXMLNode(root, "=BOA_ADD_OFFSET_VALUES_LIST")) {
+    for (const CPLXMLNode* n = list->psChild; n; n = n->psNext) {
+      if (n->eType != CXT_Element || !EQUAL(n->pszValue, "BOA_ADD_OFFSET")) continue;
+      offsets[atoi(CPLGetXMLValue(n, "band_id", "-1"))] = CPLAtof(CPLGetXMLValue(n, nullptr, "0"));
+    }
+  }
+  CPLDestroyXMLNode(root);
+  return offsets;
+}
+
+// ESA band_id of each stacked band (B01=0 .. B8A=8, B09=9, B10=10, B11=11, B12=12).
+const std::map<std::string, int>& esa_band_id() {
+  static const std::map<std::string, int> ids{{"B01", 0}, {"B02", 1}, {"B03", 2}, {"B04", 3},  {"B05", 4},
+                                              {"B06", 5}, {"B07", 6}, {"B08", 7}, {"B8A", 8},  {"B09", 9},
+                                              {"B11", 11}, {"B12", 12}};
+  return ids;
+}
+
+// Writes a uint8 mask (non-zero = cloud) computed from `source` pixels to /vsimem.
+template <typename Classify>
+std::string classify_to_mask(const std::string& source, const GridInfo& grid, const std::string& stem,
+                             Classify classify) {
+  GDALDataset* src = static_cast<GDALDataset*>(GDALOpen(source.c_str(), GA_ReadOnly));
+  const int bands = src->GetRasterCount();
+  std::vector<std::vector<std::uint16_t>> planes(bands, std::vector<std::uint16_t>(std::size_t(grid.width) * grid.height));
+  for (int b = 0; b < bands; ++b) {
+    if (src->GetRasterBand(b + 1)->RasterIO(GF_Read, 0, 0, grid.width, grid.height, planes[b].data(), grid.width,
+                                            grid.height, GDT_UInt16, 0, 0, nullptr) != CE_None) {
+      GDALClose(src);
+      throw InputError(fmt::format("reading the product mask source '{}' failed ({})", source, CPLGetLastErrorMsg()));
+    }
+  }
+  GDALClose(src);
+  std::vector<std::uint8_t> mask(std::size_t(grid.width) * grid.height);
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = classify(planes, i) ? 1 : 0;
+  const std::string path = vsimem_name(stem + ".tif");
+  GDALDataset* out = GetGDALDriverManager()->GetDriverByName("GTiff")->Create(path.c_str(), grid.width, grid.height,
+                                                                                 1, GDT_Byte, nullptr);
+  std::array<double, 6> gt = grid.geotransform;
+  out->SetGeoTransform(gt.data());
+  out->SetProjection(grid.crs_wkt.c_str());
+  out->GetRasterBand(1)->SetNoDataValue(100);
+  out->GetRasterBand(1)->RasterIO(GF_Write, 0, 0, grid.width, grid.height, mask.data(), grid.width, grid.height,
+                                  GDT_Byte, 0, 0, nullptr);
+  GDALClose(out);
+  return path;
+}
+
+}  // namespace
+
+const std::vector<std::string>& farmvibes_band_order() {
+  static const std::vector<std::string> order{"B01", "B02", "B03", "B04", "B05", "B06",
+                                              "B07", "B08", "B8A", "B09", "B11", "B12"};
+  return order;
+}
+
+bool looks_like_sentinel2_safe(const std::string& path) {
+  if (path.rfind("/vsi", 0) == 0) {  // GDAL virtual paths: /vsizip/, /vsicurl/, ...
+    VSIStatBufL st;
+    if (fs::path(path).filename() == "MTD_MSIL2A.xml") return true;
+    return VSIStatL((path + "/MTD_MSIL2A.xml").c_str(), &st) == 0;
+  }
+  const fs::path p(path);
+  if (fs::is_directory(p)) return p.extension() == ".SAFE" || fs::is_regular_file(p / "MTD_MSIL2A.xml");
+  if (p.filename() == "MTD_MSIL2A.xml") return true;
+  if (p.extension() == ".zip" && fs::is_regular_file(p)) {
+    std::vector<std::string> files;
+    list_files("/vsizip/" + path, files);
+    return !ends_with_one_of(files, {"/MTD_MSIL2A.xml"}).empty();
+  }
+  return false;
+}
+
+SafeScene open_sentinel2_safe(const std::string& path) {
+  ensure_gdal_initialised();
+  SafeScene scene;
+  scene.product = path;
+  const std::string root = product_root(path);
+  std::vector<std::string> files;
+  list_files(root, files);
+  const std::string mtd = ends_with_one_of(files, {"/MTD_MSIL2A.xml"});
+  if (mtd.empty()) {
+    throw InputError(fmt::format("'{}' holds no MTD_MSIL2A.xml: Nimbus reads Sentinel-2 Level-2A SAFE products "
+                                 "(L1C needs atmospheric correction first, e.g. with Sen2Cor)",
+                                 path));
+  }
+  const std::map<int, double> offsets = boa_offsets(mtd, scene.processing_baseline);
+
+  // Band files, highest resolution first (compact SAFE naming: T31TDH_..._B02_10m.jp2).
+  std::map<std::string, std::string> band_file;
+  for (const std::string& band : farmvibes_band_order()) {
+    const std::string f = ends_with_one_of(files, {"_" + band + "_10m.jp2", "_" + band + "_20m.jp2",
+                                                   "_" + band + "_60m.jp2", "_" + band + ".jp2"});
+    if (f.empty()) {
+      throw InputError(fmt::format("Sentinel-2 product '{}' has no image file for band {} (looked for "
+                                   "GRANULE/*/IMG_DATA/R*m/*_{}_*m.jp2); the download may be incomplete",
+                                   path, band, band));
+    }
+    band_file[band] = f;
+  }
+  // The 10 m grid of B02, as FarmVibes stacks onto it.
+  GridInfo grid;
+  {
+    RasterReader b02(band_file["B02"], fmt::format("Sentinel-2 product '{}' band B02", path));
+    grid = b02.grid();
+  }
+  std::vector<std::string> sources;
+  for (const std::string& band : farmvibes_band_order()) {
+    sources.push_back(onto_grid(band_file[band], grid, "bilinear", true, band, path));
+    auto it = offsets.find(esa_band_id().at(band));
+    scene.band_offsets.push_back(it != offsets.end() ? it->second : 0.0);
+  }
+  CPLStringList argv;
+  argv.AddString("-separate");
+  argv.AddString("-srcnodata");
+  argv.AddString("0");
+  argv.AddString("-vrtnodata");
+  argv.AddString("0");
+  GDALBuildVRTOptions* opts = GDALBuildVRTOptionsNew(argv.List(), nullptr);
+  std::vector<const char*> names;
+  for (const auto& s : sources) names.push_back(s.c_str());
+  scene.stack_path = vsimem_name("stack.vrt");
+  int usage_error = 0;
+  GDALDatasetH stack = GDALBuildVRT(scene.stack_path.c_str(), static_cast<int>(names.size()), nullptr, names.data(),
+                                    opts, &usage_error);
+  GDALBuildVRTOptionsFree(opts);
+  if (!stack) {
+    throw InputError(fmt::format("Sentinel-2 product '{}': stacking the bands failed ({})", path, CPLGetLastErrorMsg()));
+  }
+  for (std::size_t i = 0; i < farmvibes_band_order().size(); ++i) {
+    GDALRasterBandH band = GDALGetRasterBand(stack, static_cast<int>(i) + 1);
+    GDALSetDescription(band, farmvibes_band_order()[i].c_str());
+    if (scene.band_offsets[i] != 0.0) {
+      GDALSetMetadataItem(band, kBandOffsetKey, fmt::format("{}", scene.band_offsets[i]).c_str(), nullptr);
+    }
+  }
+  GDALClose(stack);
+
+  // The product's own cloud mask, best source first.
+  const std::string classi = ends_with_one_of(files, {"/MSK_CLASSI_B00.jp2"});
+  const std::string gml = ends_with_one_of(files, {"/MSK_CLOUDS_B00.gml"});
+  const std::string scl = ends_with_one_of(files, {"_SCL_20m.jp2", "_SCL_60m.jp2"});
+  if (!classi.empty()) {
+    // Bands: 1 opaque clouds, 2 cirrus, 3 snow; clouds are the first two.
+    const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", path);
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", [](const auto& p, std::size_t i) {
+      return p[0][i] != 0 || (p.size() > 1 && p[1][i] != 0);
+    });
+    scene.product_mask_source = "MSK_CLASSI";
+  } else if (!gml.empty() && GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr, nullptr) != nullptr) {
+    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", [](const auto&, std::size_t) {
+      return false;
+    });
+    CPLStringList args;
+    for (const char* a : {"-burn", "1"}) args.AddString(a);
+    GDALRasterizeOptions* ropts = GDALRasterizeOptionsNew(args.List(), nullptr);
+    GDALDatasetH vec = GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr, nullptr);
+    GDALDatasetH dst = GDALOpen(empty.c_str(), GA_Update);
+    GDALDatasetH done = GDALRasterize(nullptr, dst, vec, ropts, &usage_error);
+    GDALRasterizeOptionsFree(ropts);
+    GDALClose(vec);
+    if (!done) throw InputError(fmt::format("rasterising '{}' failed ({})", gml, CPLGetLastErrorMsg()));
+    GDALClose(dst);
+    scene.product_mask_path = empty;
+    scene.product_mask_source = "MSK_CLOUDS GML";
+  } else if (!scl.empty()) {
+    const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", path);
+    // Scene classification: 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus.
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", [](const auto& p, std::size_t i) {
+      const int c = p[0][i];
+      return c == 3 || c == 8 || c == 9 || c == 10;
+    });
+    scene.product_mask_source = "SCL";
+  } else {
+    scene.product_mask_source = "none";
+  }
+  return scene;
+}
+
+void write_safe_stack(const SafeScene& scene, const std::string& path, const std::string& role) {
+  GDALDatasetH src = GDALOpen(scene.stack_path.c_str(), GA_ReadOnly);
+  CPLStringList argv;
+  for (const char* a : {"-of", "COG", "-co", "COMPRESS=ZSTD", "-co", "PREDICTOR=STANDARD", "-co", "BLOCKSIZE=256",
+                        "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=ALL_CPUS"})
+    argv.AddString(a);
+  GDALTranslateOptions* opts = GDALTranslateOptionsNew(argv.List(), nullptr);
+  int usage_error = 0;
+  CPLErrorReset();
+  GDALDatasetH out = GDALTranslate(path.c_str(), src, opts, &usage_error);
+  GDALTranslateOptionsFree(opts);
+  const bool ok = out != nullptr && CPLGetLastErrorType() < CE_Failure;
+  if (out) GDALClose(out);
+  GDALClose(src);
+  if (!ok) {
+    throw InputError(fmt::format("{} '{}': writing the stack failed ({}); check disk space", role, path,
+                                 CPLGetLastErrorMsg()));
+  }
+}
+
+}  // namespace nimbus
