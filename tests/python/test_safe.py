@@ -171,3 +171,24 @@ def test_level1c_product_is_reported(nimbus_bin, tmp_path):
     proc = run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", l1c, "--out", tmp_path / "m.tif")
     assert proc.returncode == 2
     assert "MTD_MSIL2A.xml" in proc.stderr and "Level-2A" in proc.stderr
+
+
+def test_cloud_gml_is_rasterised_when_present(nimbus_bin, tmp_path):
+    safe, _, _ = write_safe(tmp_path, width=600, height=560, baseline="02.08", classi=False)
+    qi = next(safe.rglob("IMG_DATA")).parent / "QI_DATA"
+    qi.mkdir(exist_ok=True)
+    # One opaque-cloud square, 100..300 px east and 50..250 px south of the origin.
+    x0, y0 = 300000 + 100 * 10, 5000040 - 50 * 10
+    square = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"maskType": "OPAQUE"},
+              "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x0 + 2000, y0], [x0 + 2000, y0 - 2000],
+                                                               [x0, y0 - 2000], [x0, y0]]]}}]}
+    (tmp_path / "sq.geojson").write_text(__import__("json").dumps(square))
+    subprocess.run(["ogr2ogr", "-f", "GML", "-a_srs", "EPSG:32631", str(qi / "MSK_CLOUDS_B00.gml"),
+                    str(tmp_path / "sq.geojson")], check=True)
+    run_nimbus(nimbus_bin, "stack-safe", safe, "--out", tmp_path / "st.tif", "--product-mask-out", tmp_path / "pm.tif",
+               "-q", check=True)
+    pm, tags = _read(tmp_path / "pm.tif")
+    assert tags["NIMBUS_PRODUCT_MASK_SOURCE"] == "MSK_CLOUDS GML"
+    expected = np.zeros_like(pm)
+    expected[50:250, 100:300] = 1
+    np.testing.assert_array_equal(pm, expected)
