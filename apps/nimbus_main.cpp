@@ -27,6 +27,33 @@ namespace {
 constexpr int kExitInputError = 2;
 constexpr int kExitInternalError = 1;
 
+std::string report_path;
+
+void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& path) {
+  const nimbus::Json j = {{"width", r.width},
+                          {"height", r.height},
+                          {"chips_per_model", r.chips_per_model},
+                          {"chips_skipped", r.chips_skipped},
+                          {"cloud_model", r.cloud_model},
+                          {"cloud_model_sha256", r.cloud_model_sha256},
+                          {"shadow_model", r.shadow_model},
+                          {"shadow_model_sha256", r.shadow_model_sha256},
+                          {"masked_fraction", r.masked_fraction},
+                          {"seconds_inference", r.seconds_inference},
+                          {"seconds_chips", r.seconds_chips},
+                          {"seconds_merge", r.seconds_merge},
+                          {"seconds_write", r.seconds_write},
+                          {"seconds_total", r.seconds_total},
+                          {"peak_rss_mb", r.peak_rss_mb}};
+  nimbus::AtomicOutput out(path, "--report");
+  std::FILE* f = std::fopen(out.temp_path().c_str(), "w");
+  const std::string text = j.dump(2) + "\n";
+  const bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (f) std::fclose(f);
+  if (!ok) throw nimbus::InputError(fmt::format("--report '{}' could not be written", path));
+  out.commit();
+}
+
 void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
   CLI::App* cmd = app.add_subcommand("improve-cloud-mask",
                                      "Cloud + shadow models over a Sentinel-2 L2A raster, merged with the product "
@@ -60,6 +87,7 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--preview", o.preview_png, "Also write a PNG quicklook (true colour, mask in magenta)");
   cmd->add_option("--co", o.creation_options,
                   "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
+  cmd->add_option("--report", report_path, "Also write timings, chip counts and peak memory as JSON here");
   cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
 }
 
@@ -254,6 +282,7 @@ int main(int argc, char** argv) {
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
                    improve.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction, r.seconds_total,
                    r.seconds_inference);
+      if (!report_path.empty()) write_report(r, report_path);
     } else if (app.got_subcommand("stack-safe")) {
       run_stack_command(stack);
     } else {

@@ -94,3 +94,37 @@ def test_in_memory_gives_identical_output(nimbus_bin, make_scene, tmp_path):
         with rasterio.open(out) as src:
             outs.append(src.read(1))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_thread_count_does_not_change_output(nimbus_bin, test_models, make_scene, tmp_path):
+    scene = make_scene(1000, 700, nodata_wedge=True)
+    outs = []
+    for threads in ("1", "2", "3"):
+        d = tmp_path / threads
+        run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", scene["s2"], "--product-mask",
+                   scene["product_mask"], "--out", tmp_path / f"m{threads}.tif", "--cloud-model",
+                   test_models / "fpn_cloud_op11.onnx", "--shadow-model", test_models / "fpn_shadow_op13.onnx",
+                   "--threads", threads, "--keep-probabilities", d, "-q", check=True)
+        with rasterio.open(d / "cloud_probability.tif") as c, rasterio.open(d / "shadow_probability.tif") as s, \
+                rasterio.open(tmp_path / f"m{threads}.tif") as m:
+            outs.append((c.read(1), s.read(1), m.read(1)))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_report_counts_skipped_nodata_chips(nimbus_bin, make_scene, tmp_path):
+    import json
+    scene = make_scene(1500, 600)
+    with rasterio.open(scene["s2"]) as src:
+        data, profile = src.read(), src.profile
+    data[:, :, :520] = 0  # no data west of x = 520: the first chip column (2 chips) is all no-data
+    with rasterio.open(tmp_path / "edge.tif", "w", **profile) as dst:
+        dst.write(data)
+    run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", tmp_path / "edge.tif", "--product-mask",
+               scene["product_mask"], "--out", tmp_path / "m.tif", "--report", tmp_path / "r.json", "-q", check=True)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["chips_per_model"] == 6
+    assert report["chips_skipped"] == 2
+    assert report["seconds_inference"] <= report["seconds_total"]
+    assert report["peak_rss_mb"] > 0

@@ -1,7 +1,13 @@
 #include "nimbus/ops/chip_prediction.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -90,64 +96,158 @@ void check_model_fits_scene(const InferenceBackend& model, const RasterReader& s
   }
 }
 
-std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
-                                       const ChipPredictionParams& params, const ChipProgress& progress) {
-  check_model_fits_scene(model, scene, head, params);
+namespace {
+
+// One chip as read from the scene, travelling from the reader thread to the models.
+struct ChipData {
+  int index = -1;  // -1 marks the end of the stream
+  std::vector<float> values;
+  std::vector<std::uint8_t> invalid;
+  std::size_t invalid_count = 0;
+};
+
+// A bounded FIFO between one producer and one consumer; close() ends both sides.
+class ChipQueue {
+ public:
+  explicit ChipQueue(std::size_t capacity) : capacity_(std::max<std::size_t>(1, capacity)) {}
+  bool push(ChipData&& chip) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return closed_ || queue_.size() < capacity_; });
+    if (closed_) return false;
+    queue_.push_back(std::move(chip));
+    cv_.notify_all();
+    return true;
+  }
+  bool pop(ChipData& chip) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return closed_ || !queue_.empty(); });
+    if (queue_.empty()) return false;
+    chip = std::move(queue_.front());
+    queue_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  void close() {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<ChipData> queue_;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+PredictionStats predict_probabilities(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
+                                      const ChipPredictionParams& params, const ChipProgress& progress) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  for (const ProbabilityTask& t : tasks) check_model_fits_scene(*t.model, scene, *t.head, params);
   const ChipGrid grid(scene.width(), scene.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
   const int bands = scene.band_count();
-  int mh = 0, mw = 0;
-  model_input_size(model, chip, mh, mw);
-
   const std::size_t width = static_cast<std::size_t>(scene.width());
-  std::vector<float> probability(width * static_cast<std::size_t>(scene.height()), kProbabilityNodata);
+  const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
+  for (const ProbabilityTask& t : tasks) {
+    t.output->assign(width * static_cast<std::size_t>(scene.height()), kProbabilityNodata);
+  }
 
   const ChipReader reader(scene, params.in_memory);
-  const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
-  const std::size_t model_pixels = static_cast<std::size_t>(mh) * mw;
-  std::vector<float> window(static_cast<std::size_t>(bands) * chip_pixels);
-  std::vector<std::uint8_t> invalid(chip_pixels);
-  std::vector<float> model_input(static_cast<std::size_t>(bands) * model_pixels, 0.0f);
-  std::vector<float> scores;
+  ChipQueue queue(static_cast<std::size_t>(std::max(1, params.prefetch_chips)));
+  std::exception_ptr read_error;
+  // Reading (GDAL decode) overlaps inference: the reader runs ahead by up to prefetch_chips chips.
+  std::thread producer([&] {
+    try {
+      for (int index = 0; index < grid.size(); ++index) {
+        const Chip c = grid.chip(index);
+        ChipData data;
+        data.index = index;
+        data.values.resize(static_cast<std::size_t>(bands) * chip_pixels);
+        data.invalid.resize(chip_pixels);
+        data.invalid_count = reader.read(c.cols.read_start, c.rows.read_start, chip, chip, data.values.data(),
+                                         data.invalid.data());
+        if (!queue.push(std::move(data))) return;
+      }
+    } catch (...) {
+      read_error = std::current_exception();
+    }
+    queue.close();
+  });
 
-  for (int index = 0; index < grid.size(); ++index) {
-    const Chip c = grid.chip(index);
-    const std::size_t n_invalid =
-        reader.read(c.cols.read_start, c.rows.read_start, chip, chip, window.data(), invalid.data());
-    if (n_invalid < chip_pixels) {
-      // Pad to the model's fixed size (zeros, FarmVibes' nodata) when the window is smaller.
-      for (int b = 0; b < bands; ++b) {
-        for (int r = 0; r < chip; ++r) {
-          const float* src = window.data() + b * chip_pixels + static_cast<std::size_t>(r) * chip;
-          float* dst = model_input.data() + b * model_pixels + static_cast<std::size_t>(r) * mw;
-          if (head.input_scale == 1.0f) {
-            std::copy_n(src, chip, dst);
-          } else {
-            for (int x = 0; x < chip; ++x) dst[x] = src[x] * head.input_scale;
+  PredictionStats stats;
+  stats.chips = grid.size();
+  std::vector<float> model_input;
+  std::vector<float> scores;
+  try {
+    ChipData data;
+    int expected = 0;
+    while (queue.pop(data)) {
+      if (data.index != expected++) throw InternalError("chip stream out of order");
+      const Chip c = grid.chip(data.index);
+      const bool skip = data.invalid_count == chip_pixels;
+      stats.chips_skipped += skip ? 1 : 0;
+      for (const ProbabilityTask& t : tasks) {
+        int mh = 0, mw = 0;
+        model_input_size(*t.model, chip, mh, mw);
+        const std::size_t model_pixels = static_cast<std::size_t>(mh) * mw;
+        if (!skip) {
+          // Zero padding (FarmVibes' nodata) up to the model's fixed size when the window is smaller.
+          model_input.assign(static_cast<std::size_t>(bands) * model_pixels, 0.0f);
+          for (int b = 0; b < bands; ++b) {
+            for (int r = 0; r < chip; ++r) {
+              const float* src = data.values.data() + b * chip_pixels + static_cast<std::size_t>(r) * chip;
+              float* dst = model_input.data() + b * model_pixels + static_cast<std::size_t>(r) * mw;
+              if (t.head->input_scale == 1.0f) {
+                std::copy_n(src, chip, dst);
+              } else {
+                for (int x = 0; x < chip; ++x) dst[x] = src[x] * t.head->input_scale;
+              }
+            }
+          }
+          const auto t0 = Clock::now();
+          const int out_channels = t.model->run(model_input.data(), bands, mh, mw, scores);
+          stats.seconds_inference += std::chrono::duration<double>(Clock::now() - t0).count();
+          if (out_channels != t.head->output_channels()) {
+            throw InputError(fmt::format("{} '{}' outputs {} channel(s) per pixel; {} needs {} ({})", t.head->role,
+                                         t.model->model().origin, out_channels, t.head->op_name,
+                                         t.head->output_channels(),
+                                         t.head->output_channels() == 2 ? "logits for clear and cloud, class 1 = cloud"
+                                                                        : "one shadow logit"));
+          }
+        }
+        // Each chip writes only its own (midpoint-cut) window: the in-order single writer.
+        for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
+          float* out_row = t.output->data() + static_cast<std::size_t>(c.rows.read_start + r) * width;
+          const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
+          for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
+            out_row[c.cols.read_start + x] =
+                (skip || inv[x]) ? kProbabilityNodata
+                                 : activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x, model_pixels);
           }
         }
       }
-      const int out_channels = model.run(model_input.data(), bands, mh, mw, scores);
-      if (out_channels != head.output_channels()) {
-        throw InputError(fmt::format("{} '{}' outputs {} channel(s) per pixel; {} needs {} ({})", head.role,
-                                     model.model().origin, out_channels, head.op_name, head.output_channels(),
-                                     head.output_channels() == 2 ? "logits for clear and cloud, class 1 = cloud"
-                                                                 : "one shadow logit"));
-      }
+      if (progress) progress(data.index + 1, grid.size());
     }
-    for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
-      float* out_row = probability.data() + static_cast<std::size_t>(c.rows.read_start + r) * width;
-      for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
-        float& out = out_row[c.cols.read_start + x];
-        if (invalid[static_cast<std::size_t>(r) * chip + x]) {
-          out = kProbabilityNodata;
-        } else {
-          out = activate(head, scores.data() + static_cast<std::size_t>(r) * mw + x, model_pixels);
-        }
-      }
-    }
-    if (progress) progress(index + 1, grid.size());
+  } catch (...) {
+    queue.close();
+    producer.join();
+    throw;
   }
+  producer.join();
+  if (read_error) std::rethrow_exception(read_error);
+  stats.seconds_total = std::chrono::duration<double>(Clock::now() - start).count();
+  return stats;
+}
+
+std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
+                                       const ChipPredictionParams& params, const ChipProgress& progress) {
+  std::vector<float> probability;
+  predict_probabilities(scene, {ProbabilityTask{&head, &model, &probability}}, params, progress);
   return probability;
 }
 

@@ -33,6 +33,21 @@ struct ChipPredictionParams {
   int window_size = 512;
   double overlap = 0.25;
   bool in_memory = false;  // read the whole scene once instead of once per chip
+  int prefetch_chips = 2;  // chips the reader thread may run ahead of inference
+};
+
+// One model to run over the scene and where its probability raster goes.
+struct ProbabilityTask {
+  const ProbabilityHead* head;
+  InferenceBackend* model;
+  std::vector<float>* output;  // resized to width*height
+};
+
+struct PredictionStats {
+  int chips = 0;
+  int chips_skipped = 0;           // all-nodata chips, never sent to a model
+  double seconds_inference = 0.0;  // inside InferenceBackend::run, summed over models
+  double seconds_total = 0.0;
 };
 
 // Throws InputError, before any pixel is read, when the model cannot serve this
@@ -55,6 +70,12 @@ std::vector<float> predict_probability(const RasterReader& scene, InferenceBacke
 OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
                                        const std::string& default_root_dir, const std::string& default_model,
                                        const std::string& short_description);
+
+// Runs every task's model on each chip, reading each chip once (on a reader
+// thread that prefetches ahead of inference). Output does not depend on timing
+// or thread counts: each chip writes only its own window.
+PredictionStats predict_probabilities(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
+                                      const ChipPredictionParams& params, const ChipProgress& progress = {});
 
 // Applies the head's activation to one pixel's model scores (stride = pixels
 // per channel plane). Exposed for tests.

@@ -1,5 +1,7 @@
 #include "nimbus/pipeline/improve_cloud_mask.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -119,14 +121,21 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     }
   }
 
-  const auto inference_start = Clock::now();
-  const std::vector<float> cloud = compute_cloud_prob(scene, *cloud_model, options.chips, log_progress("cloud"));
-  const std::vector<float> shadow = compute_shadow_prob(scene, *shadow_model, options.chips, log_progress("shadow"));
-  report.seconds_inference = seconds_since(inference_start);
+  std::vector<float> cloud, shadow;
+  const PredictionStats stats = predict_probabilities(
+      scene, {ProbabilityTask{&cloud_head, cloud_model.get(), &cloud}, ProbabilityTask{&shadow_head, shadow_model.get(),
+                                                                                       &shadow}},
+      options.chips, log_progress("cloud+shadow"));
+  report.seconds_inference = stats.seconds_inference;
+  report.seconds_chips = stats.seconds_total;
+  report.chips_skipped = stats.chips_skipped;
 
+  const auto merge_start = Clock::now();
   const std::vector<std::uint8_t> product_nonzero = product.read_band_nonzero(1);
   const std::vector<std::uint8_t> mask =
       merge_cloud_masks_simple(cloud, shadow, product_nonzero, scene.width(), scene.height(), options.merge);
+  report.seconds_merge = seconds_since(merge_start);
+  const auto write_start = Clock::now();
 
   // Provenance: what produced this mask, so it can be reproduced and audited.
   std::map<std::string, std::string> provenance{
@@ -174,11 +183,15 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     shadow_prob_out->commit();
   }
   mask_out.commit();
+  report.seconds_write = seconds_since(write_start);
 
   std::size_t masked = 0;
   for (std::uint8_t v : mask) masked += v;
   report.masked_fraction = mask.empty() ? 0.0 : static_cast<double>(masked) / static_cast<double>(mask.size());
   report.seconds_total = seconds_since(start);
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
   return report;
 }
 

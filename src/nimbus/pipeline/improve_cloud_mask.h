@@ -35,8 +35,13 @@ struct ImproveCloudMaskReport {
   std::string shadow_model_sha256;
   std::vector<std::string> model_fixes;  // graph rewrites applied at load
   double masked_fraction = 0.0;         // share of pixels set to 1
-  double seconds_inference = 0.0;
+  int chips_skipped = 0;            // all-nodata chips never sent to a model
+  double seconds_inference = 0.0;   // inside the models, both summed
+  double seconds_chips = 0.0;       // the whole chip loop (read + inference + activation)
+  double seconds_merge = 0.0;       // threshold + OR + dilation + min_area
+  double seconds_write = 0.0;       // mask (and probability, preview) files
   double seconds_total = 0.0;
+  double peak_rss_mb = 0.0;         // of the whole process so far
 };
 
 // Validates every input before reading pixels, then runs the job. All outputs
