@@ -153,8 +153,10 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   const int bands = scene.band_count();
   const std::size_t width = static_cast<std::size_t>(scene.width());
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
+  const std::size_t npix = width * static_cast<std::size_t>(scene.height());
   for (const ProbabilityTask& t : tasks) {
-    t.output->assign(width * static_cast<std::size_t>(scene.height()), kProbabilityNodata);
+    if (t.output) t.output->assign(npix, kProbabilityNodata);
+    if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
   }
 
   const ChipReader reader(scene, params.in_memory);
@@ -221,13 +223,18 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
           }
         }
         // Each chip writes only its own (midpoint-cut) window: the in-order single writer.
+        const float threshold = static_cast<float>(t.threshold);
         for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
-          float* out_row = t.output->data() + static_cast<std::size_t>(c.rows.read_start + r) * width;
+          const std::size_t row = static_cast<std::size_t>(c.rows.read_start + r) * width + c.cols.read_start;
+          float* out_row = t.output ? t.output->data() + row : nullptr;
+          std::uint8_t* above_row = t.above ? t.above->data() + row : nullptr;
           const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
           for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
-            out_row[c.cols.read_start + x] =
-                (skip || inv[x]) ? kProbabilityNodata
-                                 : activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x, model_pixels);
+            const float p = (skip || inv[x]) ? kProbabilityNodata
+                                             : activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x,
+                                                        model_pixels);
+            if (out_row) out_row[x] = p;
+            if (above_row) above_row[x] |= (p > threshold) ? 1 : 0;
           }
         }
       }

@@ -40,7 +40,11 @@ struct ChipPredictionParams {
 struct ProbabilityTask {
   const ProbabilityHead* head;
   InferenceBackend* model;
-  std::vector<float>* output;  // resized to width*height
+  std::vector<float>* output;  // resized to width*height; may be null when only `above` is wanted
+  // When set (width*height, zero-initialised by the caller), above[i] |= (p > float32(threshold)),
+  // FarmVibes' merge threshold applied on the fly so the floats need not be kept.
+  std::vector<std::uint8_t>* above = nullptr;
+  double threshold = 0.0;
 };
 
 struct PredictionStats {

@@ -41,11 +41,19 @@ std::vector<std::uint8_t> merge_cloud_masks_simple(const std::vector<float>& clo
   const float shadow_thr = static_cast<float>(params.shadow_prob_threshold);
   std::vector<std::uint8_t> mask(n);
   for (std::size_t i = 0; i < n; ++i) {
-    mask[i] = (cloud_probability[i] > cloud_thr) | (shadow_probability[i] > shadow_thr) | product_nonzero[i];
+    mask[i] = (cloud_probability[i] > cloud_thr) | (shadow_probability[i] > shadow_thr);
   }
+  finish_merge(mask, product_nonzero, width, height, params);
+  return mask;
+}
+
+void finish_merge(std::vector<std::uint8_t>& mask, const std::vector<std::uint8_t>& product_nonzero, int width,
+                  int height, const MergeParams& params) {
+  validate(params);
+  if (mask.size() != product_nonzero.size()) throw InternalError("finish_merge: input sizes differ");
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] |= product_nonzero[i];
   dilate_with_disk(mask, width, height, params.closing_size);
   remove_small_components(mask, width, height, params.min_area);
-  return mask;
 }
 
 }  // namespace nimbus

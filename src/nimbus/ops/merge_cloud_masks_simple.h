@@ -24,4 +24,9 @@ std::vector<std::uint8_t> merge_cloud_masks_simple(const std::vector<float>& clo
                                                    const std::vector<std::uint8_t>& product_nonzero, int width,
                                                    int height, const MergeParams& params);
 
+// The merge after thresholding: `mask` holds (cloud > thr) | (shadow > thr);
+// ORs the product mask in, dilates and cleans, in place.
+void finish_merge(std::vector<std::uint8_t>& mask, const std::vector<std::uint8_t>& product_nonzero, int width,
+                  int height, const MergeParams& params);
+
 }  // namespace nimbus

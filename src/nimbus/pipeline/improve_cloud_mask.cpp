@@ -121,19 +121,24 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     }
   }
 
+  // Without --keep-probabilities the floats are never stored: each model's
+  // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
+  const bool keep = cloud_prob_out.has_value();
   std::vector<float> cloud, shadow;
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
   const PredictionStats stats = predict_probabilities(
-      scene, {ProbabilityTask{&cloud_head, cloud_model.get(), &cloud}, ProbabilityTask{&shadow_head, shadow_model.get(),
-                                                                                       &shadow}},
+      scene,
+      {ProbabilityTask{&cloud_head, cloud_model.get(), keep ? &cloud : nullptr, &mask,
+                       options.merge.cloud_prob_threshold},
+       ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
+                       options.merge.shadow_prob_threshold}},
       options.chips, log_progress("cloud+shadow"));
   report.seconds_inference = stats.seconds_inference;
   report.seconds_chips = stats.seconds_total;
   report.chips_skipped = stats.chips_skipped;
 
   const auto merge_start = Clock::now();
-  const std::vector<std::uint8_t> product_nonzero = product.read_band_nonzero(1);
-  const std::vector<std::uint8_t> mask =
-      merge_cloud_masks_simple(cloud, shadow, product_nonzero, scene.width(), scene.height(), options.merge);
+  finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
   report.seconds_merge = seconds_since(merge_start);
   const auto write_start = Clock::now();
 

@@ -42,6 +42,10 @@ void ensure_gdal_initialised() {
   std::call_once(once, [] {
     GDALAllRegister();
     CPLSetErrorHandler(quiet_gdal_handler);
+    // GDAL's block cache defaults to 5 % of RAM (1.2 GB here). Chips of one row
+    // share at most two block rows, so 256 MB keeps re-reads rare and memory
+    // bounded; GDAL_CACHEMAX still overrides.
+    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(static_cast<GIntBig>(256) << 20);
   });
 }
 
