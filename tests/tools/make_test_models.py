@@ -10,7 +10,8 @@ random (calibrated) weights; architectures written from their papers' outlines:
 Each is exported at opset 11 and 13 with a dynamic batch axis, as torch users do.
 `width` shrinks the channel counts so the test suite runs fast on 2 cores.
 
-Usage: make_test_models.py OUT_DIR [--width 16]
+Usage: make_test_models.py OUT_DIR [--width 16] [--fpn 32]
+       (--width 64 --fpn 256 gives FPN-ResNet18-sized models for benchmarks)
 """
 import argparse
 from pathlib import Path
@@ -150,11 +151,11 @@ def export(model, path, opset, shadow):
                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, do_constant_folding=True)
 
 
-def build(width):
+def build(width, fpn_channels):
     chips = synthetic_chips()
     cheap = calibrate(CheapLabLike(), 2, chips)
-    fpn = calibrate(FpnLike(2, width=width), 2, chips)
-    shadow = FpnLike(1, width=width, input_scale=1.0, fusion=False, groupnorm=True, stack_sum=True)
+    fpn = calibrate(FpnLike(2, width=width, fpn=fpn_channels), 2, chips)
+    shadow = FpnLike(1, width=width, fpn=fpn_channels, input_scale=1.0, fusion=False, groupnorm=True, stack_sum=True)
     shadow = calibrate(shadow, 1, chips * 1e-4)
     return {"cheaplab": (cheap, False), "fpn_cloud": (fpn, False), "fpn_shadow": (shadow, True)}
 
@@ -162,11 +163,12 @@ def build(width):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("out_dir")
-    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--width", type=int, default=16, help="backbone base width (ResNet-18: 64)")
+    p.add_argument("--fpn", type=int, default=32, help="FPN channels (pytorch-fpn default: 256)")
     a = p.parse_args()
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, (model, shadow) in build(a.width).items():
+    for name, (model, shadow) in build(a.width, a.fpn).items():
         # The torch output for one chip, to check the ONNX engines against.
         x = synthetic_chips(1)
         x = x * 1e-4 if shadow else x
