@@ -20,20 +20,47 @@ namespace nimbus {
 namespace {
 
 // Where chips come from: the file itself (one read per chip) or a copy of the
-// whole scene held in memory (one read in total).
+// whole scene held in memory (one read in total). The copy keeps 16-bit
+// integer scenes (all Sentinel-2 stacks) as uint16: half the memory of float32.
 class ChipReader {
  public:
   ChipReader(const RasterReader& scene, bool in_memory) : scene_(scene) {
     if (!in_memory) return;
-    const std::size_t npix = static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height());
-    data_.resize(npix * static_cast<std::size_t>(scene.band_count()));
+    const std::size_t width = static_cast<std::size_t>(scene.width());
+    const std::size_t npix = width * static_cast<std::size_t>(scene.height());
+    const std::size_t bands = static_cast<std::size_t>(scene.band_count());
+    const std::string type = scene.data_type_name();
+    compact_ = type == "UInt16" || type == "Byte";
+    if (compact_) {
+      compact_data_.resize(npix * bands);
+    } else {
+      float_data_.resize(npix * bands);
+    }
     invalid_.resize(npix);
-    scene.read_window(0, 0, scene.width(), scene.height(), data_.data(), invalid_.data());
+    // Strips bound the temporary float buffer while filling the copy.
+    const int strip = 256;
+    std::vector<float> buffer;
+    for (int y = 0; y < scene.height(); y += strip) {
+      const int rows = std::min(strip, scene.height() - y);
+      const std::size_t strip_pixels = width * static_cast<std::size_t>(rows);
+      buffer.resize(strip_pixels * bands);
+      const std::size_t offset = static_cast<std::size_t>(y) * width;
+      scene.read_window(0, y, scene.width(), rows, buffer.data(), invalid_.data() + offset);
+      for (std::size_t b = 0; b < bands; ++b) {
+        const float* src = buffer.data() + b * strip_pixels;
+        if (compact_) {
+          std::uint16_t* dst = compact_data_.data() + b * npix + offset;
+          for (std::size_t i = 0; i < strip_pixels; ++i) dst[i] = static_cast<std::uint16_t>(src[i]);
+        } else {
+          std::copy_n(src, strip_pixels, float_data_.data() + b * npix + offset);
+        }
+      }
+    }
   }
 
   // Fills data [bands, h, w] and invalid [h, w]; returns the invalid count.
   std::size_t read(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
-    if (data_.empty()) return scene_.read_window(x0, y0, w, h, data, invalid);
+    if (invalid_.empty()) return scene_.read_window(x0, y0, w, h, data, invalid);
     const std::size_t width = static_cast<std::size_t>(scene_.width());
     const std::size_t plane = width * static_cast<std::size_t>(scene_.height());
     std::size_t count = 0;
@@ -43,8 +70,13 @@ class ChipReader {
       std::copy_n(invalid_.data() + src, w, inv);
       for (int c = 0; c < w; ++c) count += inv[c];
       for (int b = 0; b < scene_.band_count(); ++b) {
-        std::copy_n(data_.data() + b * plane + src, w,
-                    data + static_cast<std::size_t>(b) * w * h + static_cast<std::size_t>(r) * w);
+        float* dst = data + static_cast<std::size_t>(b) * w * h + static_cast<std::size_t>(r) * w;
+        if (compact_) {
+          const std::uint16_t* from = compact_data_.data() + b * plane + src;
+          for (int c = 0; c < w; ++c) dst[c] = static_cast<float>(from[c]);
+        } else {
+          std::copy_n(float_data_.data() + b * plane + src, w, dst);
+        }
       }
     }
     return count;
@@ -52,7 +84,9 @@ class ChipReader {
 
  private:
   const RasterReader& scene_;
-  std::vector<float> data_;
+  bool compact_ = false;
+  std::vector<std::uint16_t> compact_data_;
+  std::vector<float> float_data_;
   std::vector<std::uint8_t> invalid_;
 };
 

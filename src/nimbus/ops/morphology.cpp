@@ -9,7 +9,8 @@ namespace {
 void replace_small_components(cv::Mat& mask, std::uint8_t value, std::uint8_t replacement, int min_area) {
   cv::Mat selected = (mask == value);
   cv::Mat labels, stats, centroids;
-  const int n = cv::connectedComponentsWithStats(selected, labels, stats, centroids, 8, CV_32S);
+  // Spaghetti (Bolelli et al.) runs in parallel on OpenCV's thread pool.
+  const int n = cv::connectedComponentsWithStats(selected, labels, stats, centroids, 8, CV_32S, cv::CCL_SPAGHETTI);
   std::vector<std::uint8_t> small(static_cast<std::size_t>(n), 0);
   bool any = false;
   for (int label = 1; label < n; ++label) {
