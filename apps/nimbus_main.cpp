@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/interrupt.h"
 #include "nimbus/core/version.h"
 #include "nimbus/ops/registry.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
@@ -250,6 +251,7 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  nimbus::install_interrupt_cleanup();
   auto logger = spdlog::stderr_color_mt("nimbus");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");

@@ -267,6 +267,12 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
             const float p = (skip || inv[x]) ? kProbabilityNodata
                                              : activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x,
                                                         model_pixels);
+            if (p != p) {
+              throw InputError(fmt::format("{} '{}' produced NaN scores (chip {} at x={} y={}); the model is broken "
+                                           "for this input, check its export and weights",
+                                           t.head->role, t.model->model().origin, data.index,
+                                           c.cols.read_start + x, c.rows.read_start + r));
+            }
             if (out_row) out_row[x] = p;
             if (above_row) above_row[x] |= (p > threshold) ? 1 : 0;
           }

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -10,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/interrupt.h"
 
 namespace nimbus {
 namespace fs = std::filesystem;
@@ -32,21 +34,29 @@ AtomicOutput::AtomicOutput(std::string final_path, std::string role)
     throw InputError(fmt::format("{} '{}': directory '{}' is not writable ({}); choose another output location",
                                  role_, final_path_, dir.string(), std::strerror(errno)));
   }
-  temp_path_ = (dir / fmt::format(".{}.nimbus-partial-{}", target.filename().string(), ::getpid())).string();
+  static std::atomic<int> counter{0};
+  temp_path_ = (dir / fmt::format(".{}.nimbus-partial-{}-{}", target.filename().string(), ::getpid(), counter++))
+                   .string();
+  interrupt_slot_ = register_temporary(temp_path_);
 }
 
 AtomicOutput::~AtomicOutput() {
   if (!committed_) std::remove(temp_path_.c_str());
+  unregister_temporary(interrupt_slot_);
 }
 
 void AtomicOutput::commit() {
   if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     std::remove(temp_path_.c_str());
+    unregister_temporary(interrupt_slot_);
+    interrupt_slot_ = -1;
     throw InputError(fmt::format("{} '{}': could not move the finished file into place ({}); check permissions",
                                  role_, final_path_, why));
   }
   committed_ = true;
+  unregister_temporary(interrupt_slot_);
+  interrupt_slot_ = -1;
 }
 
 void ensure_directory(const std::string& dir, const std::string& role) {

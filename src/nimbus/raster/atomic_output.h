@@ -26,6 +26,7 @@ class AtomicOutput {
   std::string temp_path_;
   std::string role_;
   bool committed_ = false;
+  int interrupt_slot_ = -1;  // removal on SIGINT/SIGTERM, see core/interrupt.h
 };
 
 // Creates `dir` (and parents) if needed; throws InputError naming `role` if it cannot.

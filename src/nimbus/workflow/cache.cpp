@@ -1,10 +1,13 @@
 #include "nimbus/workflow/cache.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -87,8 +90,28 @@ std::optional<OpOutputs> OpCache::lookup(const std::string& op, const std::strin
   return out;
 }
 
+namespace {
+
+// Removes work directories ".<key>.partial-<pid>-<n>" of processes that no longer
+// exist (killed or interrupted runs), so they never accumulate or look like entries.
+void remove_stale_partials(const fs::path& op_dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(op_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    const auto at = name.find(".partial-");
+    if (name.empty() || name[0] != '.' || at == std::string::npos) continue;
+    const long pid = std::strtol(name.c_str() + at + 9, nullptr, 10);
+    if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+}
+
+}  // namespace
+
 std::string OpCache::begin(const std::string& op, const std::string& key) const {
   static std::atomic<int> counter{0};
+  remove_stale_partials(fs::path(root_) / op);
   const fs::path dir = fs::path(root_) / op / fmt::format(".{}.partial-{}-{}", key, ::getpid(), counter++);
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -1,0 +1,18 @@
+// Clean interruption: on SIGINT/SIGTERM, partially written outputs are removed
+// before the process exits, so nothing half-written is ever left behind.
+#pragma once
+
+#include <string>
+
+namespace nimbus {
+
+// Installs the SIGINT/SIGTERM handlers (idempotent). The handler removes every
+// registered path, prints one line and exits with 128 + signal.
+void install_interrupt_cleanup();
+
+// Registers a temporary file to remove if the process is interrupted.
+// Returns a slot id for unregister_temporary(), or -1 when the table is full.
+int register_temporary(const std::string& path);
+void unregister_temporary(int slot);
+
+}  // namespace nimbus
