@@ -6,11 +6,7 @@
 
 namespace nimbus {
 
+// How the op turns raster values into model input and scores into probability.
 const ProbabilityHead& shadow_probability_head();
-
-inline std::vector<float> compute_shadow_prob(const RasterReader& scene, InferenceBackend& model,
-                                              const ChipPredictionParams& params, const ChipProgress& progress = {}) {
-  return predict_probability(scene, model, shadow_probability_head(), params, progress);
-}
 
 }  // namespace nimbus
