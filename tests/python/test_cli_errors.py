@@ -123,3 +123,11 @@ def test_corrupt_raster(nimbus_bin, scene, tmp_path):
     truncated.write_bytes(data[: len(data) // 3])
     proc = _run(nimbus_bin, truncated, scene["product_mask"], tmp_path / "mask.tif")
     _assert_clean_failure(proc, tmp_path, "truncated.tif")
+
+
+def test_all_nodata_raster(nimbus_bin, scene, tmp_path):
+    with rasterio.open(scene["s2"]) as src:
+        empty = _write(tmp_path / "empty.tif", np.zeros((12, src.height, src.width), np.uint16),
+                       transform=src.transform)
+    proc = _run(nimbus_bin, empty, scene["product_mask"], tmp_path / "mask.tif")
+    _assert_clean_failure(proc, tmp_path, "empty.tif", "no valid pixel")

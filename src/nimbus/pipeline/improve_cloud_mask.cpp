@@ -133,6 +133,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
        ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
                        options.merge.shadow_prob_threshold}},
       options.chips, log_progress("cloud+shadow"));
+  if (stats.chips_skipped == stats.chips) {
+    throw InputError(fmt::format("{} '{}' has no valid pixel: in every pixel some band equals the nodata value; "
+                                 "check the file's nodata value (gdalinfo) and that the scene covers data",
+                                 scene.role(), options.s2_raster));
+  }
   report.seconds_inference = stats.seconds_inference;
   report.seconds_chips = stats.seconds_total;
   report.chips_skipped = stats.chips_skipped;
