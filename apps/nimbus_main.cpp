@@ -46,13 +46,7 @@ void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& pa
                           {"seconds_write", r.seconds_write},
                           {"seconds_total", r.seconds_total},
                           {"peak_rss_mb", r.peak_rss_mb}};
-  nimbus::AtomicOutput out(path, "--report");
-  std::FILE* f = std::fopen(out.temp_path().c_str(), "w");
-  const std::string text = j.dump(2) + "\n";
-  const bool ok = f && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  if (f) std::fclose(f);
-  if (!ok) throw nimbus::InputError(fmt::format("--report '{}' could not be written", path));
-  out.commit();
+  nimbus::write_file_atomically(path, "--report", j.dump(2) + "\n");
 }
 
 void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {

@@ -134,7 +134,7 @@ namespace {
 
 // One chip as read from the scene, travelling from the reader thread to the models.
 struct ChipData {
-  int index = -1;  // -1 marks the end of the stream
+  int index = -1;  // row-major chip index; the stream ends when the queue is closed
   std::vector<float> values;
   std::vector<std::uint8_t> invalid;
   std::size_t invalid_count = 0;

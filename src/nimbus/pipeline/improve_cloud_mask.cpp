@@ -88,10 +88,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();
-  auto cloud_model = make_backend(load_model(options.cloud_model.empty() ? default_model_ref(default_cloud_model()) : options.cloud_model, "", cloud_head.role),
-                                  cloud_head.role);
-  auto shadow_model = make_backend(load_model(options.shadow_model.empty() ? default_model_ref(default_shadow_model()) : options.shadow_model, "", shadow_head.role),
-                                   shadow_head.role);
+  const auto backend = [](const std::string& path, const EmbeddedModel& fallback, const ProbabilityHead& head) {
+    return make_backend(load_model(path.empty() ? default_model_ref(fallback) : path, "", head.role), head.role);
+  };
+  auto cloud_model = backend(options.cloud_model, default_cloud_model(), cloud_head);
+  auto shadow_model = backend(options.shadow_model, default_shadow_model(), shadow_head);
   check_model_fits_scene(*cloud_model, scene, cloud_head, options.chips);
   check_model_fits_scene(*shadow_model, scene, shadow_head, options.chips);
 
@@ -148,10 +149,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const auto write_start = Clock::now();
 
   // Provenance: what produced this mask, so it can be reproduced and audited.
+  const bool derived_mask = safe && options.product_mask.empty();
   std::map<std::string, std::string> provenance{
       {"NIMBUS_VERSION", kVersion},
       {"NIMBUS_S2_RASTER", std::filesystem::path(options.s2_raster).filename().string()},
-      {"NIMBUS_PRODUCT_MASK", std::filesystem::path(options.product_mask).filename().string()},
+      {"NIMBUS_PRODUCT_MASK", derived_mask ? safe->product_mask_source
+                                           : std::filesystem::path(options.product_mask).filename().string()},
       {"NIMBUS_CLOUD_MODEL", std::filesystem::path(report.cloud_model).filename().string()},
       {"NIMBUS_CLOUD_MODEL_SHA256", report.cloud_model_sha256},
       {"NIMBUS_SHADOW_MODEL", std::filesystem::path(report.shadow_model).filename().string()},
@@ -166,10 +169,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   };
   if (safe) {
     provenance["NIMBUS_PROCESSING_BASELINE"] = safe->processing_baseline;
-    provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = options.product_mask.empty() ? safe->product_mask_source : "given";
-    provenance["NIMBUS_PRODUCT_MASK"] = options.product_mask.empty()
-                                            ? safe->product_mask_source
-                                            : std::filesystem::path(options.product_mask).filename().string();
+    provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = derived_mask ? safe->product_mask_source : "given";
   }
   GeoTiffOptions mask_options = mask_geotiff_options();
   mask_options.metadata = provenance;

@@ -59,6 +59,17 @@ void AtomicOutput::commit() {
   interrupt_slot_ = -1;
 }
 
+void write_file_atomically(const std::string& path, const std::string& role, const std::string& bytes) {
+  AtomicOutput out(path, role);
+  std::FILE* f = std::fopen(out.temp_path().c_str(), "wb");
+  bool ok = f && std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  if (f) ok = (std::fclose(f) == 0) && ok;
+  if (!ok) {
+    throw InputError(fmt::format("{} '{}' could not be written; check disk space and permissions", role, path));
+  }
+  out.commit();
+}
+
 void ensure_directory(const std::string& dir, const std::string& role) {
   std::error_code ec;
   fs::create_directories(dir, ec);

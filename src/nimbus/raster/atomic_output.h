@@ -29,6 +29,9 @@ class AtomicOutput {
   int interrupt_slot_ = -1;  // removal on SIGINT/SIGTERM, see core/interrupt.h
 };
 
+// Writes `bytes` as the whole file at `path` through an AtomicOutput.
+void write_file_atomically(const std::string& path, const std::string& role, const std::string& bytes);
+
 // Creates `dir` (and parents) if needed; throws InputError naming `role` if it cannot.
 void ensure_directory(const std::string& dir, const std::string& role);
 

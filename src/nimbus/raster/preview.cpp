@@ -40,7 +40,6 @@ cv::Mat stretch_to_byte(const cv::Mat& band) {
 
 void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_t>& mask, const std::string& path,
                         int max_size) {
-  AtomicOutput output(path, "preview PNG (--preview)");
   const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(scene.width(), scene.height()));
   const int w = std::max(1, static_cast<int>(std::lround(scene.width() * scale)));
   const int h = std::max(1, static_cast<int>(std::lround(scene.height() * scale)));
@@ -68,21 +67,15 @@ void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_
       for (int k = 0; k < 3; ++k) px[k] = static_cast<std::uint8_t>((3 * px[k] + 2 * tint[k]) / 5);
     }
   }
-  std::vector<int> params{cv::IMWRITE_PNG_COMPRESSION, 6};
-  bool ok = false;
+  std::vector<uchar> png;
+  bool encoded = false;
   try {
-    std::vector<uchar> png;
-    ok = cv::imencode(".png", rgb, png, params);
-    if (ok) {
-      FILE* f = std::fopen(output.temp_path().c_str(), "wb");
-      ok = f && std::fwrite(png.data(), 1, png.size(), f) == png.size();
-      if (f) ok = (std::fclose(f) == 0) && ok;
-    }
+    encoded = cv::imencode(".png", rgb, png, {cv::IMWRITE_PNG_COMPRESSION, 6});
   } catch (const cv::Exception&) {
-    ok = false;
+    encoded = false;
   }
-  if (!ok) throw InputError(fmt::format("preview PNG '{}' could not be written; check disk space and permissions", path));
-  output.commit();
+  if (!encoded) throw InternalError(fmt::format("PNG encoding of the preview '{}' failed", path));
+  write_file_atomically(path, "preview PNG (--preview)", std::string(png.begin(), png.end()));
 }
 
 }  // namespace nimbus
