@@ -116,7 +116,7 @@ void run_stack_command(const StackCommand& s) {
   nimbus::write_safe_stack(scene, out.temp_path(), "stack (--out)");
   if (pm_out) {
     const nimbus::RasterReader pm(scene.product_mask_path, "derived product mask");
-    const std::vector<std::uint8_t> mask = pm.read_band_nonzero(1);
+    const nimbus::MaskBuffer mask = pm.read_band_nonzero(1);
     nimbus::GeoTiffOptions options = nimbus::mask_geotiff_options();
     options.metadata["NIMBUS_PRODUCT_MASK_SOURCE"] = scene.product_mask_source;
     nimbus::write_single_band_geotiff(pm_out->temp_path(), "--product-mask-out", pm.grid(), mask.data(), options);

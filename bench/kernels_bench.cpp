@@ -14,10 +14,10 @@ namespace {
 
 constexpr int kSide = 2048;
 
-std::vector<std::uint8_t> speckled_mask(double density) {
+nimbus::MaskBuffer speckled_mask(double density) {
   std::mt19937 rng(1);
   std::bernoulli_distribution on(density);
-  std::vector<std::uint8_t> m(static_cast<std::size_t>(kSide) * kSide);
+  nimbus::MaskBuffer m(static_cast<std::size_t>(kSide) * kSide);
   for (auto& v : m) v = on(rng);
   return m;
 }
@@ -48,7 +48,7 @@ void BM_MergeCloudMasks(benchmark::State& state) {
   std::mt19937 rng(2);
   std::uniform_real_distribution<float> u(0.0f, 1.0f);
   const std::size_t n = static_cast<std::size_t>(kSide) * kSide;
-  std::vector<float> cloud(n), shadow(n);
+  nimbus::FloatBuffer cloud(n), shadow(n);
   for (std::size_t i = 0; i < n; ++i) {
     cloud[i] = u(rng) * u(rng);
     shadow[i] = u(rng) * u(rng) * u(rng);

@@ -12,8 +12,8 @@
 #include "nimbus/ops/morphology.h"
 
 template <typename T>
-std::vector<T> read_raw(const char* path, std::size_t n) {
-  std::vector<T> v(n);
+nimbus::LargeBuffer<T> read_raw(const char* path, std::size_t n) {
+  nimbus::LargeBuffer<T> v(n);
   std::ifstream in(path, std::ios::binary);
   in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(n * sizeof(T)));
   if (!in) {
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   params.min_area = std::stoi(argv[6]);
   const int repeats = std::stoi(argv[8]);
   double best = 1e300;
-  std::vector<std::uint8_t> mask;
+  nimbus::MaskBuffer mask;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     mask = nimbus::merge_cloud_masks_simple(cloud, shadow, product, w, h, params);
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
     nimbus::MergeParams threshold_only = params;
     threshold_only.closing_size = 0;
     threshold_only.min_area = 0;
-    std::vector<std::uint8_t> m = nimbus::merge_cloud_masks_simple(cloud, shadow, product, w, h, threshold_only);
+    nimbus::MaskBuffer m = nimbus::merge_cloud_masks_simple(cloud, shadow, product, w, h, threshold_only);
     lap("threshold + OR");
     nimbus::dilate_with_disk(m, w, h, params.closing_size);
     lap("dilation");

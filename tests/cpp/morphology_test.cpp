@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <numeric>
+#include <random>
+
+#include <opencv2/imgproc.hpp>
 
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 
@@ -30,7 +33,7 @@ TEST(DiskFootprint, Radius5RowHalfWidths) {
 
 TEST(DilateWithDisk, SinglePixelBecomesTheDisk) {
   const int w = 21, h = 21;
-  std::vector<std::uint8_t> mask(w * h, 0);
+  nimbus::MaskBuffer mask(w * h, 0);
   mask[10 * w + 10] = 1;
   dilate_with_disk(mask, w, h, 5);
   const auto fp = disk_footprint(5);
@@ -45,14 +48,14 @@ TEST(DilateWithDisk, SinglePixelBecomesTheDisk) {
 
 TEST(DilateWithDisk, OutsideTheImageCountsAsClear) {
   const int w = 8, h = 8;
-  std::vector<std::uint8_t> mask(w * h, 0);
+  nimbus::MaskBuffer mask(w * h, 0);
   dilate_with_disk(mask, w, h, 3);
   EXPECT_EQ(std::accumulate(mask.begin(), mask.end(), 0), 0);
 }
 
 TEST(RemoveSmallComponents, DropsSpecksUsingEightConnectivity) {
   const int w = 10, h = 10;
-  std::vector<std::uint8_t> mask(w * h, 0);
+  nimbus::MaskBuffer mask(w * h, 0);
   // A diagonal pair is one 8-connected component of area 2.
   mask[1 * w + 1] = mask[2 * w + 2] = 1;
   // A lone pixel: area 1.
@@ -65,7 +68,7 @@ TEST(RemoveSmallComponents, DropsSpecksUsingEightConnectivity) {
 
 TEST(RemoveSmallComponents, FillsSmallHolesIncludingAtTheBorder) {
   const int w = 10, h = 10;
-  std::vector<std::uint8_t> mask(w * h, 1);
+  nimbus::MaskBuffer mask(w * h, 1);
   mask[5 * w + 5] = 0;  // interior hole, area 1
   mask[0] = 0;          // border hole, area 1
   mask[9 * w + 0] = mask[9 * w + 1] = mask[9 * w + 2] = 0;  // border hole, area 3
@@ -75,15 +78,59 @@ TEST(RemoveSmallComponents, FillsSmallHolesIncludingAtTheBorder) {
   EXPECT_EQ(mask[9 * w + 1], 0);
 }
 
+// Independent oracle: pixel labelling with OpenCV, clearing/filling by component area.
+void remove_small_components_by_pixel_labels(MaskBuffer& mask, int w, int h, int min_area) {
+  for (const std::uint8_t value : {std::uint8_t{1}, std::uint8_t{0}}) {
+    cv::Mat m(h, w, CV_8U, mask.data());
+    cv::Mat binary = (m == value) / 255;
+    cv::Mat labels, stats, centroids;
+    const int n = cv::connectedComponentsWithStats(binary, labels, stats, centroids, 8, CV_32S);
+    for (int y = 0; y < h; ++y) {
+      for (int x = 0; x < w; ++x) {
+        const int label = labels.at<int>(y, x);
+        if (label > 0 && label < n && stats.at<int>(label, cv::CC_STAT_AREA) < min_area) m.at<std::uint8_t>(y, x) = 1 - value;
+      }
+    }
+  }
+}
+
+TEST(RemoveSmallComponents, MatchesPixelLabellingOnRandomMasks) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 60; ++trial) {
+    const int w = 1 + static_cast<int>(rng() % 97), h = 1 + static_cast<int>(rng() % 89);
+    const double density = (trial % 6) / 5.0;  // 0, 0.2, ..., 1: empty, speckle, full
+    std::bernoulli_distribution cloud(density);
+    MaskBuffer mask(static_cast<std::size_t>(w) * h);
+    for (auto& v : mask) v = cloud(rng) ? 1 : 0;
+    const int min_area = 1 + static_cast<int>(rng() % 12);
+    MaskBuffer expected = mask;
+    remove_small_components_by_pixel_labels(expected, w, h, min_area);
+    remove_small_components(mask, w, h, min_area);
+    ASSERT_EQ(mask, expected) << w << "x" << h << " density " << density << " min_area " << min_area;
+  }
+}
+
+TEST(RemoveSmallComponents, DiagonalRunsJoinAcrossRows) {
+  // Two 2-pixel runs that only touch diagonally form one component of 4 (kept at min_area 4).
+  const int w = 6, h = 2;
+  MaskBuffer mask{1, 1, 0, 0, 0, 0,
+                  0, 0, 1, 1, 0, 0};
+  MaskBuffer kept = mask;
+  remove_small_components(kept, w, h, 4);
+  EXPECT_EQ(kept, mask);
+  remove_small_components(mask, w, h, 5);
+  EXPECT_EQ(mask, MaskBuffer(12, 0));
+}
+
 TEST(MergeCloudMasks, StrictFloat32Thresholds) {
   // float32(0.3) = 0.300000011920929: 0.3f itself is not above it.
-  const std::vector<float> cloud{0.3f, std::nextafter(0.3f, 1.0f), 0.0f, 100.0f};
-  const std::vector<float> shadow{0.0f, 0.0f, 0.2f, 0.0f};
-  const std::vector<std::uint8_t> product{0, 0, 0, 0};
+  const nimbus::FloatBuffer cloud{0.3f, std::nextafter(0.3f, 1.0f), 0.0f, 100.0f};
+  const nimbus::FloatBuffer shadow{0.0f, 0.0f, 0.2f, 0.0f};
+  const nimbus::MaskBuffer product{0, 0, 0, 0};
   MergeParams p;
   p.closing_size = 0;
   const auto mask = merge_cloud_masks_simple(cloud, shadow, product, 4, 1, p);
-  EXPECT_EQ(mask, (std::vector<std::uint8_t>{0, 1, 0, 1}));
+  EXPECT_EQ(mask, (nimbus::MaskBuffer{0, 1, 0, 1}));
 }
 
 TEST(MergeCloudMasks, RejectsOutOfRangeParameters) {

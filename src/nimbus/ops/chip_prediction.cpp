@@ -291,9 +291,9 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   return stats;
 }
 
-std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
+FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
                                        const ChipPredictionParams& params, const ChipProgress& progress) {
-  std::vector<float> probability;
+  FloatBuffer probability;
   predict_probabilities(scene, {ProbabilityTask{&head, &model, &probability}}, params, progress);
   return probability;
 }
@@ -342,7 +342,7 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
                               role);
     const RasterReader scene(ctx.inputs.at("sentinel_raster").path,
                              fmt::format("input sentinel_raster of task '{}'", ctx.task));
-    const std::vector<float> probability = predict_probability(scene, *model, *h, params);
+    const FloatBuffer probability = predict_probability(scene, *model, *h, params);
     const std::string path = ctx.output_dir + "/" + output_port + ".tif";
     write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), scene.grid(), probability.data(),
                               probability_geotiff_options());

@@ -6,6 +6,8 @@
 #include <functional>
 #include <vector>
 
+#include "nimbus/core/large_buffer.h"
+
 #include "nimbus/inference/backend.h"
 #include "nimbus/ops/op_definition.h"
 #include "nimbus/raster/raster_reader.h"
@@ -40,10 +42,10 @@ struct ChipPredictionParams {
 struct ProbabilityTask {
   const ProbabilityHead* head;
   InferenceBackend* model;
-  std::vector<float>* output;  // resized to width*height; may be null when only `above` is wanted
+  FloatBuffer* output;  // resized to width*height; may be null when only `above` is wanted
   // When set (width*height, zero-initialised by the caller), above[i] |= (p > float32(threshold)),
   // FarmVibes' merge threshold applied on the fly so the floats need not be kept.
-  std::vector<std::uint8_t>* above = nullptr;
+  MaskBuffer* above = nullptr;
   double threshold = 0.0;
 };
 
@@ -65,7 +67,7 @@ using ChipProgress = std::function<void(int done, int total)>;
 // Probability raster of `scene` (width*height float32, row-major) with
 // kProbabilityNodata where any band is nodata. Chips whose pixels are all
 // nodata are not sent to the model.
-std::vector<float> predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
+FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
                                        const ChipPredictionParams& params, const ChipProgress& progress = {});
 
 // The workflow op for a probability head: FarmVibes' parameters and defaults

@@ -29,9 +29,9 @@ void validate(const MergeParams& p) {
   }
 }
 
-std::vector<std::uint8_t> merge_cloud_masks_simple(const std::vector<float>& cloud_probability,
-                                                   const std::vector<float>& shadow_probability,
-                                                   const std::vector<std::uint8_t>& product_nonzero, int width,
+MaskBuffer merge_cloud_masks_simple(const FloatBuffer& cloud_probability,
+                                                   const FloatBuffer& shadow_probability,
+                                                   const MaskBuffer& product_nonzero, int width,
                                                    int height, const MergeParams& params) {
   validate(params);
   const std::size_t n = static_cast<std::size_t>(width) * static_cast<std::size_t>(height);
@@ -41,27 +41,36 @@ std::vector<std::uint8_t> merge_cloud_masks_simple(const std::vector<float>& clo
   // numpy compares a float32 array with a Python float in float32.
   const float cloud_thr = static_cast<float>(params.cloud_prob_threshold);
   const float shadow_thr = static_cast<float>(params.shadow_prob_threshold);
-  std::vector<std::uint8_t> mask(n);
+  MaskBuffer mask(n);
   const float* cp = cloud_probability.data();
   const float* sp = shadow_probability.data();
+  const std::uint8_t* pp = product_nonzero.data();
   std::uint8_t* m = mask.data();
-  // Rows in parallel on OpenCV's pool: the loop is memory-bound (9 bytes read per pixel).
+  // Threshold both models and OR the product mask in one pass over rows in parallel:
+  // the loop is memory-bound (9 bytes read per pixel).
   cv::parallel_for_(cv::Range(0, height), [&](const cv::Range& rows) {
     const std::size_t begin = static_cast<std::size_t>(rows.start) * width;
     const std::size_t end = static_cast<std::size_t>(rows.end) * width;
     for (std::size_t i = begin; i < end; ++i) {
-      m[i] = static_cast<std::uint8_t>(cp[i] > cloud_thr) | static_cast<std::uint8_t>(sp[i] > shadow_thr);
+      m[i] = static_cast<std::uint8_t>(cp[i] > cloud_thr) | static_cast<std::uint8_t>(sp[i] > shadow_thr) |
+             static_cast<std::uint8_t>(pp[i] != 0);
     }
   });
-  finish_merge(mask, product_nonzero, width, height, params);
+  dilate_with_disk(mask, width, height, params.closing_size);
+  remove_small_components(mask, width, height, params.min_area);
   return mask;
 }
 
-void finish_merge(std::vector<std::uint8_t>& mask, const std::vector<std::uint8_t>& product_nonzero, int width,
+void finish_merge(MaskBuffer& mask, const MaskBuffer& product_nonzero, int width,
                   int height, const MergeParams& params) {
   validate(params);
   if (mask.size() != product_nonzero.size()) throw InternalError("finish_merge: input sizes differ");
-  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] |= product_nonzero[i];
+  std::uint8_t* m = mask.data();
+  const std::uint8_t* pp = product_nonzero.data();
+  cv::parallel_for_(cv::Range(0, height), [&](const cv::Range& rows) {
+    const std::size_t end = static_cast<std::size_t>(rows.end) * width;
+    for (std::size_t i = static_cast<std::size_t>(rows.start) * width; i < end; ++i) m[i] |= pp[i];
+  });
   dilate_with_disk(mask, width, height, params.closing_size);
   remove_small_components(mask, width, height, params.min_area);
 }
@@ -104,7 +113,7 @@ OpDefinition merge_cloud_masks_simple_definition() {
     const RasterReader product(ctx.inputs.at("product_mask").path, role("product_mask"));
     require_same_grid(cloud, shadow);
     require_same_grid(cloud, product);
-    const std::vector<std::uint8_t> mask = merge_cloud_masks_simple(
+    const MaskBuffer mask = merge_cloud_masks_simple(
         cloud.read_band(1), shadow.read_band(1), product.read_band_nonzero(1), cloud.width(), cloud.height(), params);
     const std::string path = ctx.output_dir + "/merged_cloud_mask.tif";
     write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), cloud.grid(), mask.data(),

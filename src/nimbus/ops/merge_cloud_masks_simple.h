@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "nimbus/core/large_buffer.h"
+
 namespace nimbus {
 
 struct MergeParams {
@@ -19,14 +21,14 @@ void validate(const MergeParams& params);
 
 // All inputs are width*height, row-major. product_nonzero[i] = product mask != 0.
 // Returns the 0/1 mask.
-std::vector<std::uint8_t> merge_cloud_masks_simple(const std::vector<float>& cloud_probability,
-                                                   const std::vector<float>& shadow_probability,
-                                                   const std::vector<std::uint8_t>& product_nonzero, int width,
+MaskBuffer merge_cloud_masks_simple(const FloatBuffer& cloud_probability,
+                                                   const FloatBuffer& shadow_probability,
+                                                   const MaskBuffer& product_nonzero, int width,
                                                    int height, const MergeParams& params);
 
 // The merge after thresholding: `mask` holds (cloud > thr) | (shadow > thr);
 // ORs the product mask in, dilates and cleans, in place.
-void finish_merge(std::vector<std::uint8_t>& mask, const std::vector<std::uint8_t>& product_nonzero, int width,
+void finish_merge(MaskBuffer& mask, const MaskBuffer& product_nonzero, int width,
                   int height, const MergeParams& params);
 
 }  // namespace nimbus

@@ -1,32 +1,127 @@
 #include "nimbus/ops/morphology.h"
 
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgproc.hpp>
+
+#include "nimbus/core/error.h"
 
 namespace nimbus {
 namespace {
 
-// Sets every pixel of the 8-connected components of non-zero pixels of `binary`
-// that are smaller than min_area to `replacement` in `mask`. `labels` is
-// reused between calls: fresh full-tile buffers cost more than the labelling
-// itself on machines with slow page faults.
-void replace_small_components(const cv::Mat& binary, cv::Mat& mask, std::uint8_t replacement, int min_area,
-                              cv::Mat& labels) {
-  cv::Mat stats, centroids;
-  // Spaghetti (Bolelli et al.) runs in parallel on OpenCV's thread pool.
-  const int n = cv::connectedComponentsWithStats(binary, labels, stats, centroids, 8, CV_32S, cv::CCL_SPAGHETTI);
-  std::vector<std::uint8_t> small(static_cast<std::size_t>(n), 0);
-  bool any = false;
-  for (int label = 1; label < n; ++label) {
-    if (stats.at<int>(label, cv::CC_STAT_AREA) < min_area) small[label] = any = true;
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "run scanning reads 8 pixels per word, lowest byte first");
+
+// A horizontal run of equal pixels [begin, end) within one row.
+struct Run {
+  std::int32_t begin;
+  std::int32_t end;
+};
+
+// First index in [from, width) whose pixel is not `value` (0 or 1), or width.
+// Masks are mostly long runs, so whole 8-pixel words are compared at a time.
+int first_pixel_not(const std::uint8_t* row, int from, int width, std::uint8_t value) {
+  const std::uint64_t pattern = value ? 0x0101010101010101ULL : 0;
+  int c = from;
+  for (; c + 8 <= width; c += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, row + c, sizeof word);
+    if (word != pattern) return c + __builtin_ctzll(word ^ pattern) / 8;
   }
-  if (!any) return;
-  cv::parallel_for_(cv::Range(0, mask.rows), [&](const cv::Range& rows) {
+  for (; c < width; ++c) {
+    if (row[c] != value) return c;
+  }
+  return width;
+}
+
+// Runs of `value` in every row, in row order; row r owns runs [row_first[r], row_first[r + 1]).
+// Rows are scanned in parallel blocks, then concatenated.
+void collect_runs(const std::uint8_t* mask, int width, int height, std::uint8_t value, std::vector<Run>& runs,
+                  std::vector<std::size_t>& row_first) {
+  const int blocks = std::max(1, std::min(height, cv::getNumThreads() * 8));
+  std::vector<std::vector<Run>> block_runs(static_cast<std::size_t>(blocks));
+  row_first.assign(static_cast<std::size_t>(height) + 1, 0);
+  cv::parallel_for_(cv::Range(0, blocks), [&](const cv::Range& range) {
+    for (int b = range.start; b < range.end; ++b) {
+      const int row_begin = static_cast<int>(static_cast<std::int64_t>(height) * b / blocks);
+      const int row_end = static_cast<int>(static_cast<std::int64_t>(height) * (b + 1) / blocks);
+      std::vector<Run>& out = block_runs[static_cast<std::size_t>(b)];
+      for (int r = row_begin; r < row_end; ++r) {
+        const std::uint8_t* row = mask + static_cast<std::size_t>(r) * width;
+        int c = 0;
+        while (c < width) {
+          c = first_pixel_not(row, c, width, static_cast<std::uint8_t>(1 - value));
+          if (c >= width) break;
+          const int end = first_pixel_not(row, c, width, value);
+          out.push_back(Run{c, end});
+          c = end;
+        }
+        row_first[static_cast<std::size_t>(r) + 1] = out.size();  // block-local for now
+      }
+    }
+  });
+  std::size_t total = 0;
+  for (const auto& v : block_runs) total += v.size();
+  if (total >= std::numeric_limits<std::uint32_t>::max()) {
+    throw InternalError("remove_small_components: more than 2^32 runs in one mask");
+  }
+  runs.clear();
+  runs.reserve(total);
+  for (int b = 0; b < blocks; ++b) {
+    const int row_begin = static_cast<int>(static_cast<std::int64_t>(height) * b / blocks);
+    const int row_end = static_cast<int>(static_cast<std::int64_t>(height) * (b + 1) / blocks);
+    const std::size_t offset = runs.size();
+    for (int r = row_begin; r < row_end; ++r) row_first[static_cast<std::size_t>(r) + 1] += offset;
+    runs.insert(runs.end(), block_runs[static_cast<std::size_t>(b)].begin(), block_runs[static_cast<std::size_t>(b)].end());
+  }
+}
+
+std::uint32_t find_root(std::vector<std::uint32_t>& parent, std::uint32_t i) {
+  while (parent[i] != i) {
+    parent[i] = parent[parent[i]];  // path halving
+    i = parent[i];
+  }
+  return i;
+}
+
+// Sets the 8-connected components of `value` pixels with fewer than min_area pixels to
+// 1 - value. Run-based labelling (union-find over horizontal runs): no per-pixel label
+// image, so the cost follows the number of runs, not of pixels.
+void replace_small_components(std::uint8_t* mask, int width, int height, std::uint8_t value, int min_area) {
+  std::vector<Run> runs;
+  std::vector<std::size_t> row_first;
+  collect_runs(mask, width, height, value, runs, row_first);
+  std::vector<std::uint32_t> parent(runs.size());
+  for (std::size_t i = 0; i < parent.size(); ++i) parent[i] = static_cast<std::uint32_t>(i);
+  for (int r = 1; r < height; ++r) {
+    std::size_t i = row_first[static_cast<std::size_t>(r) - 1];
+    const std::size_t i_end = row_first[static_cast<std::size_t>(r)];
+    std::size_t j = i_end;
+    const std::size_t j_end = row_first[static_cast<std::size_t>(r) + 1];
+    while (i < i_end && j < j_end) {
+      // 8-connectivity: runs in adjacent rows touch when they overlap or meet diagonally.
+      if (runs[i].begin <= runs[j].end && runs[j].begin <= runs[i].end) {
+        const std::uint32_t a = find_root(parent, static_cast<std::uint32_t>(i));
+        const std::uint32_t b = find_root(parent, static_cast<std::uint32_t>(j));
+        if (a < b) parent[b] = a; else if (b < a) parent[a] = b;
+      }
+      if (runs[i].end <= runs[j].end) ++i; else ++j;
+    }
+  }
+  std::vector<std::int64_t> area(runs.size(), 0);
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const std::uint32_t root = find_root(parent, static_cast<std::uint32_t>(i));
+    parent[i] = root;  // the painting pass below reads roots directly
+    area[root] += runs[i].end - runs[i].begin;
+  }
+  const std::uint8_t replacement = static_cast<std::uint8_t>(1 - value);
+  cv::parallel_for_(cv::Range(0, height), [&](const cv::Range& rows) {
     for (int r = rows.start; r < rows.end; ++r) {
-      const int* lab = labels.ptr<int>(r);
-      std::uint8_t* m = mask.ptr<std::uint8_t>(r);
-      for (int c = 0; c < mask.cols; ++c) {
-        if (small[lab[c]]) m[c] = replacement;
+      std::uint8_t* row = mask + static_cast<std::size_t>(r) * width;
+      for (std::size_t i = row_first[static_cast<std::size_t>(r)]; i < row_first[static_cast<std::size_t>(r) + 1]; ++i) {
+        if (area[parent[i]] < min_area) std::memset(row + runs[i].begin, replacement, static_cast<std::size_t>(runs[i].end - runs[i].begin));
       }
     }
   });
@@ -45,8 +140,11 @@ std::vector<std::uint8_t> disk_footprint(int radius) {
   return fp;
 }
 
-void dilate_with_disk(std::vector<std::uint8_t>& mask, int width, int height, int radius) {
+void dilate_with_disk(MaskBuffer& mask, int width, int height, int radius) {
   if (radius <= 0) return;  // disk(0) is the identity
+  if (mask.size() != static_cast<std::size_t>(width) * static_cast<std::size_t>(height)) {
+    throw InternalError("dilate_with_disk: mask size differs from the grid");
+  }
   std::vector<std::uint8_t> fp = disk_footprint(radius);
   const cv::Mat kernel(2 * radius + 1, 2 * radius + 1, CV_8U, fp.data());
   cv::Mat m(height, width, CV_8U, mask.data());
@@ -54,16 +152,13 @@ void dilate_with_disk(std::vector<std::uint8_t>& mask, int width, int height, in
   cv::dilate(m, m, kernel, cv::Point(-1, -1), 1, cv::BORDER_CONSTANT, cv::Scalar(0));
 }
 
-void remove_small_components(std::vector<std::uint8_t>& mask, int width, int height, int min_area) {
+void remove_small_components(MaskBuffer& mask, int width, int height, int min_area) {
   if (min_area <= 0) return;
-  cv::Mat m(height, width, CV_8U, mask.data());
-  cv::Mat labels;
-  replace_small_components(m, m, 0, min_area, labels);  // specks of cloud (the 0/1 mask is its own binary image)
-  // Holes of clear: label the inverted mask in place, then invert back.
-  m ^= cv::Scalar(1);
-  cv::Mat holes_filled = m;  // same buffer; replacement 0 here is 1 after inverting back
-  replace_small_components(m, holes_filled, 0, min_area, labels);
-  m ^= cv::Scalar(1);
+  if (mask.size() != static_cast<std::size_t>(width) * static_cast<std::size_t>(height)) {
+    throw InternalError("remove_small_components: mask size differs from the grid");
+  }
+  replace_small_components(mask.data(), width, height, 1, min_area);  // specks of cloud
+  replace_small_components(mask.data(), width, height, 0, min_area);  // holes, on the de-specked mask
 }
 
 }  // namespace nimbus

@@ -125,8 +125,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Without --keep-probabilities the floats are never stored: each model's
   // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
   const bool keep = cloud_prob_out.has_value();
-  std::vector<float> cloud, shadow;
-  std::vector<std::uint8_t> mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
+  FloatBuffer cloud, shadow;
+  MaskBuffer mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
   const PredictionStats stats = predict_probabilities(
       scene,
       {ProbabilityTask{&cloud_head, cloud_model.get(), keep ? &cloud : nullptr, &mask,

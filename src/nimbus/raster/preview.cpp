@@ -38,7 +38,7 @@ cv::Mat stretch_to_byte(const cv::Mat& band) {
 
 }  // namespace
 
-void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_t>& mask, const std::string& path,
+void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const std::string& path,
                         int max_size) {
   const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(scene.width(), scene.height()));
   const int w = std::max(1, static_cast<int>(std::lround(scene.width() * scale)));

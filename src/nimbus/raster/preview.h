@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "nimbus/core/large_buffer.h"
 #include "nimbus/raster/raster_reader.h"
 
 namespace nimbus {
@@ -12,7 +13,7 @@ namespace nimbus {
 // Writes a PNG (longest side at most max_size pixels) of bands B04/B03/B02
 // (bands 4, 3, 2 of the 12-band stack; band 1 grey for fewer bands) with
 // mask pixels tinted magenta. `mask` is scene.width()*scene.height() 0/1.
-void write_mask_preview(const RasterReader& scene, const std::vector<std::uint8_t>& mask, const std::string& path,
+void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const std::string& path,
                         int max_size = 1024);
 
 }  // namespace nimbus

@@ -155,15 +155,15 @@ void RasterReader::read_band_resampled(int band, int out_w, int out_h, float* da
   }
 }
 
-std::vector<float> RasterReader::read_band(int band) const {
-  std::vector<float> out(static_cast<std::size_t>(grid_.width) * static_cast<std::size_t>(grid_.height));
+FloatBuffer RasterReader::read_band(int band) const {
+  FloatBuffer out(static_cast<std::size_t>(grid_.width) * static_cast<std::size_t>(grid_.height));
   read_band_window(band, 0, 0, grid_.width, grid_.height, out.data());
   return out;
 }
 
-std::vector<std::uint8_t> RasterReader::read_band_nonzero(int band) const {
+MaskBuffer RasterReader::read_band_nonzero(int band) const {
   const std::size_t w = static_cast<std::size_t>(grid_.width);
-  std::vector<std::uint8_t> out(w * static_cast<std::size_t>(grid_.height));
+  MaskBuffer out(w * static_cast<std::size_t>(grid_.height));
   GDALRasterBand* b = dataset_->GetRasterBand(band);
   // Rows in blocks, read as float64 so no integer or float value collapses to 0.
   const int rows_per_block = 256;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "nimbus/core/large_buffer.h"
+
 class GDALDataset;
 
 namespace nimbus {
@@ -58,11 +60,11 @@ class RasterReader {
   void read_band_resampled(int band, int out_w, int out_h, float* data) const;
 
   // Whole band (1-based) as float32, row-major.
-  std::vector<float> read_band(int band) const;
+  FloatBuffer read_band(int band) const;
 
   // out[i] = 1 where the band's raw value is non-zero. Compared in the band's
   // own value range, so e.g. a uint16 value of 256 is non-zero.
-  std::vector<std::uint8_t> read_band_nonzero(int band) const;
+  MaskBuffer read_band_nonzero(int band) const;
 
  private:
   std::string path_;
