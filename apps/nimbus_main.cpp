@@ -1,4 +1,7 @@
 // The nimbus command line: a thin front end over the library.
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -11,7 +14,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "nimbus/batch/batch.h"
 #include "nimbus/core/error.h"
+#include "nimbus/core/utf8.h"
 #include "nimbus/core/interrupt.h"
 #include "nimbus/core/version.h"
 #include "nimbus/ops/registry.h"
@@ -27,8 +32,6 @@ namespace {
 
 constexpr int kExitInputError = 2;
 constexpr int kExitInternalError = 1;
-
-std::string report_path;
 
 void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& path) {
   const nimbus::Json j = {{"width", r.width},
@@ -49,18 +52,8 @@ void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& pa
   nimbus::write_file_atomically(path, "--report", j.dump(2) + "\n");
 }
 
-void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
-  CLI::App* cmd = app.add_subcommand("improve-cloud-mask",
-                                     "Cloud + shadow models over a Sentinel-2 L2A raster, merged with the product "
-                                     "mask (FarmVibes data_ingestion/sentinel2/improve_cloud_mask)");
-  cmd->fallthrough();  // global flags (-q, -v) may follow the subcommand
-  cmd->add_option("--s2-raster", o.s2_raster,
-                  "12-band L2A stack (B01..B12 without B10, nodata 0), or an L2A SAFE product (directory, .zip or "
-                  "MTD_MSIL2A.xml; GDAL paths such as /vsicurl/ work)")
-      ->required();
-  cmd->add_option("--product-mask", o.product_mask,
-                  "Product cloud mask on the same grid (non-zero = cloud); derived from a SAFE product when omitted");
-  cmd->add_option("--out", o.out, "Output mask GeoTIFF (uint8 0/1, nodata tag 100)")->required();
+// Model and parameter options shared by improve-cloud-mask and batch.
+void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--cloud-model", o.cloud_model,
                   "Cloud ONNX model (e.g. FarmVibes cloud_model2_cpu.onnx); default: embedded nimbus_cloud_v1");
   cmd->add_option("--shadow-model", o.shadow_model,
@@ -77,13 +70,102 @@ void add_improve_cloud_mask(CLI::App& app, nimbus::ImproveCloudMaskOptions& o) {
       ->capture_default_str();
   cmd->add_option("--window", o.chips.window_size, "Chip size in pixels")->capture_default_str();
   cmd->add_option("--overlap", o.chips.overlap, "Chip overlap fraction in [0, 1)")->capture_default_str();
+  cmd->add_option("--co", o.creation_options,
+                  "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
+  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
+}
+
+struct ImproveCommand {
+  nimbus::ImproveCloudMaskOptions options;
+  std::string report_path;
+};
+
+void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c) {
+  nimbus::ImproveCloudMaskOptions& o = c.options;
+  CLI::App* cmd = app.add_subcommand("improve-cloud-mask",
+                                     "Cloud + shadow models over a Sentinel-2 L2A raster, merged with the product "
+                                     "mask (FarmVibes data_ingestion/sentinel2/improve_cloud_mask)");
+  cmd->fallthrough();  // global flags (-q, -v) may follow the subcommand
+  cmd->add_option("--s2-raster", o.s2_raster,
+                  "12-band L2A stack (B01..B12 without B10, nodata 0), or an L2A SAFE product (directory, .zip or "
+                  "MTD_MSIL2A.xml; GDAL paths such as /vsicurl/ work)")
+      ->required();
+  cmd->add_option("--product-mask", o.product_mask,
+                  "Product cloud mask on the same grid (non-zero = cloud); derived from a SAFE product when omitted");
+  cmd->add_option("--out", o.out, "Output mask GeoTIFF (uint8 0/1, nodata tag 100)")->required();
+  add_scene_options(cmd, o);
   cmd->add_option("--keep-probabilities", o.keep_probabilities_dir,
                   "Also write cloud_probability.tif and shadow_probability.tif into this directory");
   cmd->add_option("--preview", o.preview_png, "Also write a PNG quicklook (true colour, mask in magenta)");
-  cmd->add_option("--co", o.creation_options,
-                  "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
-  cmd->add_option("--report", report_path, "Also write timings, chip counts and peak memory as JSON here");
-  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--report", c.report_path, "Also write timings, chip counts and peak memory as JSON here");
+}
+
+struct BatchCommand {
+  std::string manifest;
+  std::string out_dir;
+  nimbus::ImproveCloudMaskOptions options;
+};
+
+void add_batch_command(CLI::App& app, BatchCommand& b) {
+  CLI::App* cmd = app.add_subcommand(
+      "batch",
+      "improve-cloud-mask over every scene of a CSV manifest (columns s2_raster, product_mask, id); resumes: scenes "
+      "whose output verifies against its record are skipped");
+  cmd->fallthrough();
+  cmd->add_option("manifest", b.manifest, "CSV manifest with a header row: s2_raster[,product_mask][,id]")
+      ->required();
+  cmd->add_option("--out-dir", b.out_dir,
+                  "Directory for <id>.tif masks, their <id>.tif.nimbus.json records and batch-report.csv")
+      ->required();
+  add_scene_options(cmd, b.options);
+}
+
+// A progress bar on a terminal, one line per scene otherwise (logs, CI).
+void show_progress(int done, int total, const nimbus::SceneOutcome& o, double elapsed_s) {
+  const double eta = done > 0 ? elapsed_s / done * (total - done) : 0.0;
+  if (::isatty(STDERR_FILENO)) {
+    const int width = 30;
+    const int filled = total > 0 ? width * done / total : width;
+    std::fprintf(stderr, "\r[%s%s] %d/%d scenes, %s %s, ETA %.0f s   ", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(), done, total, o.id.c_str(), o.status.c_str(), eta);
+    if (done == total) std::fprintf(stderr, "\n");
+  } else {
+    std::fprintf(stderr, "[%d/%d] %s: %s in %.1f s%s%s\n", done, total, o.id.c_str(), o.status.c_str(), o.seconds,
+                 o.error.empty() ? "" : " - ", o.error.c_str());
+  }
+  std::fflush(stderr);
+}
+
+int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
+  const std::vector<nimbus::BatchScene> scenes = nimbus::read_batch_manifest(b.manifest);
+  nimbus::validate(b.options.merge);
+  // The per-scene pipeline logs would break the progress bar; -v brings them back.
+  if (!verbose) spdlog::set_level(spdlog::level::warn);
+  const auto start = std::chrono::steady_clock::now();
+  const auto outcomes = nimbus::run_batch(scenes, b.out_dir, b.options,
+                                          [&](int done, int total, const nimbus::SceneOutcome& o) {
+                                            if (quiet) return;
+                                            show_progress(done, total, o,
+                                                          std::chrono::duration<double>(
+                                                              std::chrono::steady_clock::now() - start)
+                                                              .count());
+                                          });
+  const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
+  nimbus::write_file_atomically(report, "batch report", nimbus::batch_report_csv(outcomes));
+  int done = 0, skipped = 0, failed = 0;
+  for (const auto& o : outcomes) {
+    done += o.status == "done";
+    skipped += o.status == "skipped";
+    failed += o.status == "failed";
+  }
+  for (const auto& o : outcomes) {
+    if (o.status == "failed") std::fprintf(stderr, "nimbus: error: scene %s: %s\n", o.id.c_str(), o.error.c_str());
+  }
+  if (!quiet) {
+    std::fprintf(stderr, "batch: %d done, %d skipped (output verified), %d failed; per-scene status in %s\n", done,
+                 skipped, failed, report.c_str());
+  }
+  return failed > 0 ? kExitInputError : 0;
 }
 
 struct StackCommand {
@@ -202,6 +284,9 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
     nimbus::Json overrides = nimbus::Json::object();
     for (const std::string& p : w.params) {
       const auto [k, v] = split_assignment(p, "--param");
+      if (nimbus::invalid_utf8_offset(p) != std::string_view::npos) {
+        throw nimbus::InputError(fmt::format("--param {}: not valid UTF-8; pass text in UTF-8", k));
+      }
       overrides[k] = nimbus::yaml_scalar_to_json(v);
     }
     nimbus::RunOptions options;
@@ -258,8 +343,10 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "Only print errors");
   app.add_flag("-v,--verbose", verbose, "Print debugging detail (GDAL messages)");
 
-  nimbus::ImproveCloudMaskOptions improve;
+  ImproveCommand improve;
   add_improve_cloud_mask(app, improve);
+  BatchCommand batch;
+  add_batch_command(app, batch);
   WorkflowCommands workflow;
   add_workflow_commands(app, workflow);
   StackCommand stack;
@@ -274,11 +361,13 @@ int main(int argc, char** argv) {
 
   try {
     if (app.got_subcommand("improve-cloud-mask")) {
-      const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(improve);
+      const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(improve.options);
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
-                   improve.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction, r.seconds_total,
-                   r.seconds_inference);
-      if (!report_path.empty()) write_report(r, report_path);
+                   improve.options.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction,
+                   r.seconds_total, r.seconds_inference);
+      if (!improve.report_path.empty()) write_report(r, improve.report_path);
+    } else if (app.got_subcommand("batch")) {
+      return run_batch_command(batch, quiet, verbose);
     } else if (app.got_subcommand("stack-safe")) {
       run_stack_command(stack);
     } else {

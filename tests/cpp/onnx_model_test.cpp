@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/models/default_models.h"

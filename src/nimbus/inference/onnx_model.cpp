@@ -1,7 +1,5 @@
 #include "nimbus/inference/onnx_model.h"
 
-#include <openssl/evp.h>
-
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -12,6 +10,7 @@
 #include <fmt/format.h>
 #include <onnx/onnx_pb.h>
 
+#include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
 
 namespace nimbus {
@@ -173,18 +172,6 @@ OnnxModel parse_and_fix(const std::string& origin, const std::string& bytes, con
 }
 
 }  // namespace
-
-std::string sha256_hex(const std::string& bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
-    throw InternalError("OpenSSL SHA-256 failed");
-  }
-  std::string hex;
-  hex.reserve(len * 2);
-  for (unsigned int i = 0; i < len; ++i) hex += fmt::format("{:02x}", digest[i]);
-  return hex;
-}
 
 OnnxModel load_onnx_file(const std::string& path, const std::string& role) {
   std::ifstream in(path, std::ios::binary);

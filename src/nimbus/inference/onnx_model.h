@@ -32,7 +32,5 @@ OnnxModel load_onnx_file(const std::string& path, const std::string& role);
 // Same, for model bytes compiled into the binary.
 OnnxModel load_onnx_bytes(const std::string& name, const std::string& bytes, const std::string& role);
 
-// sha256 of arbitrary bytes, lower-case hex.
-std::string sha256_hex(const std::string& bytes);
 
 }  // namespace nimbus

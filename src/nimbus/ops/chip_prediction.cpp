@@ -114,6 +114,7 @@ float activate(const ProbabilityHead& head, const float* scores, std::size_t pla
 
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
                             const ChipPredictionParams& params) {
+  scene.require_digital_numbers();
   const OnnxInputContract& c = model.model().contract;
   if (c.channels > 0 && c.channels != scene.band_count()) {
     throw InputError(fmt::format("{} '{}' expects {} input channels but {} '{}' has {} bands; stack the scene as the "

@@ -90,6 +90,40 @@ std::string RasterReader::data_type_name() const {
   return GDALGetDataTypeName(dataset_->GetRasterBand(1)->GetRasterDataType());
 }
 
+void RasterReader::require_digital_numbers() const {
+  bool float_values_checked = false;
+  for (int b = 1; b <= band_count_; ++b) {
+    GDALRasterBand* band = dataset_->GetRasterBand(b);
+    const GDALDataType type = band->GetRasterDataType();
+    const std::string name = GDALGetDataTypeName(type);
+    if (GDALDataTypeIsComplex(type)) {
+      throw InputError(fmt::format("{} '{}': band {} is complex ({}); Sentinel-2 L2A bands are real digital numbers, "
+                                   "pass the UInt16 L2A stack",
+                                   role_, path_, b, name));
+    }
+    if (GDALGetDataTypeSizeBits(type) <= 8) {
+      throw InputError(fmt::format(
+          "{} '{}': band {} is 8-bit ({}), which cannot hold Sentinel-2 L2A digital numbers (0-10000 and more); this "
+          "looks like a visual (TCI) or rescaled export: pass the 16-bit L2A bands",
+          role_, path_, b, name));
+    }
+    if (GDALDataTypeIsFloating(type) && !float_values_checked) {
+      // Floats are accepted when they hold digital numbers; reflectance in [0, 1] is
+      // the usual mistake and would silently give wrong probabilities. One band tells
+      // (a stack is scaled as a whole), and an approximate max reads an overview if any.
+      float_values_checked = true;
+      double min_max[2] = {0, 0};
+      CPLErrorReset();
+      if (band->ComputeRasterMinMax(TRUE, min_max) == CE_None && min_max[1] <= 2.0) {
+        throw InputError(fmt::format(
+            "{} '{}': band {} is {} with values up to {:g}, which looks like reflectance (0-1); the models expect L2A "
+            "digital numbers (reflectance x 10000): scale it, e.g. gdal_calc.py --calc \"A*10000\" --type UInt16",
+            role_, path_, b, name, min_max[1]));
+      }
+    }
+  }
+}
+
 void RasterReader::read_band_window(int band, int x0, int y0, int w, int h, float* data) const {
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);

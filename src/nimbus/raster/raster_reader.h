@@ -66,6 +66,12 @@ class RasterReader {
   // own value range, so e.g. a uint16 value of 256 is non-zero.
   MaskBuffer read_band_nonzero(int band) const;
 
+  // Input policy for Sentinel-2 scenes: integer bands wider than 8 bits are digital
+  // numbers; 8-bit and complex bands are refused; floating-point bands are accepted
+  // unless their values look like reflectance (max <= 2). Throws InputError naming the
+  // file, the band and the conversion to do.
+  void require_digital_numbers() const;
+
  private:
   std::string path_;
   std::string role_;

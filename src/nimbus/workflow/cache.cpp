@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
 #include "nimbus/inference/onnx_model.h"
 

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "nimbus/core/checksum.h"
 #include "nimbus/inference/onnx_model.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/workflow/cache.h"

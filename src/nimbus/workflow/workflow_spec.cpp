@@ -1,10 +1,16 @@
 #include "nimbus/workflow/workflow_spec.h"
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <regex>
+#include <iterator>
 #include <set>
 
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
+
+#include "nimbus/core/utf8.h"
 
 namespace nimbus {
 namespace {
@@ -91,21 +97,13 @@ bool WorkflowSpec::has_parameter(const std::string& n) const {
   return false;
 }
 
-WorkflowSpec parse_workflow_file(const std::string& path) {
+namespace {
+
+// The structure checks of a loaded workflow document.
+WorkflowSpec parse_workflow_root(const std::string& path, const YAML::Node& root) {
   WorkflowSpec spec;
   spec.path = path;
   const SourceLocation file_at{path, 0};
-  YAML::Node root;
-  try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    throw InputError(fmt::format("workflow '{}' cannot be read; check the path (or use a name such as "
-                                 "data_ingestion/sentinel2/improve_cloud_mask)",
-                                 path));
-  } catch (const YAML::Exception& e) {
-    throw WorkflowError(SourceLocation{path, e.mark.line + 1}, "yaml",
-                        fmt::format("malformed YAML ({}); fix the syntax", e.msg));
-  }
   if (!root.IsMap()) throw WorkflowError(file_at, "workflow", "the file must be a YAML mapping with name, sources, "
                                                               "sinks and tasks");
 
@@ -257,6 +255,38 @@ WorkflowSpec parse_workflow_file(const std::string& path) {
     }
   }
   return spec;
+}
+
+}  // namespace
+
+WorkflowSpec parse_workflow_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!std::filesystem::is_regular_file(path) || !in) {
+    throw InputError(fmt::format("workflow '{}' cannot be read; check the path (or use a name such as "
+                                 "data_ingestion/sentinel2/improve_cloud_mask)",
+                                 path));
+  }
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  if (const std::size_t bad = invalid_utf8_offset(text); bad != std::string_view::npos) {
+    const int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
+    throw WorkflowError(SourceLocation{path, line}, "yaml",
+                        fmt::format("byte 0x{:02X} is not valid UTF-8; save the workflow as UTF-8",
+                                    static_cast<unsigned char>(text[bad])));
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw WorkflowError(SourceLocation{path, e.mark.is_null() ? 0 : e.mark.line + 1}, "yaml",
+                        fmt::format("malformed YAML ({}); fix the syntax", e.msg));
+  }
+  try {
+    return parse_workflow_root(path, root);
+  } catch (const YAML::Exception& e) {
+    // e.g. a mapping or sequence where a key or name must be text.
+    throw WorkflowError(SourceLocation{path, e.mark.is_null() ? 0 : e.mark.line + 1}, "yaml",
+                        fmt::format("unexpected YAML structure ({}); keys and names must be plain text", e.msg));
+  }
 }
 
 }  // namespace nimbus

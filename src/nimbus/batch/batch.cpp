@@ -1,0 +1,334 @@
+#include "nimbus/batch/batch.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "nimbus/core/checksum.h"
+#include "nimbus/core/error.h"
+#include "nimbus/core/version.h"
+#include "nimbus/raster/atomic_output.h"
+
+namespace nimbus {
+namespace fs = std::filesystem;
+namespace {
+
+// One CSV record per call (RFC 4180: quotes, doubled quotes, commas and newlines
+// inside quotes). Returns false at end of input.
+bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& line, const std::string& path) {
+  fields.clear();
+  std::string field;
+  bool quoted = false, any = false;
+  const int start_line = line + 1;
+  for (int c = in.get(); c != EOF; c = in.get()) {
+    any = true;
+    if (quoted) {
+      if (c == '"') {
+        if (in.peek() == '"') {
+          field += '"';
+          in.get();
+        } else {
+          quoted = false;
+        }
+      } else {
+        if (c == '\n') ++line;
+        field += static_cast<char>(c);
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      fields.push_back(field);
+      field.clear();
+    } else if (c == '\n') {
+      ++line;
+      fields.push_back(field);
+      return true;
+    } else if (c != '\r') {
+      field += static_cast<char>(c);
+    }
+  }
+  if (quoted) throw InputError(fmt::format("manifest '{}' line {}: unterminated quoted field; close the quote",
+                                           path, start_line));
+  if (!any) return false;
+  ++line;
+  fields.push_back(field);
+  return true;
+}
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
+}
+
+// Identity of an input without reading it: absolute path, size, modification time.
+std::string file_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw InputError(fmt::format("input '{}' does not exist; fix the manifest", path));
+  }
+  std::error_code ec;
+  return fmt::format("{}|{}|{}.{}", fs::absolute(path, ec).string(), static_cast<long long>(st.st_size),
+                     static_cast<long long>(st.st_mtim.tv_sec), static_cast<long long>(st.st_mtim.tv_nsec));
+}
+
+std::string model_identity(const std::string& model, const char* embedded_default) {
+  if (model.empty()) return fmt::format("embedded:{}", embedded_default);
+  if (model.rfind("embedded:", 0) == 0) return model;
+  return file_identity(model);
+}
+
+struct SceneRecord {
+  std::string sha256;
+  std::string recipe;
+};
+
+bool read_record(const std::string& path, SceneRecord& record) {
+  std::ifstream in(path);
+  if (!in) return false;
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("sha256") || !j.contains("recipe") || !j["sha256"].is_string() ||
+      !j["recipe"].is_string()) {
+    return false;  // unreadable or foreign record: recompute
+  }
+  record.sha256 = j["sha256"].get<std::string>();
+  record.recipe = j["recipe"].get<std::string>();
+  return true;
+}
+
+}  // namespace
+
+std::string scene_id_from_path(const std::string& s2_raster) {
+  fs::path p(s2_raster);
+  while (!p.empty() && p.filename().empty()) p = p.parent_path();  // trailing slash
+  if (p.filename() == "MTD_MSIL2A.xml") p = p.parent_path();
+  std::string name = p.filename().string();
+  for (const char* suffix : {".zip", ".SAFE", ".tif", ".tiff", ".TIF", ".vrt", ".jp2"}) {
+    const std::string s(suffix);
+    if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
+      name.resize(name.size() - s.size());
+      if (s == ".zip" && name.size() > 5 && name.compare(name.size() - 5, 5, ".SAFE") == 0) name.resize(name.size() - 5);
+      break;
+    }
+  }
+  return name;
+}
+
+void check_scene_ids(const std::vector<BatchScene>& scenes) {
+  std::map<std::string, std::size_t> seen;
+  for (std::size_t i = 0; i < scenes.size(); ++i) {
+    const std::string& id = scenes[i].id;
+    if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos || id[0] == '.') {
+      throw InputError(fmt::format("scene {} ('{}'): id '{}' cannot name an output file; give an id without '/' "
+                                   "that does not start with '.'",
+                                   i + 1, scenes[i].s2_raster, id));
+    }
+    const auto [it, inserted] = seen.emplace(id, i);
+    if (!inserted) {
+      throw InputError(fmt::format("scenes {} and {} both have the id '{}' ('{}', '{}'); two scenes would write one "
+                                   "output: give them distinct ids",
+                                   it->second + 1, i + 1, id, scenes[it->second].s2_raster, scenes[i].s2_raster));
+    }
+  }
+}
+
+std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path) {
+  std::ifstream in(manifest_path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("manifest '{}' cannot be read; check the path", manifest_path));
+  const fs::path base = fs::absolute(manifest_path).parent_path();
+  const auto resolve = [&](const std::string& p) {
+    if (p.empty() || fs::path(p).is_absolute() || p.rfind("/vsi", 0) == 0) return p;
+    return (base / p).lexically_normal().string();
+  };
+  int line = 0;
+  std::vector<std::string> fields;
+  std::map<std::string, std::size_t> column;
+  std::vector<BatchScene> scenes;
+  std::vector<int> scene_lines;
+  while (read_csv_record(in, fields, line, manifest_path)) {
+    if (fields.size() == 1 && trim(fields[0]).empty()) continue;
+    if (!fields.empty() && !fields[0].empty() && trim(fields[0])[0] == '#') continue;
+    if (column.empty()) {
+      for (std::size_t i = 0; i < fields.size(); ++i) {
+        const std::string name = trim(fields[i]);
+        if (name != "s2_raster" && name != "product_mask" && name != "id") {
+          throw InputError(fmt::format("manifest '{}' line {}: unknown column '{}'; the header names s2_raster "
+                                       "(required), product_mask and id",
+                                       manifest_path, line, name));
+        }
+        if (!column.emplace(name, i).second) {
+          throw InputError(fmt::format("manifest '{}' line {}: column '{}' appears twice", manifest_path, line, name));
+        }
+      }
+      if (!column.count("s2_raster")) {
+        throw InputError(fmt::format("manifest '{}' line {}: the header has no s2_raster column; start the file "
+                                     "with a header such as: s2_raster,product_mask,id",
+                                     manifest_path, line));
+      }
+      continue;
+    }
+    if (fields.size() != column.size()) {
+      throw InputError(fmt::format("manifest '{}' line {}: {} fields, the header has {}; quote paths that contain "
+                                   "commas",
+                                   manifest_path, line, fields.size(), column.size()));
+    }
+    const auto get = [&](const char* name) {
+      const auto it = column.find(name);
+      return it == column.end() ? std::string() : trim(fields[it->second]);
+    };
+    BatchScene scene;
+    scene.s2_raster = resolve(get("s2_raster"));
+    if (scene.s2_raster.empty()) {
+      throw InputError(fmt::format("manifest '{}' line {}: empty s2_raster", manifest_path, line));
+    }
+    scene.product_mask = resolve(get("product_mask"));
+    scene.id = get("id");
+    if (scene.id.empty()) scene.id = scene_id_from_path(scene.s2_raster);
+    scenes.push_back(scene);
+    scene_lines.push_back(line);
+  }
+  if (column.empty()) {
+    throw InputError(fmt::format("manifest '{}' is empty; write a header (s2_raster,product_mask,id) and one row "
+                                 "per scene",
+                                 manifest_path));
+  }
+  try {
+    check_scene_ids(scenes);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("manifest '{}': {}", manifest_path, e.what()));
+  }
+  return scenes;
+}
+
+std::string scene_output_path(const std::string& out_dir, const std::string& id) {
+  return (fs::path(out_dir) / (id + ".tif")).string();
+}
+
+std::string scene_record_path(const std::string& out_dir, const std::string& id) {
+  return scene_output_path(out_dir, id) + ".nimbus.json";
+}
+
+std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions& o) {
+  nlohmann::json r;
+  r["nimbus"] = kVersion;
+  r["s2_raster"] = file_identity(scene.s2_raster);
+  r["product_mask"] = scene.product_mask.empty() ? "derived" : file_identity(scene.product_mask);
+  r["cloud_model"] = model_identity(o.cloud_model, "nimbus_cloud_v1");
+  r["shadow_model"] = model_identity(o.shadow_model, "nimbus_shadow_v1");
+  r["window"] = o.chips.window_size;
+  r["overlap"] = o.chips.overlap;
+  r["cloud_thr"] = o.merge.cloud_prob_threshold;
+  r["shadow_thr"] = o.merge.shadow_prob_threshold;
+  r["closing_size"] = o.merge.closing_size;
+  r["min_area"] = o.merge.min_area;
+  r["creation_options"] = o.creation_options;
+  // Invalid UTF-8 in a path must not stop the batch: replace it in the recipe text.
+  return sha256_hex(r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out_dir,
+                                 const ImproveCloudMaskOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  SceneOutcome outcome;
+  outcome.id = scene.id;
+  outcome.output = scene_output_path(out_dir, scene.id);
+  const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  try {
+    ensure_directory(out_dir, "--out-dir");
+    const std::string recipe = scene_recipe(scene, options);
+    SceneRecord record;
+    if (fs::exists(outcome.output) && read_record(scene_record_path(out_dir, scene.id), record) &&
+        record.recipe == recipe && sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256) {
+      outcome.status = "skipped";
+      outcome.sha256 = record.sha256;
+      outcome.seconds = elapsed();
+      return outcome;
+    }
+    ImproveCloudMaskOptions o = options;
+    o.s2_raster = scene.s2_raster;
+    o.product_mask = scene.product_mask;
+    o.out = outcome.output;
+    improve_cloud_mask(o);
+    outcome.sha256 = sha256_file(outcome.output, "output of scene " + scene.id);
+    nlohmann::json j;
+    j["id"] = scene.id;
+    j["sha256"] = outcome.sha256;
+    j["recipe"] = recipe;
+    j["nimbus"] = kVersion;
+    write_file_atomically(scene_record_path(out_dir, scene.id), "record of scene " + scene.id,
+                          j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+    outcome.status = "done";
+  } catch (const InputError& e) {
+    outcome.status = "failed";
+    outcome.error = e.what();
+  }
+  outcome.seconds = elapsed();
+  return outcome;
+}
+
+int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::string& out_dir,
+                          bool only_dead_processes) {
+  std::set<std::string> prefixes;
+  for (const auto& s : scenes) {
+    prefixes.insert("." + s.id + ".tif.nimbus-partial-");
+    prefixes.insert("." + s.id + ".tif.nimbus.json.nimbus-partial-");
+  }
+  int removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(out_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    for (const auto& prefix : prefixes) {
+      if (name.rfind(prefix, 0) == 0) {
+        // The writer's pid follows the prefix; a live local writer keeps its file.
+        const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+        if (only_dead_processes && pid > 0 && (::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) break;
+        std::error_code remove_ec;
+        if (fs::remove(it->path(), remove_ec)) ++removed;
+        break;
+      }
+    }
+  }
+  return removed;
+}
+
+std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const std::string& out_dir,
+                                    const ImproveCloudMaskOptions& options,
+                                    const std::function<void(int, int, const SceneOutcome&)>& progress) {
+  check_scene_ids(scenes);
+  ensure_directory(out_dir, "--out-dir");
+  remove_stale_partials(scenes, out_dir, /*only_dead_processes=*/true);
+  std::vector<SceneOutcome> outcomes;
+  outcomes.reserve(scenes.size());
+  for (const auto& scene : scenes) {
+    outcomes.push_back(process_batch_scene(scene, out_dir, options));
+    if (progress) progress(static_cast<int>(outcomes.size()), static_cast<int>(scenes.size()), outcomes.back());
+  }
+  return outcomes;
+}
+
+std::string batch_report_csv(const std::vector<SceneOutcome>& outcomes) {
+  const auto quote = [](const std::string& s) {
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  std::string csv = "id,status,seconds,sha256,output,error\n";
+  for (const auto& o : outcomes) {
+    csv += fmt::format("{},{},{:.2f},{},{},{}\n", quote(o.id), o.status, o.seconds, o.sha256, quote(o.output),
+                       quote(o.error));
+  }
+  return csv;
+}
+
+}  // namespace nimbus

@@ -1,0 +1,72 @@
+// Many scenes in one go: a CSV manifest in, one mask per scene out. Each finished
+// mask gets a record (its sha256 and what produced it), so an interrupted batch
+// resumes by skipping scenes whose output still verifies against its record.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nimbus/pipeline/improve_cloud_mask.h"
+
+namespace nimbus {
+
+struct BatchScene {
+  std::string id;            // output name stem; unique within a batch
+  std::string s2_raster;     // raster or SAFE product
+  std::string product_mask;  // empty: derived from a SAFE product
+};
+
+// Reads a manifest: CSV with a header row naming the columns s2_raster (required),
+// product_mask and id (optional); quoted fields as in RFC 4180; blank lines and lines
+// starting with '#' are skipped. Relative paths are relative to the manifest's
+// directory. A missing id is derived from the raster's name. Throws InputError with
+// the manifest's line on any problem (unknown column, duplicate id, empty path).
+std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path);
+
+// The id of a scene from its raster path: file stem; for SAFE products the product
+// name ("S2A_MSIL2A_..."), also for their MTD_MSIL2A.xml and .zip.
+std::string scene_id_from_path(const std::string& s2_raster);
+
+// Throws InputError unless ids are non-empty, unique and usable as file names.
+void check_scene_ids(const std::vector<BatchScene>& scenes);
+
+// <out_dir>/<id>.tif and its record <out_dir>/<id>.tif.nimbus.json.
+std::string scene_output_path(const std::string& out_dir, const std::string& id);
+std::string scene_record_path(const std::string& out_dir, const std::string& id);
+
+// What a scene's output depends on: Nimbus version, inputs (path, size, mtime),
+// models, every parameter. A changed recipe means the output must be recomputed.
+std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions& options);
+
+struct SceneOutcome {
+  std::string id;
+  std::string status;  // "done", "skipped" (verified earlier output) or "failed"
+  std::string output;
+  std::string sha256;  // of the output file (done or skipped)
+  std::string error;   // the error line (failed)
+  double seconds = 0.0;
+};
+
+// Runs one scene unless its output is already finished and verified. Outputs and
+// record are written atomically, so a scene is either complete or absent. Bad input
+// is reported as a failed outcome; internal errors propagate.
+SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out_dir,
+                                 const ImproveCloudMaskOptions& options);
+
+// Removes hidden partial files of these scenes' outputs (and records) left by killed
+// processes; returns how many. With only_dead_processes, files whose writer (pid in
+// the name) still runs on this machine are kept; without, call it only when no
+// process can be writing them any more (e.g. after a distributed run has finished).
+int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::string& out_dir,
+                          bool only_dead_processes);
+
+// All scenes in order; `progress(done_count, total, outcome)` after each one.
+std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const std::string& out_dir,
+                                    const ImproveCloudMaskOptions& options,
+                                    const std::function<void(int, int, const SceneOutcome&)>& progress);
+
+// The per-scene status table as CSV (id,status,seconds,sha256,output,error).
+std::string batch_report_csv(const std::vector<SceneOutcome>& outcomes);
+
+}  // namespace nimbus
