@@ -27,6 +27,25 @@ def nimbus_bin():
     return path
 
 
+def python_package_dir():
+    """Where the built package lives (build/python); NIMBUS_PYTHONPATH overrides."""
+    return Path(os.environ.get("NIMBUS_PYTHONPATH", ROOT / "build" / "python"))
+
+
+@pytest.fixture(scope="session")
+def nimbus_py():
+    """The nimbus Python package (skips where it is not built, e.g. in sanitizer builds)."""
+    if os.environ.get("NIMBUS_PYTHONPATH") == "":
+        pytest.skip("this build has no Python module (sanitizer build)")
+    path = python_package_dir()
+    if not (path / "nimbus" / "__init__.py").exists():
+        pytest.skip(f"the nimbus Python package is not built at {path}")
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    import nimbus
+    return nimbus
+
+
 @pytest.fixture(scope="session")
 def test_models():
     """Torch-built test models, regenerated only when their generator changes."""

@@ -75,4 +75,7 @@ struct OpDefinition {
 
 const char* param_type_name(ParamType t);
 
+// Whether a parameter value has the declared type (ints are valid floats).
+bool parameter_value_matches(const Json& value, ParamType type);
+
 }  // namespace nimbus

@@ -2,6 +2,16 @@
 
 namespace nimbus {
 
+bool parameter_value_matches(const Json& v, ParamType t) {
+  switch (t) {
+    case ParamType::Bool: return v.is_boolean();
+    case ParamType::Int: return v.is_number_integer();
+    case ParamType::Float: return v.is_number();
+    case ParamType::String: return v.is_string();
+  }
+  return false;
+}
+
 const char* param_type_name(ParamType t) {
   switch (t) {
     case ParamType::Bool: return "bool";

@@ -37,16 +37,6 @@ PortRef split_port(const std::string& s, const SourceLocation& at, const std::st
   return PortRef{s.substr(0, dot), s.substr(dot + 1)};
 }
 
-bool matches_type(const Json& v, ParamType t) {
-  switch (t) {
-    case ParamType::Bool: return v.is_boolean();
-    case ParamType::Int: return v.is_number_integer();
-    case ParamType::Float: return v.is_number();
-    case ParamType::String: return v.is_string();
-  }
-  return false;
-}
-
 // Every "@from(x)" reference inside a (possibly nested) parameter value.
 void collect_references(const Json& v, std::set<std::string>& refs) {
   if (v.is_object()) {
@@ -282,7 +272,7 @@ class Builder {
     }
     for (const ParamSpec& p : op->parameters) {
       const Json& v = node.parameters[p.name];
-      if (!matches_type(v, p.type)) {
+      if (!parameter_value_matches(v, p.type)) {
         const auto it = task.parameter_at.find(p.name);
         throw WorkflowError(it != task.parameter_at.end() ? it->second : task.at, key + ".parameters." + p.name,
                             fmt::format("parameter {} of op {} must be of type {}, got {} ({})", p.name, op->name,

@@ -1,0 +1,177 @@
+"""Nimbus: trustworthy Sentinel-2 cloud masks.
+
+Files in, files out::
+
+    import nimbus
+    report = nimbus.improve_cloud_mask("S2.tif", "mask.tif", product_mask="PM.tif",
+                                       cloud_model="cloud_model2_cpu.onnx", shadow_model="shadow.onnx")
+
+Arrays in, arrays out (bands x height x width digital numbers, GDAL geotransform, CRS)::
+
+    mask = nimbus.improve_cloud_mask_array(s2, product_mask, geotransform=gt, crs="EPSG:32631")
+
+Each op on its own (files or arrays), the FarmVibes workflow, many scenes
+(``nimbus.batch``) and many scenes on a Dask cluster (``nimbus.dask``).
+Long-running calls release the GIL. Bad input raises ``nimbus.InputError``.
+"""
+import os
+import tempfile
+import uuid
+
+import numpy as np
+
+from ._nimbus import (  # noqa: F401  (re-exported API)
+    InputError,
+    __version__,
+    check_scene_ids,
+    improve_cloud_mask,
+    merge_cloud_masks,
+    process_batch_scene,
+    read_batch_manifest,
+    read_raster,
+    remove_stale_partials,
+    run_op,
+    run_workflow,
+    scene_id_from_path,
+    set_log_level,
+    write_raster,
+)
+
+SEED_WORKFLOW = "data_ingestion/sentinel2/improve_cloud_mask"
+
+__all__ = [
+    "InputError", "__version__", "improve_cloud_mask", "improve_cloud_mask_array", "run_workflow", "run_op",
+    "compute_cloud_prob", "compute_shadow_prob", "merge_cloud_masks", "read_raster", "write_raster", "batch",
+    "normalise_scenes", "set_log_level", "SEED_WORKFLOW",
+]
+
+
+class _ArrayInputs:
+    """Arrays written as GeoTIFFs in GDAL's in-memory file system for the file-based engine."""
+
+    def __init__(self):
+        self.prefix = f"/vsimem/nimbus-py-{uuid.uuid4().hex}"
+        self.paths = []
+
+    def add(self, name, array, geotransform, crs, nodata):
+        path = f"{self.prefix}/{name}.tif"
+        write_raster(path, np.asarray(array), geotransform, crs or "", nodata)
+        self.paths.append(path)
+        return path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        from ._nimbus import _unlink_vsimem
+        for p in self.paths:
+            _unlink_vsimem(p)
+
+
+def _band_stack(array, name):
+    a = np.asarray(array)
+    if a.ndim != 3:
+        raise InputError(f"{name} must be a (bands, height, width) array, got shape {a.shape}")
+    return a
+
+
+def improve_cloud_mask_array(s2, product_mask, geotransform=None, crs=None, out=None, nodata=0, **options):
+    """The whole job on arrays: ``s2`` (12, H, W) digital numbers (nodata 0), ``product_mask``
+    (H, W), non-zero = cloud. Returns the (H, W) uint8 mask; with ``out`` also writes it
+    there as a georeferenced COG. ``options`` as for :func:`improve_cloud_mask`."""
+    s2 = _band_stack(s2, "s2")
+    pm = np.asarray(product_mask)
+    if pm.shape != s2.shape[1:]:
+        raise InputError(f"product_mask has shape {pm.shape}, the scene is {s2.shape[1:]}")
+    with _ArrayInputs() as inputs, tempfile.TemporaryDirectory(prefix="nimbus-") as tmp:
+        s2_path = inputs.add("s2", s2, geotransform, crs, nodata)
+        pm_path = inputs.add("product_mask", pm.astype(np.uint8, copy=False) if pm.dtype == bool else pm,
+                             geotransform, crs, None)
+        target = os.fspath(out) if out is not None else os.path.join(tmp, "mask.tif")
+        improve_cloud_mask(s2_path, target, product_mask=pm_path, **options)
+        return read_raster(target)["array"][0]
+
+
+def _probability_op(op, output, s2, geotransform, crs, nodata, parameters):
+    s2 = _band_stack(s2, "s2")
+    with _ArrayInputs() as inputs, tempfile.TemporaryDirectory(prefix="nimbus-") as tmp:
+        path = inputs.add("s2", s2, geotransform, crs, nodata)
+        outputs = run_op(op, {"sentinel_raster": path}, {k: v for k, v in parameters.items() if v is not None}, tmp)
+        return read_raster(outputs[output])["array"][0]
+
+
+def compute_cloud_prob(s2, geotransform=None, crs=None, nodata=0, model_path="embedded:nimbus_cloud_v1",
+                       window_size=512, overlap=0.25):
+    """Cloud probability (H, W) float32 of a (12, H, W) array; 100 where the input is nodata.
+    ``model_path``: an ONNX file such as FarmVibes' cloud_model2_cpu.onnx, or an embedded model."""
+    return _probability_op("compute_cloud_prob", "cloud_probability", s2, geotransform, crs, nodata,
+                           dict(model_path=os.fspath(model_path), window_size=window_size, overlap=overlap))
+
+
+def compute_shadow_prob(s2, geotransform=None, crs=None, nodata=0, model_path="embedded:nimbus_shadow_v1",
+                        window_size=512, overlap=0.25):
+    """Shadow probability (H, W) float32 of a (12, H, W) array; 100 where the input is nodata."""
+    return _probability_op("compute_shadow_prob", "shadow_probability", s2, geotransform, crs, nodata,
+                           dict(model_path=os.fspath(model_path), window_size=window_size, overlap=overlap))
+
+
+def normalise_scenes(scenes):
+    """Scenes as dicts with s2_raster, product_mask (None: derived from a SAFE product) and id.
+    Accepts paths, (s2_raster, product_mask) pairs, dicts, or a manifest CSV path."""
+    if isinstance(scenes, (str, os.PathLike)) and os.fspath(scenes).endswith(".csv"):
+        return read_batch_manifest(os.fspath(scenes))
+    out = []
+    for s in scenes:
+        if isinstance(s, dict):
+            d = {"s2_raster": os.fspath(s["s2_raster"]), "product_mask": s.get("product_mask"), "id": s.get("id")}
+        elif isinstance(s, (tuple, list)):
+            d = {"s2_raster": os.fspath(s[0]), "product_mask": s[1] if len(s) > 1 else None, "id": None}
+        else:
+            d = {"s2_raster": os.fspath(s), "product_mask": None, "id": None}
+        d["s2_raster"] = os.path.abspath(d["s2_raster"]) if "://" not in d["s2_raster"] and not d[
+            "s2_raster"].startswith("/vsi") else d["s2_raster"]
+        if d["product_mask"] is not None:
+            d["product_mask"] = os.path.abspath(os.fspath(d["product_mask"]))
+        if d["id"] is None:
+            d["id"] = scene_id_from_path(d["s2_raster"])
+        out.append(d)
+    check_scene_ids(out)
+    return out
+
+
+def batch(scenes, out_dir, progress=True, **options):
+    """Processes scenes one after the other into ``out_dir``/<id>.tif, skipping scenes whose
+    output verifies against its record (so an interrupted batch resumes). Returns one
+    outcome dict per scene: id, status ('done', 'skipped', 'failed'), output, sha256, error,
+    seconds. ``options`` as for :func:`improve_cloud_mask`."""
+    scenes = normalise_scenes(scenes)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    remove_stale_partials(scenes, out_dir, True)
+    bar = _progress(len(scenes)) if progress else None
+    outcomes = []
+    for scene in scenes:
+        outcomes.append(process_batch_scene(scene, out_dir, options))
+        if bar:
+            bar(outcomes[-1])
+    return outcomes
+
+
+def _progress(total):
+    try:
+        from tqdm import tqdm
+        t = tqdm(total=total, unit="scene")
+
+        def step(outcome):
+            t.set_postfix_str(f"{outcome['id']}: {outcome['status']}")
+            t.update(1)
+            if t.n == total:
+                t.close()
+        return step
+    except ImportError:
+        done = [0]
+
+        def step(outcome):
+            done[0] += 1
+            print(f"[{done[0]}/{total}] {outcome['id']}: {outcome['status']}", flush=True)
+        return step

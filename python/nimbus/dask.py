@@ -1,0 +1,63 @@
+"""Many scenes on a Dask distributed cluster.
+
+::
+
+    from distributed import Client
+    import nimbus.dask
+
+    client = Client("tcp://scheduler:8786")          # or Client() for a local cluster
+    outcomes = nimbus.dask.improve_cloud_masks(["a.SAFE", ("b.tif", "b_pm.tif")], "/shared/masks",
+                                               client=client, cloud_model="/shared/cloud_model2_cpu.onnx")
+
+One task per scene. Outputs go to ``out_dir``/<id>.tif with a record of their sha256;
+each is written under a temporary name and renamed when complete, and a scene whose
+output already verifies is skipped. So a worker that dies mid-scene loses nothing (the
+scheduler reruns the scene elsewhere) and duplicates nothing (one final name per
+scene), and rerunning the call after an interruption only does the missing scenes.
+``out_dir``, the inputs and the models must be reachable under the same paths from
+every worker (a shared file system), and every worker needs ``import nimbus``.
+"""
+import os
+import uuid
+
+import nimbus
+
+
+def _process_scene(scene, out_dir, options):
+    # Runs on a worker. Bad input comes back as a 'failed' outcome; only internal
+    # errors raise (and are retried).
+    return nimbus.process_batch_scene(scene, out_dir, options)
+
+
+def improve_cloud_masks(scenes, out_dir, client=None, threads_per_scene=1, retries=1, **options):
+    """Submits one task per scene and waits for all of them.
+
+    scenes: paths (SAFE products, or rasters with ``product_mask`` derived from SAFE only),
+        (s2_raster, product_mask) pairs, dicts with s2_raster/product_mask/id, or a manifest CSV.
+    out_dir: directory shared with the workers.
+    client: a ``distributed.Client``; default: the current one (``distributed.get_client()``).
+    threads_per_scene: inference threads each task uses; with one Dask thread per core
+        per worker, 1 avoids oversubscribing the cores.
+    options: as for :func:`nimbus.improve_cloud_mask` (models, thresholds, ...).
+
+    Returns one outcome dict per scene, in input order: id, status ('done', 'skipped',
+    'failed'), output, sha256, error, seconds.
+    """
+    if client is None:
+        from distributed import get_client
+        client = get_client()
+    scenes = nimbus.normalise_scenes(scenes)
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    options = dict(options)
+    options.setdefault("threads", threads_per_scene)
+    run = uuid.uuid4().hex[:8]
+    futures = client.map(_process_scene, scenes, out_dir=out_dir, options=options, pure=False, retries=retries,
+                         key=[f"nimbus-scene-{s['id']}-{run}" for s in scenes])
+    try:
+        outcomes = client.gather(futures)
+    finally:
+        client.cancel(futures)
+    # Every task has finished: hidden partial files left by killed workers are garbage.
+    nimbus.remove_stale_partials(scenes, out_dir, False)
+    return outcomes

@@ -1,0 +1,350 @@
+// The Python extension nimbus._nimbus: a thin layer over the library. Long-running
+// calls release the GIL. Bad input raises nimbus.InputError (a ValueError).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <cpl_vsi.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nimbus/batch/batch.h"
+#include "nimbus/core/error.h"
+#include "nimbus/core/version.h"
+#include "nimbus/ops/merge_cloud_masks_simple.h"
+#include "nimbus/pipeline/improve_cloud_mask.h"
+#include "nimbus/raster/array_io.h"
+#include "nimbus/workflow/runner.h"
+#include "nimbus/workflow/single_op.h"
+#include "nimbus/workflow/workflow_graph.h"
+
+namespace py = pybind11;
+
+namespace {
+
+nimbus::Json to_json(const py::handle& h) {
+  if (h.is_none()) return nullptr;
+  if (py::isinstance<py::bool_>(h)) return h.cast<bool>();
+  if (py::isinstance<py::int_>(h)) return h.cast<long long>();
+  if (py::isinstance<py::float_>(h)) return h.cast<double>();
+  if (py::isinstance<py::str>(h)) return h.cast<std::string>();
+  if (py::isinstance<py::dict>(h)) {
+    nimbus::Json o = nimbus::Json::object();
+    for (const auto& item : h.cast<py::dict>()) o[py::str(item.first).cast<std::string>()] = to_json(item.second);
+    return o;
+  }
+  if (py::isinstance<py::list>(h) || py::isinstance<py::tuple>(h)) {
+    nimbus::Json a = nimbus::Json::array();
+    for (const auto& item : h) a.push_back(to_json(item));
+    return a;
+  }
+  throw nimbus::InputError(fmt::format("value {} of type {} cannot be a parameter; use None, bool, int, float or str",
+                                       py::repr(h).cast<std::string>(), py::type::of(h).attr("__name__").cast<std::string>()));
+}
+
+std::string path_text(const py::handle& h) { return py::str(py::module_::import("os").attr("fspath")(h)); }
+
+// Options of improve-cloud-mask from keyword arguments, named as the CLI flags.
+nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
+  nimbus::ImproveCloudMaskOptions o;
+  for (const auto& item : kw) {
+    const std::string key = py::str(item.first);
+    const py::handle v = item.second;
+    if (v.is_none()) continue;  // keep the default
+    if (key == "cloud_model") o.cloud_model = path_text(v);
+    else if (key == "shadow_model") o.shadow_model = path_text(v);
+    else if (key == "cloud_thr") o.merge.cloud_prob_threshold = v.cast<double>();
+    else if (key == "shadow_thr") o.merge.shadow_prob_threshold = v.cast<double>();
+    else if (key == "closing_size") o.merge.closing_size = v.cast<int>();
+    else if (key == "min_area") o.merge.min_area = v.cast<int>();
+    else if (key == "window") o.chips.window_size = v.cast<int>();
+    else if (key == "overlap") o.chips.overlap = v.cast<double>();
+    else if (key == "in_memory") o.chips.in_memory = v.cast<bool>();
+    else if (key == "keep_probabilities") o.keep_probabilities_dir = path_text(v);
+    else if (key == "preview") o.preview_png = path_text(v);
+    else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
+    else if (key == "threads") o.threads = v.cast<int>();
+    else {
+      throw nimbus::InputError(fmt::format(
+          "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
+          "window, overlap, in_memory, keep_probabilities, preview, creation_options, threads",
+          key));
+    }
+  }
+  return o;
+}
+
+py::dict report_dict(const nimbus::ImproveCloudMaskReport& r) {
+  py::dict d;
+  d["width"] = r.width;
+  d["height"] = r.height;
+  d["chips_per_model"] = r.chips_per_model;
+  d["chips_skipped"] = r.chips_skipped;
+  d["cloud_model"] = r.cloud_model;
+  d["cloud_model_sha256"] = r.cloud_model_sha256;
+  d["shadow_model"] = r.shadow_model;
+  d["shadow_model_sha256"] = r.shadow_model_sha256;
+  d["masked_fraction"] = r.masked_fraction;
+  d["seconds_inference"] = r.seconds_inference;
+  d["seconds_merge"] = r.seconds_merge;
+  d["seconds_write"] = r.seconds_write;
+  d["seconds_total"] = r.seconds_total;
+  d["peak_rss_mb"] = r.peak_rss_mb;
+  return d;
+}
+
+nimbus::BatchScene scene_from(const py::dict& d) {
+  nimbus::BatchScene s;
+  s.s2_raster = path_text(d["s2_raster"]);
+  if (d.contains("product_mask") && !d["product_mask"].is_none()) s.product_mask = path_text(d["product_mask"]);
+  s.id = d.contains("id") && !d["id"].is_none() ? py::str(d["id"]).cast<std::string>()
+                                                : nimbus::scene_id_from_path(s.s2_raster);
+  return s;
+}
+
+py::dict outcome_dict(const nimbus::SceneOutcome& o) {
+  py::dict d;
+  d["id"] = o.id;
+  d["status"] = o.status;
+  d["output"] = o.output;
+  d["sha256"] = o.sha256;
+  d["error"] = o.error;
+  d["seconds"] = o.seconds;
+  return d;
+}
+
+// numpy dtype <-> GDAL type name.
+std::string gdal_type_of(const py::dtype& dt) {
+  const char kind = dt.kind();
+  const auto size = dt.itemsize();
+  if (kind == 'u' && size == 1) return "Byte";
+  if (kind == 'u' && size == 2) return "UInt16";
+  if (kind == 'i' && size == 2) return "Int16";
+  if (kind == 'u' && size == 4) return "UInt32";
+  if (kind == 'i' && size == 4) return "Int32";
+  if (kind == 'f' && size == 4) return "Float32";
+  if (kind == 'f' && size == 8) return "Float64";
+  throw nimbus::InputError(fmt::format("arrays of dtype {} are not supported; use uint8, uint16, int16, uint32, int32, "
+                                       "float32 or float64",
+                                       py::repr(static_cast<const py::object&>(dt)).cast<std::string>()));
+}
+
+py::dtype numpy_type_of(const std::string& gdal) {
+  static const std::map<std::string, std::string> types{{"Byte", "uint8"},    {"UInt16", "uint16"}, {"Int16", "int16"},
+                                                        {"UInt32", "uint32"}, {"Int32", "int32"},   {"Float32", "float32"},
+                                                        {"Float64", "float64"}};
+  const auto it = types.find(gdal);
+  if (it == types.end()) throw nimbus::InputError(fmt::format("raster data type {} is not supported", gdal));
+  return py::dtype(it->second);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_nimbus, m) {
+  m.doc() = "Nimbus: trustworthy Sentinel-2 cloud masks (C++ engine)";
+  m.attr("__version__") = nimbus::kVersion;
+  static py::exception<nimbus::InputError> input_error(m, "InputError", PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const nimbus::InputError& e) {
+      input_error(e.what());
+    } catch (const nimbus::InternalError& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+  });
+  spdlog::set_level(spdlog::level::warn);
+
+  m.def("set_log_level", [](const std::string& level) { spdlog::set_level(spdlog::level::from_str(level)); },
+        py::arg("level"), "Library log level on stderr: 'debug', 'info', 'warn' (default), 'error', 'off'.");
+
+  m.def(
+      "improve_cloud_mask",
+      [](const py::object& s2_raster, const py::object& out, const py::object& product_mask, const py::kwargs& kw) {
+        nimbus::ImproveCloudMaskOptions o = options_from(kw);
+        o.s2_raster = path_text(s2_raster);
+        o.out = path_text(out);
+        if (!product_mask.is_none()) o.product_mask = path_text(product_mask);
+        nimbus::ImproveCloudMaskReport r;
+        {
+          py::gil_scoped_release release;
+          r = nimbus::improve_cloud_mask(o);
+        }
+        return report_dict(r);
+      },
+      py::arg("s2_raster"), py::arg("out"), py::arg("product_mask") = py::none());
+
+  m.def(
+      "run_workflow",
+      [](const std::string& workflow, const std::map<std::string, std::string>& inputs, const std::string& out_dir,
+         const py::dict& params, const std::string& cache_dir, int parallel_tasks, const std::string& workflows_dir) {
+        const nimbus::Json overrides = to_json(params);
+        nimbus::RunOptions options;
+        options.inputs = inputs;
+        options.out_dir = out_dir;
+        options.cache_dir = cache_dir;
+        options.max_parallel_tasks = parallel_tasks;
+        nimbus::RunReport report;
+        {
+          py::gil_scoped_release release;
+          const nimbus::WorkflowLibrary library{workflows_dir.empty() ? NIMBUS_DEFAULT_WORKFLOWS_DIR : workflows_dir};
+          const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(workflow, overrides, library);
+          report = nimbus::run_workflow(graph, options);
+        }
+        return report.outputs;
+      },
+      py::arg("workflow"), py::arg("inputs"), py::arg("out_dir"), py::arg("params") = py::dict(),
+      py::arg("cache_dir") = "", py::arg("parallel_tasks") = 2, py::arg("workflows_dir") = "");
+
+  m.def(
+      "run_op",
+      [](const std::string& op, const std::map<std::string, std::string>& inputs, const py::dict& parameters,
+         const std::string& output_dir) {
+        const nimbus::Json params = to_json(parameters);
+        nimbus::OpOutputs outputs;
+        {
+          py::gil_scoped_release release;
+          outputs = nimbus::run_single_op(op, inputs, params, output_dir);
+        }
+        std::map<std::string, std::string> paths;
+        for (const auto& [port, artifact] : outputs) paths[port] = artifact.path;
+        return paths;
+      },
+      py::arg("op"), py::arg("inputs"), py::arg("parameters") = py::dict(), py::arg("output_dir"));
+
+  m.def(
+      "merge_cloud_masks",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> cloud,
+         py::array_t<float, py::array::c_style | py::array::forcecast> shadow,
+         py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> product, double cloud_thr,
+         double shadow_thr, int closing_size, int min_area) {
+        if (cloud.ndim() != 2 || shadow.ndim() != 2 || product.ndim() != 2) {
+          throw nimbus::InputError("merge_cloud_masks takes 2-D arrays (height x width)");
+        }
+        const auto h = cloud.shape(0), w = cloud.shape(1);
+        if (shadow.shape(0) != h || shadow.shape(1) != w || product.shape(0) != h || product.shape(1) != w) {
+          throw nimbus::InputError(fmt::format("cloud {}x{}, shadow {}x{} and product mask {}x{} differ in shape", h, w,
+                                               shadow.shape(0), shadow.shape(1), product.shape(0), product.shape(1)));
+        }
+        nimbus::MergeParams p;
+        p.cloud_prob_threshold = cloud_thr;
+        p.shadow_prob_threshold = shadow_thr;
+        p.closing_size = closing_size;
+        p.min_area = min_area;
+        const std::size_t n = static_cast<std::size_t>(h) * static_cast<std::size_t>(w);
+        py::array_t<std::uint8_t> out({h, w});
+        {
+          py::gil_scoped_release release;
+          const nimbus::FloatBuffer c(cloud.data(), cloud.data() + n), s(shadow.data(), shadow.data() + n);
+          nimbus::MaskBuffer pm(n);
+          for (std::size_t i = 0; i < n; ++i) pm[i] = product.data()[i] != 0;
+          const nimbus::MaskBuffer mask =
+              nimbus::merge_cloud_masks_simple(c, s, pm, static_cast<int>(w), static_cast<int>(h), p);
+          std::memcpy(out.mutable_data(), mask.data(), n);
+        }
+        return out;
+      },
+      py::arg("cloud_probability"), py::arg("shadow_probability"), py::arg("product_mask"),
+      py::arg("cloud_thr") = 0.3, py::arg("shadow_thr") = 0.2, py::arg("closing_size") = 5, py::arg("min_area") = 0);
+
+  m.def(
+      "write_raster",
+      [](const std::string& path, const py::array& array, const py::object& geotransform, const std::string& crs,
+         const py::object& nodata) {
+        if (array.ndim() != 2 && array.ndim() != 3) {
+          throw nimbus::InputError("rasters are 2-D (height, width) or 3-D (bands, height, width) arrays");
+        }
+        const py::array data = py::array::ensure(array, py::array::c_style);
+        nimbus::RasterLayout layout;
+        layout.bands = data.ndim() == 3 ? static_cast<int>(data.shape(0)) : 1;
+        layout.height = static_cast<int>(data.shape(data.ndim() - 2));
+        layout.width = static_cast<int>(data.shape(data.ndim() - 1));
+        layout.data_type = gdal_type_of(data.dtype());
+        if (!geotransform.is_none()) {
+          const auto gt = geotransform.cast<std::vector<double>>();
+          if (gt.size() != 6) throw nimbus::InputError("geotransform must have 6 numbers (GDAL order)");
+          std::copy(gt.begin(), gt.end(), layout.grid.geotransform.begin());
+          layout.grid.has_geotransform = true;
+        }
+        layout.grid.crs_wkt = nimbus::crs_to_wkt(crs, "crs");
+        if (!nodata.is_none()) layout.nodata = nodata.cast<double>();
+        py::gil_scoped_release release;
+        nimbus::write_array_raster(path, "raster", data.data(), layout);
+      },
+      py::arg("path"), py::arg("array"), py::arg("geotransform") = py::none(), py::arg("crs") = "",
+      py::arg("nodata") = py::none());
+
+  m.def(
+      "read_raster",
+      [](const std::string& path) {
+        const nimbus::RasterLayout layout = nimbus::read_raster_layout(path, "raster");
+        py::array array(numpy_type_of(layout.data_type), {layout.bands, layout.height, layout.width});
+        {
+          void* dst = array.mutable_data();
+          py::gil_scoped_release release;
+          nimbus::read_array_raster(path, "raster", layout, dst);
+        }
+        py::dict d;
+        d["array"] = array;
+        d["geotransform"] = layout.grid.has_geotransform
+                                ? py::cast(std::vector<double>(layout.grid.geotransform.begin(),
+                                                               layout.grid.geotransform.end()))
+                                : py::none();
+        d["crs"] = layout.grid.crs_wkt;
+        d["nodata"] = layout.nodata ? py::cast(*layout.nodata) : py::none();
+        return d;
+      },
+      py::arg("path"));
+
+  m.def("_unlink_vsimem", [](const std::string& path) { VSIUnlink(path.c_str()); }, py::arg("path"));
+
+  m.def("scene_id_from_path", &nimbus::scene_id_from_path, py::arg("s2_raster"));
+  m.def(
+      "check_scene_ids",
+      [](const std::vector<py::dict>& scenes) {
+        std::vector<nimbus::BatchScene> s;
+        for (const auto& d : scenes) s.push_back(scene_from(d));
+        nimbus::check_scene_ids(s);
+      },
+      py::arg("scenes"));
+  m.def(
+      "read_batch_manifest",
+      [](const std::string& path) {
+        py::list out;
+        for (const auto& s : nimbus::read_batch_manifest(path)) {
+          py::dict d;
+          d["id"] = s.id;
+          d["s2_raster"] = s.s2_raster;
+          d["product_mask"] = s.product_mask.empty() ? py::none() : py::cast(s.product_mask);
+          out.append(d);
+        }
+        return out;
+      },
+      py::arg("manifest"));
+  m.def(
+      "process_batch_scene",
+      [](const py::dict& scene, const std::string& out_dir, const py::dict& options) {
+        const nimbus::BatchScene s = scene_from(scene);
+        const nimbus::ImproveCloudMaskOptions o = options_from(options);
+        nimbus::SceneOutcome outcome;
+        {
+          py::gil_scoped_release release;
+          outcome = nimbus::process_batch_scene(s, out_dir, o);
+        }
+        return outcome_dict(outcome);
+      },
+      py::arg("scene"), py::arg("out_dir"), py::arg("options") = py::dict());
+  m.def(
+      "remove_stale_partials",
+      [](const std::vector<py::dict>& scenes, const std::string& out_dir, bool only_dead_processes) {
+        std::vector<nimbus::BatchScene> s;
+        for (const auto& d : scenes) s.push_back(scene_from(d));
+        return nimbus::remove_stale_partials(s, out_dir, only_dead_processes);
+      },
+      py::arg("scenes"), py::arg("out_dir"), py::arg("only_dead_processes") = true);
+}

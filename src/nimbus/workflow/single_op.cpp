@@ -1,0 +1,84 @@
+#include "nimbus/workflow/single_op.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "nimbus/core/error.h"
+#include "nimbus/ops/registry.h"
+#include "nimbus/raster/atomic_output.h"
+
+namespace nimbus {
+namespace fs = std::filesystem;
+
+OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, std::string>& inputs,
+                        const Json& parameters, const std::string& output_dir) {
+  const OpDefinition* op = find_op(op_name);
+  if (op == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& o : builtin_ops()) names.push_back(o.name);
+    throw InputError(fmt::format("unknown op '{}'; built-in ops: {}", op_name, fmt::join(names, ", ")));
+  }
+  OpRunContext ctx;
+  ctx.task = op_name;
+  for (const PortSpec& port : op->inputs) {
+    const auto it = inputs.find(port.name);
+    if (it == inputs.end()) {
+      throw InputError(fmt::format("op {} needs input '{}' ({})", op_name, port.name, port.help));
+    }
+    ctx.inputs[port.name] = Artifact{it->second, port.type, ""};
+  }
+  for (const auto& [name, path] : inputs) {
+    if (!ctx.inputs.count(name)) throw InputError(fmt::format("op {} has no input '{}'", op_name, name));
+  }
+  if (!parameters.is_null() && !parameters.is_object()) {
+    throw InputError(fmt::format("op {}: parameters must be a mapping of name to value", op_name));
+  }
+  ctx.parameters = Json::object();
+  for (const ParamSpec& p : op->parameters) ctx.parameters[p.name] = p.default_value;
+  if (parameters.is_object()) {
+    for (const auto& item : parameters.items()) {
+      const ParamSpec* p = op->parameter(item.key());
+      if (p == nullptr) {
+        std::vector<std::string> names;
+        for (const auto& q : op->parameters) names.push_back(q.name);
+        throw InputError(fmt::format("unknown parameter '{}' of op {}; its parameters: {}", item.key(), op_name,
+                                     fmt::join(names, ", ")));
+      }
+      if (!item.value().is_null()) ctx.parameters[p->name] = item.value();  // null keeps the default
+    }
+  }
+  for (const ParamSpec& p : op->parameters) {
+    const Json& v = ctx.parameters[p.name];
+    if (!parameter_value_matches(v, p.type)) {
+      throw InputError(fmt::format("parameter {} of op {} must be of type {}, got {}", p.name, op_name,
+                                   param_type_name(p.type), v.type_name()));
+    }
+  }
+  ensure_directory(output_dir, "output directory");
+  // A private work directory next to the outputs: renames into place stay on one file system.
+  static std::atomic<int> counter{0};
+  const fs::path work = fs::path(output_dir) / fmt::format(".{}.nimbus-partial-{}-{}", op_name, ::getpid(), counter++);
+  fs::create_directories(work);
+  ctx.output_dir = work.string();
+  try {
+    OpOutputs outputs = op->run(ctx);
+    for (auto& [port, artifact] : outputs) {
+      const fs::path final_path = fs::path(output_dir) / fs::path(artifact.path).filename();
+      fs::rename(artifact.path, final_path);
+      artifact.path = final_path.string();
+    }
+    fs::remove_all(work);
+    return outputs;
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(work, ec);
+    throw;
+  }
+}
+
+}  // namespace nimbus
