@@ -20,6 +20,7 @@ import uuid
 
 import numpy as np
 
+from ._nimbus import run_workflow as _run_workflow_files
 from ._nimbus import (  # noqa: F401  (re-exported API)
     InputError,
     __version__,
@@ -31,7 +32,6 @@ from ._nimbus import (  # noqa: F401  (re-exported API)
     read_raster,
     remove_stale_partials,
     run_op,
-    run_workflow,
     scene_id_from_path,
     set_log_level,
     write_raster,
@@ -66,6 +66,36 @@ class _ArrayInputs:
         from ._nimbus import _unlink_vsimem
         for p in self.paths:
             _unlink_vsimem(p)
+
+
+def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None, crs=None, nodata=0,
+                 cache_dir="", parallel_tasks=2, workflows_dir=""):
+    """Runs a workflow (name or YAML path). ``inputs`` maps each source to a file path or to
+    a numpy array (written with ``geotransform``/``crs``; ``nodata`` applies to 3-D arrays,
+    i.e. the Sentinel-2 stack). With ``out_dir`` the sinks are written there and their paths
+    returned; without, the sinks come back as arrays (single-band sinks as 2-D).
+    ``cache_dir``: the op cache ('' = none)."""
+    params = dict(params or {})
+    with tempfile.TemporaryDirectory(prefix="nimbus-") as tmp:
+        files = {}
+        for name, value in inputs.items():
+            if isinstance(value, np.ndarray):
+                # The engine identifies inputs by path, size and time: real files, not /vsimem.
+                path = os.path.join(tmp, f"input-{name}.tif")
+                write_raster(path, value, geotransform, crs or "", nodata if value.ndim == 3 else None)
+                files[name] = path
+            else:
+                files[name] = os.fspath(value)
+        target = os.fspath(out_dir) if out_dir is not None else os.path.join(tmp, "sinks")
+        sinks = _run_workflow_files(os.fspath(workflow), files, target, params, os.fspath(cache_dir),
+                                    parallel_tasks, os.fspath(workflows_dir))
+        if out_dir is not None:
+            return sinks
+        arrays = {}
+        for sink, path in sinks.items():
+            a = read_raster(path)["array"]
+            arrays[sink] = a[0] if a.shape[0] == 1 else a
+        return arrays
 
 
 def _band_stack(array, name):

@@ -15,6 +15,9 @@ struct Expected {
   std::vector<int> chip_ends;
 };
 
+// Printed in test names by CTest's discovery: the dimension says which vector it is.
+void PrintTo(const Expected& e, std::ostream* os) { *os << "dim " << e.dim; }
+
 // Test vectors from the spec (chip 512, step 384).
 class ChipSpansTest : public ::testing::TestWithParam<Expected> {};
 

@@ -9,6 +9,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "nimbus/ops/merge_cloud_masks_simple.h"
+#include "nimbus/ops/packed_mask.h"
 
 namespace nimbus {
 namespace {
@@ -92,6 +93,52 @@ void remove_small_components_by_pixel_labels(MaskBuffer& mask, int w, int h, int
       }
     }
   }
+}
+
+// Independent oracle for the bit-packed dilation: OpenCV's, border = 0.
+MaskBuffer dilate_by_opencv(const MaskBuffer& mask, int w, int h, int radius) {
+  std::vector<std::uint8_t> fp = disk_footprint(radius);
+  const cv::Mat kernel(2 * radius + 1, 2 * radius + 1, CV_8U, fp.data());
+  MaskBuffer out(mask.size());
+  const cv::Mat src(h, w, CV_8U, const_cast<std::uint8_t*>(mask.data()));
+  cv::Mat dst(h, w, CV_8U, out.data());
+  cv::dilate(src, dst, kernel, cv::Point(-1, -1), 1, cv::BORDER_CONSTANT, cv::Scalar(0));
+  return out;
+}
+
+TEST(DilateWithDisk, MatchesOpenCvOnRandomMasksAcrossWordBoundaries) {
+  std::mt19937 rng(11);
+  // Widths around multiples of 64 (the packed word size) and radii past one word.
+  const int widths[] = {1, 7, 63, 64, 65, 127, 128, 129, 200};
+  const int radii[] = {1, 2, 3, 5, 8, 13, 70};
+  for (const int w : widths) {
+    for (const int radius : radii) {
+      const int h = 1 + static_cast<int>(rng() % 90);
+      std::bernoulli_distribution cloud(0.01 + 0.05 * (rng() % 4));
+      MaskBuffer mask(static_cast<std::size_t>(w) * h);
+      for (auto& v : mask) v = cloud(rng) ? 1 : 0;
+      const MaskBuffer expected = dilate_by_opencv(mask, w, h, radius);
+      dilate_with_disk(mask, w, h, radius);
+      ASSERT_EQ(mask, expected) << w << "x" << h << " radius " << radius;
+    }
+  }
+}
+
+TEST(PackedMask, RoundTripsAndKeepsPaddingClear) {
+  const int w = 130, h = 3;
+  MaskBuffer mask(static_cast<std::size_t>(w) * h, 0);
+  mask[0] = mask[63] = mask[64] = mask[129] = mask[w + 77] = 1;
+  mask[2 * w + 129] = 200;  // any non-zero byte is set
+  const PackedMask packed = pack_mask(mask.data(), w, h);
+  EXPECT_EQ(packed.words_per_row(), 3u);
+  EXPECT_EQ(packed.row(0)[0], (std::uint64_t{1} << 63) | 1u);
+  EXPECT_EQ(packed.row(0)[2], 2u);  // pixel 129 = bit 1 of word 2
+  const PackedMask dilated = dilate_packed(packed, 5);
+  EXPECT_EQ(dilated.row(0)[2] & ~packed.last_word_mask(), 0u);  // nothing past the right edge
+  MaskBuffer back(mask.size());
+  unpack_mask(packed, back.data());
+  mask[2 * w + 129] = 1;
+  EXPECT_EQ(back, mask);
 }
 
 TEST(RemoveSmallComponents, MatchesPixelLabellingOnRandomMasks) {

@@ -107,6 +107,19 @@ def test_workflow_equals_the_cli(nimbus_py, scene, cli_outputs, tmp_path):
     assert np.array_equal(_read(sinks["mask"])[0], cli_outputs["mask"])
 
 
+def test_workflow_on_arrays_returns_arrays(nimbus_py, scene, cli_outputs):
+    with rasterio.open(scene["s2"]) as src:
+        s2, gt = src.read(), src.transform.to_gdal()
+    with rasterio.open(scene["product_mask"]) as src:
+        pm = src.read(1)
+    sinks = nimbus_py.run_workflow(nimbus_py.SEED_WORKFLOW, {"s2_raster": s2, "product_mask": pm},
+                                   params={"cloud_model": "embedded:nimbus_cloud_v1",
+                                           "shadow_model": "embedded:nimbus_shadow_v1"},
+                                   geotransform=gt, crs="EPSG:32631")
+    assert set(sinks) == {"mask"} and sinks["mask"].shape == (1000, 1100)
+    assert np.array_equal(sinks["mask"], cli_outputs["mask"])
+
+
 def test_bad_input_raises_input_error(nimbus_py, scene, tmp_path):
     assert issubclass(nimbus_py.InputError, ValueError)
     with pytest.raises(nimbus_py.InputError, match="nope.tif"):

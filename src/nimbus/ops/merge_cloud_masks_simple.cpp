@@ -2,14 +2,39 @@
 
 #include <cmath>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 #include <opencv2/core/utility.hpp>
 
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
 #include "nimbus/ops/morphology.h"
+#include "nimbus/ops/packed_mask.h"
 
 namespace nimbus {
+namespace {
+
+// Bits of 64 pixels: c > cloud_thr || s > shadow_thr (false for NaN, as in numpy).
+std::uint64_t threshold64(const float* c, const float* s, float cloud_thr, float shadow_thr) {
+#if defined(__SSE2__)
+  const __m128 ct = _mm_set1_ps(cloud_thr), st = _mm_set1_ps(shadow_thr);
+  std::uint64_t bits = 0;
+  for (int i = 0; i < 64; i += 4) {
+    const __m128 above = _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(c + i), ct), _mm_cmpgt_ps(_mm_loadu_ps(s + i), st));
+    bits |= static_cast<std::uint64_t>(_mm_movemask_ps(above)) << i;
+  }
+  return bits;
+#else
+  std::uint64_t bits = 0;
+  for (int i = 0; i < 64; ++i) bits |= static_cast<std::uint64_t>(c[i] > cloud_thr || s[i] > shadow_thr) << i;
+  return bits;
+#endif
+}
+
+}  // namespace
 
 void validate(const MergeParams& p) {
   const auto check_threshold = [](double v, const char* name, const char* flag) {
@@ -41,22 +66,33 @@ MaskBuffer merge_cloud_masks_simple(const FloatBuffer& cloud_probability,
   // numpy compares a float32 array with a Python float in float32.
   const float cloud_thr = static_cast<float>(params.cloud_prob_threshold);
   const float shadow_thr = static_cast<float>(params.shadow_prob_threshold);
-  MaskBuffer mask(n);
-  const float* cp = cloud_probability.data();
-  const float* sp = shadow_probability.data();
-  const std::uint8_t* pp = product_nonzero.data();
-  std::uint8_t* m = mask.data();
-  // Threshold both models and OR the product mask in one pass over rows in parallel:
-  // the loop is memory-bound (9 bytes read per pixel).
+  // Threshold both models and OR the product mask straight into bits, rows in
+  // parallel: the pass is bound by reading the two float tiles, so nothing else is
+  // written at full size until the dilated mask is unpacked.
+  PackedMask bits(width, height);
+  const std::size_t full_words = static_cast<std::size_t>(width) / 64;
   cv::parallel_for_(cv::Range(0, height), [&](const cv::Range& rows) {
-    const std::size_t begin = static_cast<std::size_t>(rows.start) * width;
-    const std::size_t end = static_cast<std::size_t>(rows.end) * width;
-    for (std::size_t i = begin; i < end; ++i) {
-      m[i] = static_cast<std::uint8_t>(cp[i] > cloud_thr) | static_cast<std::uint8_t>(sp[i] > shadow_thr) |
-             static_cast<std::uint8_t>(pp[i] != 0);
+    for (int y = rows.start; y < rows.end; ++y) {
+      const std::size_t offset = static_cast<std::size_t>(y) * width;
+      const float* cp = cloud_probability.data() + offset;
+      const float* sp = shadow_probability.data() + offset;
+      const std::uint8_t* pp = product_nonzero.data() + offset;
+      std::uint64_t* out = bits.row(y);
+      for (std::size_t k = 0; k < full_words; ++k) {
+        out[k] = threshold64(cp + 64 * k, sp + 64 * k, cloud_thr, shadow_thr) | pack_bytes64(pp + 64 * k);
+      }
+      if (full_words < bits.words_per_row()) {
+        std::uint64_t word = 0;
+        for (int x = static_cast<int>(64 * full_words); x < width; ++x) {
+          const bool set = cp[x] > cloud_thr || sp[x] > shadow_thr || pp[x] != 0;
+          word |= static_cast<std::uint64_t>(set) << (x % 64);
+        }
+        out[full_words] = word;
+      }
     }
   });
-  dilate_with_disk(mask, width, height, params.closing_size);
+  MaskBuffer mask(n);
+  unpack_mask(dilate_packed(bits, params.closing_size), mask.data());
   remove_small_components(mask, width, height, params.min_area);
   return mask;
 }

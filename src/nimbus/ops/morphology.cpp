@@ -5,9 +5,9 @@
 #include <limits>
 
 #include <opencv2/core/utility.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include "nimbus/core/error.h"
+#include "nimbus/ops/packed_mask.h"
 
 namespace nimbus {
 namespace {
@@ -145,11 +145,8 @@ void dilate_with_disk(MaskBuffer& mask, int width, int height, int radius) {
   if (mask.size() != static_cast<std::size_t>(width) * static_cast<std::size_t>(height)) {
     throw InternalError("dilate_with_disk: mask size differs from the grid");
   }
-  std::vector<std::uint8_t> fp = disk_footprint(radius);
-  const cv::Mat kernel(2 * radius + 1, 2 * radius + 1, CV_8U, fp.data());
-  cv::Mat m(height, width, CV_8U, mask.data());
-  // Pixels outside the image count as 0, as scipy's border_value=0.
-  cv::dilate(m, m, kernel, cv::Point(-1, -1), 1, cv::BORDER_CONSTANT, cv::Scalar(0));
+  // On bits: a whole tile's dilation then moves 15 MB instead of 120 MB per pass.
+  unpack_mask(dilate_packed(pack_mask(mask.data(), width, height), radius), mask.data());
 }
 
 void remove_small_components(MaskBuffer& mask, int width, int height, int min_area) {
