@@ -70,6 +70,13 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
       ->capture_default_str();
   cmd->add_option("--window", o.chips.window_size, "Chip size in pixels")->capture_default_str();
   cmd->add_option("--overlap", o.chips.overlap, "Chip overlap fraction in [0, 1)")->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--blend",
+         [&o](const std::string& v) {
+           o.chips.blend = v == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
+         },
+         "How chip overlaps combine: midpoint (FarmVibes, exact; default) or linear (feathered ramps)")
+      ->check(CLI::IsMember({"midpoint", "linear"}));
   cmd->add_option("--co", o.creation_options,
                   "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
   cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();

@@ -65,6 +65,13 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
     else if (key == "window") o.chips.window_size = v.cast<int>();
     else if (key == "overlap") o.chips.overlap = v.cast<double>();
     else if (key == "in_memory") o.chips.in_memory = v.cast<bool>();
+    else if (key == "blend") {
+      const std::string blend = py::str(v);
+      if (blend != "midpoint" && blend != "linear") {
+        throw nimbus::InputError(fmt::format("blend = '{}': use 'midpoint' (FarmVibes) or 'linear'", blend));
+      }
+      o.chips.blend = blend == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
+    }
     else if (key == "keep_probabilities") o.keep_probabilities_dir = path_text(v);
     else if (key == "preview") o.preview_png = path_text(v);
     else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
@@ -72,7 +79,7 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
     else {
       throw nimbus::InputError(fmt::format(
           "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
-          "window, overlap, in_memory, keep_probabilities, preview, creation_options, threads",
+          "window, overlap, blend, in_memory, keep_probabilities, preview, creation_options, threads",
           key));
     }
   }

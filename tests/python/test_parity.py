@@ -17,10 +17,13 @@ CASES = [
     ("600x600-cheaplab13-window256", (600, 600), False, "cheaplab_op13", "default", {"window_size": 512,
                                                                                    "min_area": 500}),
     ("1100x700-defaults-embedded", (1100, 700), True, "default", "default", {"min_area": 10}),
+    # Nimbus' --blend linear (not in FarmVibes): 897 rows make a three-chip overlap.
+    ("1000x897-wedge-fpn-blend-linear", (1000, 897), True, "fpn_cloud_op11", "fpn_shadow_op13",
+     {"blend": "linear", "min_area": 30}),
 ]
 
 FLAGS = {"cloud_thr": "--cloud-thr", "shadow_thr": "--shadow-thr", "closing_size": "--closing-size",
-         "min_area": "--min-area", "window_size": "--window", "overlap": "--overlap"}
+         "min_area": "--min-area", "window_size": "--window", "overlap": "--overlap", "blend": "--blend"}
 
 
 def _model_path(name, kind, test_models, default_models):
@@ -65,6 +68,29 @@ def test_matches_reference(case, nimbus_bin, test_models, default_models, make_s
     assert (ref_cloud == NODATA).any() == wedge
     assert 0 < ref_mask.mean() < 1, "degenerate case: mask all one value"
     np.testing.assert_array_equal(mask, ref_mask)
+
+
+def test_linear_blend_differs_only_inside_overlaps(nimbus_bin, test_models, make_scene, tmp_path):
+    from reference.farmvibes_reference import write_intervals
+    scene = make_scene(1000, 600, seed=5)
+    probs = {}
+    for blend in ("midpoint", "linear"):
+        run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", scene["s2"], "--product-mask",
+                   scene["product_mask"], "--out", tmp_path / f"{blend}.tif", "--cloud-model",
+                   test_models / "fpn_cloud_op11.onnx", "--blend", blend, "--keep-probabilities", tmp_path / blend,
+                   "-q", check=True)
+        with rasterio.open(tmp_path / blend / "cloud_probability.tif") as src:
+            probs[blend] = src.read(1)
+    cols, _, _ = write_intervals(1000, 512, 384)
+    rows, _, _ = write_intervals(600, 512, 384)
+    shared = np.zeros((600, 1000), bool)
+    for k in range(len(cols) - 1):
+        shared[:, cols[k + 1][0]:cols[k][1]] = True
+    for k in range(len(rows) - 1):
+        shared[rows[k + 1][0]:rows[k][1], :] = True
+    diff = probs["midpoint"] != probs["linear"]
+    assert diff.any(), "a spatial model should give different chips different views of the overlap"
+    assert not (diff & ~shared).any(), "outside overlaps each pixel has one chip: identical"
 
 
 def test_output_is_a_georeferenced_uint8_mask(nimbus_bin, make_scene, tmp_path):

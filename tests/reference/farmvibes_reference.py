@@ -56,14 +56,38 @@ def sigmoid(logits):
         return (1 / (1 + np.exp(-x))).astype(np.float32)
 
 
-def compute_probability(raster_path, model, kind, window_size=512, overlap=0.25, in_memory=False):
-    """kind: 'cloud' (raw DN, softmax class 1) or 'shadow' (DN * 1e-4, sigmoid)."""
+def linear_blend_weights(reads, chip):
+    """Nimbus' --blend linear (not FarmVibes): per chip along one axis, 1 inside, ramping
+    over the pixels shared with the previous chip as (t + 0.5) / L and with the next as
+    (chip - t - 0.5) / R."""
+    t = np.arange(chip, dtype=np.float64)
+    weights = []
+    for i, (start, end) in enumerate(reads):
+        w = np.ones(chip)
+        if i > 0:
+            w = np.minimum(w, (t + 0.5) / (reads[i - 1][1] - start))
+        if i + 1 < len(reads):
+            w = np.minimum(w, (chip - t - 0.5) / (end - reads[i + 1][0]))
+        weights.append(w)
+    return weights
+
+
+def compute_probability(raster_path, model, kind, window_size=512, overlap=0.25, in_memory=False,
+                        blend="midpoint"):
+    """kind: 'cloud' (raw DN, softmax class 1) or 'shadow' (DN * 1e-4, sigmoid).
+    blend: 'midpoint' (FarmVibes) or 'linear' (Nimbus' weighted average of overlapping chips)."""
     step = int(window_size * (1 - overlap))
     with rasterio.open(raster_path) as src:
         height, width = src.height, src.width
         rows, rows_w, rows_c = write_intervals(height, window_size, step)
         cols, cols_w, cols_c = write_intervals(width, window_size, step)
         out = np.empty((height, width), np.float32)
+        if blend == "linear":
+            row_w = linear_blend_weights(rows, window_size)
+            col_w = linear_blend_weights(cols, window_size)
+            sum_wp = np.zeros((height, width))
+            sum_w = np.zeros((height, width))
+            invalid = np.zeros((height, width), bool)
         whole = src.read(masked=True) if in_memory else None
         for j in range(len(rows)):
             for i in range(len(cols)):
@@ -83,11 +107,22 @@ def compute_probability(raster_path, model, kind, window_size=512, overlap=0.25,
                     logits = model(x)
                     prob = (softmax_class1(logits) if kind == "cloud" else sigmoid(logits))[0]
                     prob[:, mask.any(axis=0)] = 1.0  # post_process; overwritten below
+                if blend == "linear":
+                    bad = mask.any(axis=0)
+                    invalid[r0:r1, c0:c1] |= bad
+                    w = np.outer(row_w[j], col_w[i]) * ~bad
+                    sum_wp[r0:r1, c0:c1] += w * np.where(bad, 0, prob[0])
+                    sum_w[r0:r1, c0:c1] += w
+                    continue
                 (a, b), (c, d) = rows_c[j], cols_c[i]
                 block = prob[:, a:b, c:d].copy()
                 block[:, mask[:, a:b, c:d].any(axis=0)] = NODATA
                 (wr0, wr1), (wc0, wc1) = rows_w[j], cols_w[i]
                 out[wr0:wr1, wc0:wc1] = block[0]
+    if blend == "linear":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (sum_wp / sum_w).astype(np.float32)
+        out[invalid] = NODATA
     return out
 
 
@@ -117,9 +152,9 @@ def merge_cloud_masks(cloud_prob, shadow_prob, product_mask, cloud_thr=0.3, shad
 
 
 def improve_cloud_mask(s2_path, product_mask_path, cloud_model, shadow_model, cloud_thr=0.3, shadow_thr=0.2,
-                       closing_size=5, min_area=0, window_size=512, overlap=0.25, in_memory=False):
-    cloud = compute_probability(s2_path, cloud_model, "cloud", window_size, overlap, in_memory)
-    shadow = compute_probability(s2_path, shadow_model, "shadow", window_size, overlap, in_memory)
+                       closing_size=5, min_area=0, window_size=512, overlap=0.25, in_memory=False, blend="midpoint"):
+    cloud = compute_probability(s2_path, cloud_model, "cloud", window_size, overlap, in_memory, blend)
+    shadow = compute_probability(s2_path, shadow_model, "shadow", window_size, overlap, in_memory, blend)
     with rasterio.open(product_mask_path) as src:
         pm = src.read(1)
     mask = merge_cloud_masks(cloud, shadow, pm, cloud_thr, shadow_thr, closing_size, min_area)

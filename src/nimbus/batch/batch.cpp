@@ -228,6 +228,7 @@ std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions&
   r["shadow_model"] = model_identity(o.shadow_model, "nimbus_shadow_v1");
   r["window"] = o.chips.window_size;
   r["overlap"] = o.chips.overlap;
+  r["blend"] = o.chips.blend == ChipBlend::Linear ? "linear" : "midpoint";
   r["cloud_thr"] = o.merge.cloud_prob_threshold;
   r["shadow_thr"] = o.merge.shadow_prob_threshold;
   r["closing_size"] = o.merge.closing_size;

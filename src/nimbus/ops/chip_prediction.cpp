@@ -176,7 +176,31 @@ class ChipQueue {
   bool closed_ = false;
 };
 
+// Accumulators of the linear blend for the rows one chip row can still touch:
+// rows [y0, y0 + chip) of the scene, full width.
+struct BlendBand {
+  int y0 = 0;
+  std::vector<float> sum_wp;
+  std::vector<float> sum_w;
+  std::vector<std::uint8_t> invalid;
+};
+
 }  // namespace
+
+std::vector<std::vector<float>> blend_weights(const std::vector<ChipSpan>& spans, int chip) {
+  std::vector<std::vector<float>> weights(spans.size(), std::vector<float>(static_cast<std::size_t>(chip), 1.0f));
+  for (std::size_t i = 0; i < spans.size(); ++i) {
+    const int left = i > 0 ? spans[i - 1].read_end - spans[i].read_start : 0;
+    const int right = i + 1 < spans.size() ? spans[i].read_end - spans[i + 1].read_start : 0;
+    for (int t = 0; t < chip; ++t) {
+      float w = 1.0f;
+      if (left > 0) w = std::min(w, (static_cast<float>(t) + 0.5f) / static_cast<float>(left));
+      if (right > 0) w = std::min(w, (static_cast<float>(chip - t) - 0.5f) / static_cast<float>(right));
+      weights[i][static_cast<std::size_t>(t)] = w;
+    }
+  }
+  return weights;
+}
 
 PredictionStats predict_probabilities(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
                                       const ChipPredictionParams& params, const ChipProgress& progress) {
@@ -193,6 +217,43 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
     if (t.output) t.output->assign(npix, kProbabilityNodata);
     if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
   }
+
+  const bool blend = params.blend == ChipBlend::Linear;
+  const std::vector<std::vector<float>> row_weights = blend ? blend_weights(grid.row_spans(), chip)
+                                                            : std::vector<std::vector<float>>{};
+  const std::vector<std::vector<float>> col_weights = blend ? blend_weights(grid.col_spans(), chip)
+                                                            : std::vector<std::vector<float>>{};
+  std::vector<BlendBand> bands_of(blend ? tasks.size() : 0);
+  for (BlendBand& b : bands_of) {
+    b.sum_wp.assign(static_cast<std::size_t>(chip) * width, 0.0f);
+    b.sum_w.assign(static_cast<std::size_t>(chip) * width, 0.0f);
+    b.invalid.assign(static_cast<std::size_t>(chip) * width, 0);
+  }
+  const int chip_cols = static_cast<int>(grid.col_spans().size());
+  // Rows [band.y0, end) are complete: write them to the task's outputs, then slide the band.
+  const auto finish_rows = [&](const ProbabilityTask& t, BlendBand& band, int end) {
+    const float threshold = static_cast<float>(t.threshold);
+    for (int y = band.y0; y < end; ++y) {
+      const std::size_t local = static_cast<std::size_t>(y - band.y0) * width;
+      const std::size_t global = static_cast<std::size_t>(y) * width;
+      for (std::size_t x = 0; x < width; ++x) {
+        const float w = band.sum_w[local + x];
+        const float p = band.invalid[local + x] || w <= 0.0f ? kProbabilityNodata : band.sum_wp[local + x] / w;
+        if (t.output) (*t.output)[global + x] = p;
+        if (t.above) (*t.above)[global + x] |= (p > threshold) ? 1 : 0;
+      }
+    }
+    const std::size_t done = static_cast<std::size_t>(end - band.y0) * width;
+    const std::size_t held = static_cast<std::size_t>(chip) * width;
+    for (auto* v : {&band.sum_wp, &band.sum_w}) {
+      std::copy(v->begin() + static_cast<std::ptrdiff_t>(std::min(done, held)), v->end(), v->begin());
+      std::fill(v->end() - static_cast<std::ptrdiff_t>(std::min(done, held)), v->end(), 0.0f);
+    }
+    std::copy(band.invalid.begin() + static_cast<std::ptrdiff_t>(std::min(done, held)), band.invalid.end(),
+              band.invalid.begin());
+    std::fill(band.invalid.end() - static_cast<std::ptrdiff_t>(std::min(done, held)), band.invalid.end(), 0);
+    band.y0 = end;
+  };
 
   const ChipReader reader(scene, params.in_memory);
   ChipQueue queue(static_cast<std::size_t>(std::max(1, params.prefetch_chips)));
@@ -257,6 +318,44 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
                                                                         : "one shadow logit"));
           }
         }
+        const auto probability_at = [&](int r, int x) {
+          const float p = activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x, model_pixels);
+          if (p != p) {
+            throw InputError(fmt::format("{} '{}' produced NaN scores (chip {} at x={} y={}); the model is broken "
+                                         "for this input, check its export and weights",
+                                         t.head->role, t.model->model().origin, data.index, c.cols.read_start + x,
+                                         c.rows.read_start + r));
+          }
+          return p;
+        };
+        if (blend) {
+          // Every pixel of the chip contributes, weighted; rows complete after the chip row's last chip.
+          BlendBand& band = bands_of[static_cast<std::size_t>(&t - tasks.data())];
+          const int chip_row = data.index / chip_cols, chip_col = data.index % chip_cols;
+          const std::vector<float>& wy = row_weights[static_cast<std::size_t>(chip_row)];
+          const std::vector<float>& wx = col_weights[static_cast<std::size_t>(chip_col)];
+          for (int r = 0; r < chip; ++r) {
+            const std::size_t local = static_cast<std::size_t>(c.rows.read_start + r - band.y0) * width +
+                                      static_cast<std::size_t>(c.cols.read_start);
+            const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
+            for (int x = 0; x < chip; ++x) {
+              if (skip || inv[x]) {
+                band.invalid[local + static_cast<std::size_t>(x)] = 1;
+                continue;
+              }
+              const float w = wy[static_cast<std::size_t>(r)] * wx[static_cast<std::size_t>(x)];
+              band.sum_wp[local + static_cast<std::size_t>(x)] += w * probability_at(r, x);
+              band.sum_w[local + static_cast<std::size_t>(x)] += w;
+            }
+          }
+          if (chip_col == chip_cols - 1) {
+            const auto& rows = grid.row_spans();
+            const int next = chip_row + 1 < static_cast<int>(rows.size()) ? rows[static_cast<std::size_t>(chip_row + 1)].read_start
+                                                                          : scene.height();
+            finish_rows(t, band, next);
+          }
+          continue;
+        }
         // Each chip writes only its own (midpoint-cut) window: the in-order single writer.
         const float threshold = static_cast<float>(t.threshold);
         for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
@@ -265,15 +364,7 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
           std::uint8_t* above_row = t.above ? t.above->data() + row : nullptr;
           const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
           for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
-            const float p = (skip || inv[x]) ? kProbabilityNodata
-                                             : activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x,
-                                                        model_pixels);
-            if (p != p) {
-              throw InputError(fmt::format("{} '{}' produced NaN scores (chip {} at x={} y={}); the model is broken "
-                                           "for this input, check its export and weights",
-                                           t.head->role, t.model->model().origin, data.index,
-                                           c.cols.read_start + x, c.rows.read_start + r));
-            }
+            const float p = (skip || inv[x]) ? kProbabilityNodata : probability_at(r, x);
             if (out_row) out_row[x] = p;
             if (above_row) above_row[x] |= (p > threshold) ? 1 : 0;
           }

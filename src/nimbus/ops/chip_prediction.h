@@ -11,6 +11,7 @@
 #include "nimbus/inference/backend.h"
 #include "nimbus/ops/op_definition.h"
 #include "nimbus/raster/raster_reader.h"
+#include "nimbus/tiling/chip_grid.h"
 
 namespace nimbus {
 
@@ -31,9 +32,16 @@ struct ProbabilityHead {
   int output_channels() const { return activation == Activation::SoftmaxClass1 ? 2 : 1; }
 };
 
+// How overlapping chips are combined.
+enum class ChipBlend {
+  Midpoint,  // FarmVibes: each overlap is cut at its midpoint, one chip per pixel (exact)
+  Linear,    // Nimbus option: overlaps feathered with linear ramps, see blend_weights()
+};
+
 struct ChipPredictionParams {
   int window_size = 512;
   double overlap = 0.25;
+  ChipBlend blend = ChipBlend::Midpoint;
   bool in_memory = false;  // read the whole scene once instead of once per chip
   int prefetch_chips = 2;  // chips the reader thread may run ahead of inference
 };
@@ -55,6 +63,12 @@ struct PredictionStats {
   double seconds_inference = 0.0;  // inside InferenceBackend::run, summed over models
   double seconds_total = 0.0;
 };
+
+// Linear-blend weights of every chip along one axis (weights[i][t], t in [0, chip)):
+// 1 inside, ramping as (t + 0.5) / L over the L pixels shared with the previous chip
+// and as (chip - t - 0.5) / R over the R pixels shared with the next one. A pixel's
+// probability is sum(w_row * w_col * p) / sum(w_row * w_col) over the chips covering it.
+std::vector<std::vector<float>> blend_weights(const std::vector<ChipSpan>& spans, int chip);
 
 // Throws InputError, before any pixel is read, when the model cannot serve this
 // scene: band count differs from the model's input channels, or the model's

@@ -165,6 +165,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       {"NIMBUS_MIN_AREA", std::to_string(options.merge.min_area)},
       {"NIMBUS_WINDOW", std::to_string(options.chips.window_size)},
       {"NIMBUS_OVERLAP", fmt::format("{}", options.chips.overlap)},
+      {"NIMBUS_BLEND", options.chips.blend == ChipBlend::Linear ? "linear" : "midpoint"},
       {"NIMBUS_BOA_ADD_OFFSET_APPLIED", boa_offset},
   };
   if (safe) {
