@@ -56,31 +56,37 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
     const std::string key = py::str(item.first);
     const py::handle v = item.second;
     if (v.is_none()) continue;  // keep the default
-    if (key == "cloud_model") o.cloud_model = path_text(v);
-    else if (key == "shadow_model") o.shadow_model = path_text(v);
-    else if (key == "cloud_thr") o.merge.cloud_prob_threshold = v.cast<double>();
-    else if (key == "shadow_thr") o.merge.shadow_prob_threshold = v.cast<double>();
-    else if (key == "closing_size") o.merge.closing_size = v.cast<int>();
-    else if (key == "min_area") o.merge.min_area = v.cast<int>();
-    else if (key == "window") o.chips.window_size = v.cast<int>();
-    else if (key == "overlap") o.chips.overlap = v.cast<double>();
-    else if (key == "in_memory") o.chips.in_memory = v.cast<bool>();
-    else if (key == "blend") {
-      const std::string blend = py::str(v);
-      if (blend != "midpoint" && blend != "linear") {
-        throw nimbus::InputError(fmt::format("blend = '{}': use 'midpoint' (FarmVibes) or 'linear'", blend));
+    try {
+      if (key == "cloud_model") o.cloud_model = path_text(v);
+      else if (key == "shadow_model") o.shadow_model = path_text(v);
+      else if (key == "cloud_thr") o.merge.cloud_prob_threshold = v.cast<double>();
+      else if (key == "shadow_thr") o.merge.shadow_prob_threshold = v.cast<double>();
+      else if (key == "closing_size") o.merge.closing_size = v.cast<int>();
+      else if (key == "min_area") o.merge.min_area = v.cast<int>();
+      else if (key == "window") o.chips.window_size = v.cast<int>();
+      else if (key == "overlap") o.chips.overlap = v.cast<double>();
+      else if (key == "in_memory") o.chips.in_memory = v.cast<bool>();
+      else if (key == "blend") {
+        const std::string blend = py::str(v);
+        if (blend != "midpoint" && blend != "linear") {
+          throw nimbus::InputError(fmt::format("blend = '{}': use 'midpoint' (FarmVibes) or 'linear'", blend));
+        }
+        o.chips.blend = blend == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
       }
-      o.chips.blend = blend == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
-    }
-    else if (key == "keep_probabilities") o.keep_probabilities_dir = path_text(v);
-    else if (key == "preview") o.preview_png = path_text(v);
-    else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
-    else if (key == "threads") o.threads = v.cast<int>();
-    else {
-      throw nimbus::InputError(fmt::format(
-          "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
-          "window, overlap, blend, in_memory, keep_probabilities, preview, creation_options, threads",
-          key));
+      else if (key == "keep_probabilities") o.keep_probabilities_dir = path_text(v);
+      else if (key == "preview") o.preview_png = path_text(v);
+      else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
+      else if (key == "threads") o.threads = v.cast<int>();
+      else {
+        throw nimbus::InputError(fmt::format(
+            "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
+            "window, overlap, blend, in_memory, keep_probabilities, preview, creation_options, threads",
+            key));
+      }
+    } catch (const py::cast_error&) {
+      throw nimbus::InputError(fmt::format("option {} = {} has the wrong type ({})", key,
+                                           py::repr(v).cast<std::string>(),
+                                           py::type::of(v).attr("__name__").cast<std::string>()));
     }
   }
   return o;

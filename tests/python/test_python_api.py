@@ -127,6 +127,8 @@ def test_bad_input_raises_input_error(nimbus_py, scene, tmp_path):
     with pytest.raises(nimbus_py.InputError, match="cloud_prob_threshold"):
         nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "m.tif", product_mask=scene["product_mask"],
                                      cloud_thr=2.0)
+    with pytest.raises(nimbus_py.InputError, match="option cloud_thr = 'high' has the wrong type"):
+        nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "m.tif", cloud_thr="high")
     with pytest.raises(nimbus_py.InputError, match="unknown option 'cloud_threshold'"):
         nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "m.tif", cloud_threshold=0.2)
     with pytest.raises(nimbus_py.InputError, match="bands, height, width"):
