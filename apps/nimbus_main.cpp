@@ -34,22 +34,7 @@ constexpr int kExitInputError = 2;
 constexpr int kExitInternalError = 1;
 
 void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& path) {
-  const nimbus::Json j = {{"width", r.width},
-                          {"height", r.height},
-                          {"chips_per_model", r.chips_per_model},
-                          {"chips_skipped", r.chips_skipped},
-                          {"cloud_model", r.cloud_model},
-                          {"cloud_model_sha256", r.cloud_model_sha256},
-                          {"shadow_model", r.shadow_model},
-                          {"shadow_model_sha256", r.shadow_model_sha256},
-                          {"masked_fraction", r.masked_fraction},
-                          {"seconds_inference", r.seconds_inference},
-                          {"seconds_chips", r.seconds_chips},
-                          {"seconds_merge", r.seconds_merge},
-                          {"seconds_write", r.seconds_write},
-                          {"seconds_total", r.seconds_total},
-                          {"peak_rss_mb", r.peak_rss_mb}};
-  nimbus::write_file_atomically(path, "--report", j.dump(2) + "\n");
+  nimbus::write_file_atomically(path, "--report", nimbus::report_json(r).dump(2) + "\n");
 }
 
 // Model and parameter options shared by improve-cloud-mask and batch.

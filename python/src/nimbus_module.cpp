@@ -92,23 +92,9 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
   return o;
 }
 
-py::dict report_dict(const nimbus::ImproveCloudMaskReport& r) {
-  py::dict d;
-  d["width"] = r.width;
-  d["height"] = r.height;
-  d["chips_per_model"] = r.chips_per_model;
-  d["chips_skipped"] = r.chips_skipped;
-  d["cloud_model"] = r.cloud_model;
-  d["cloud_model_sha256"] = r.cloud_model_sha256;
-  d["shadow_model"] = r.shadow_model;
-  d["shadow_model_sha256"] = r.shadow_model_sha256;
-  d["masked_fraction"] = r.masked_fraction;
-  d["seconds_inference"] = r.seconds_inference;
-  d["seconds_merge"] = r.seconds_merge;
-  d["seconds_write"] = r.seconds_write;
-  d["seconds_total"] = r.seconds_total;
-  d["peak_rss_mb"] = r.peak_rss_mb;
-  return d;
+// A library JSON value as Python objects (dicts, lists, numbers, text).
+py::object to_python(const nimbus::Json& j) {
+  return py::module_::import("json").attr("loads")(j.dump(-1, ' ', false, nimbus::Json::error_handler_t::replace));
 }
 
 nimbus::BatchScene scene_from(const py::dict& d) {
@@ -118,17 +104,6 @@ nimbus::BatchScene scene_from(const py::dict& d) {
   s.id = d.contains("id") && !d["id"].is_none() ? py::str(d["id"]).cast<std::string>()
                                                 : nimbus::scene_id_from_path(s.s2_raster);
   return s;
-}
-
-py::dict outcome_dict(const nimbus::SceneOutcome& o) {
-  py::dict d;
-  d["id"] = o.id;
-  d["status"] = o.status;
-  d["output"] = o.output;
-  d["sha256"] = o.sha256;
-  d["error"] = o.error;
-  d["seconds"] = o.seconds;
-  return d;
 }
 
 // numpy dtype <-> GDAL type name.
@@ -188,7 +163,7 @@ PYBIND11_MODULE(_nimbus, m) {
           py::gil_scoped_release release;
           r = nimbus::improve_cloud_mask(o);
         }
-        return report_dict(r);
+        return to_python(nimbus::report_json(r));
       },
       py::arg("s2_raster"), py::arg("out"), py::arg("product_mask") = py::none());
 
@@ -349,7 +324,7 @@ PYBIND11_MODULE(_nimbus, m) {
           py::gil_scoped_release release;
           outcome = nimbus::process_batch_scene(s, out_dir, o);
         }
-        return outcome_dict(outcome);
+        return to_python(nimbus::outcome_json(outcome));
       },
       py::arg("scene"), py::arg("out_dir"), py::arg("options") = py::dict());
   m.def(

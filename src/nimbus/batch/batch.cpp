@@ -1,7 +1,6 @@
 #include "nimbus/batch/batch.h"
 
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -72,15 +71,10 @@ std::string trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t") - b + 1);
 }
 
-// Identity of an input without reading it: absolute path, size, modification time.
 std::string file_identity(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    throw InputError(fmt::format("input '{}' does not exist; fix the manifest", path));
-  }
-  std::error_code ec;
-  return fmt::format("{}|{}|{}.{}", fs::absolute(path, ec).string(), static_cast<long long>(st.st_size),
-                     static_cast<long long>(st.st_mtim.tv_sec), static_cast<long long>(st.st_mtim.tv_nsec));
+  const std::optional<std::string> identity = file_stat_identity(path);
+  if (!identity) throw InputError(fmt::format("input '{}' does not exist; fix the manifest", path));
+  return *identity;
 }
 
 std::string model_identity(const std::string& model, const char* embedded_default) {
@@ -316,6 +310,11 @@ std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const
     if (progress) progress(static_cast<int>(outcomes.size()), static_cast<int>(scenes.size()), outcomes.back());
   }
   return outcomes;
+}
+
+Json outcome_json(const SceneOutcome& o) {
+  return {{"id", o.id}, {"status", o.status}, {"output", o.output},
+          {"sha256", o.sha256}, {"error", o.error}, {"seconds", o.seconds}};
 }
 
 std::string batch_report_csv(const std::vector<SceneOutcome>& outcomes) {

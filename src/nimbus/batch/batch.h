@@ -66,6 +66,9 @@ std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const
                                     const ImproveCloudMaskOptions& options,
                                     const std::function<void(int, int, const SceneOutcome&)>& progress);
 
+// One outcome as JSON: id, status, output, sha256, error, seconds.
+Json outcome_json(const SceneOutcome& outcome);
+
 // The per-scene status table as CSV (id,status,seconds,sha256,output,error).
 std::string batch_report_csv(const std::vector<SceneOutcome>& outcomes);
 

@@ -1,5 +1,8 @@
 #include "nimbus/core/checksum.h"
 
+#include <sys/stat.h>
+
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <vector>
@@ -29,6 +32,14 @@ std::string sha256_hex(const std::string& bytes) {
     throw InternalError("OpenSSL SHA-256 failed");
   }
   return to_hex(digest, len);
+}
+
+std::optional<std::string> file_stat_identity(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  std::error_code ec;
+  return fmt::format("{}|{}|{}.{}", std::filesystem::absolute(path, ec).string(), static_cast<long long>(st.st_size),
+                     static_cast<long long>(st.st_mtim.tv_sec), static_cast<long long>(st.st_mtim.tv_nsec));
 }
 
 std::string sha256_file(const std::string& path, const std::string& role) {

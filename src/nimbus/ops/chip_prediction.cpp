@@ -243,15 +243,16 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
         if (t.above) (*t.above)[global + x] |= (p > threshold) ? 1 : 0;
       }
     }
-    const std::size_t done = static_cast<std::size_t>(end - band.y0) * width;
-    const std::size_t held = static_cast<std::size_t>(chip) * width;
-    for (auto* v : {&band.sum_wp, &band.sum_w}) {
-      std::copy(v->begin() + static_cast<std::ptrdiff_t>(std::min(done, held)), v->end(), v->begin());
-      std::fill(v->end() - static_cast<std::ptrdiff_t>(std::min(done, held)), v->end(), 0.0f);
-    }
-    std::copy(band.invalid.begin() + static_cast<std::ptrdiff_t>(std::min(done, held)), band.invalid.end(),
-              band.invalid.begin());
-    std::fill(band.invalid.end() - static_cast<std::ptrdiff_t>(std::min(done, held)), band.invalid.end(), 0);
+    // Slide the rows still open to the front; the freed rows start empty.
+    const auto slide = static_cast<std::ptrdiff_t>(
+        std::min(static_cast<std::size_t>(end - band.y0), static_cast<std::size_t>(chip)) * width);
+    const auto shift = [slide](auto& v, auto empty) {
+      std::copy(v.begin() + slide, v.end(), v.begin());
+      std::fill(v.end() - slide, v.end(), empty);
+    };
+    shift(band.sum_wp, 0.0f);
+    shift(band.sum_w, 0.0f);
+    shift(band.invalid, std::uint8_t{0});
     band.y0 = end;
   };
 

@@ -206,4 +206,22 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   return report;
 }
 
+Json report_json(const ImproveCloudMaskReport& r) {
+  return {{"width", r.width},
+          {"height", r.height},
+          {"chips_per_model", r.chips_per_model},
+          {"chips_skipped", r.chips_skipped},
+          {"cloud_model", r.cloud_model},
+          {"cloud_model_sha256", r.cloud_model_sha256},
+          {"shadow_model", r.shadow_model},
+          {"shadow_model_sha256", r.shadow_model_sha256},
+          {"masked_fraction", r.masked_fraction},
+          {"seconds_inference", r.seconds_inference},
+          {"seconds_chips", r.seconds_chips},
+          {"seconds_merge", r.seconds_merge},
+          {"seconds_write", r.seconds_write},
+          {"seconds_total", r.seconds_total},
+          {"peak_rss_mb", r.peak_rss_mb}};
+}
+
 }  // namespace nimbus

@@ -49,4 +49,7 @@ struct ImproveCloudMaskReport {
 // Throws InputError with the file, option and fix on bad input.
 ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options);
 
+// The report as JSON (the CLI's --report file, the Python API's return value).
+Json report_json(const ImproveCloudMaskReport& report);
+
 }  // namespace nimbus

@@ -89,14 +89,7 @@ RasterLayout read_raster_layout(const std::string& path, const std::string& role
   layout.height = reader.height();
   layout.grid = reader.grid();
   layout.data_type = reader.data_type_name();
-  GDALDataset* ds = static_cast<GDALDataset*>(GDALOpenEx(path.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY, nullptr,
-                                                          nullptr, nullptr));
-  if (ds != nullptr) {
-    int has = 0;
-    const double v = ds->GetRasterBand(1)->GetNoDataValue(&has);
-    if (has) layout.nodata = v;
-    GDALClose(ds);
-  }
+  layout.nodata = reader.nodata_value();
   return layout;
 }
 

@@ -90,6 +90,12 @@ std::string RasterReader::data_type_name() const {
   return GDALGetDataTypeName(dataset_->GetRasterBand(1)->GetRasterDataType());
 }
 
+std::optional<double> RasterReader::nodata_value() const {
+  int has = 0;
+  const double value = dataset_->GetRasterBand(1)->GetNoDataValue(&has);
+  return has ? std::optional<double>(value) : std::nullopt;
+}
+
 void RasterReader::require_digital_numbers() const {
   bool float_values_checked = false;
   for (int b = 1; b <= band_count_; ++b) {

@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,8 @@ class RasterReader {
   const GridInfo& grid() const { return grid_; }
   // GDAL's name of band 1's data type, e.g. "UInt16".
   std::string data_type_name() const;
+  // Band 1's declared nodata value, if any.
+  std::optional<double> nodata_value() const;
 
   // Additive DN offsets per band (Sentinel-2 BOA_ADD_OFFSET), applied by
   // read_window to valid pixels, clamped at 0. Taken from the band metadata

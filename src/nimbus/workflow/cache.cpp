@@ -1,7 +1,6 @@
 #include "nimbus/workflow/cache.h"
 
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -57,14 +56,9 @@ std::string cache_key(const OpDefinition& op, const std::map<std::string, std::s
 }
 
 std::string file_artifact_id(const std::string& path) {
-  struct stat st {};
-  std::error_code ec;
-  const fs::path abs = fs::absolute(path, ec);
-  if (::stat(path.c_str(), &st) != 0) {
-    throw InputError(fmt::format("input '{}' does not exist; check the path given with --input", path));
-  }
-  return sha256_hex(fmt::format("{}|{}|{}.{}", abs.string(), static_cast<long long>(st.st_size),
-                                static_cast<long long>(st.st_mtim.tv_sec), static_cast<long long>(st.st_mtim.tv_nsec)));
+  const std::optional<std::string> identity = file_stat_identity(path);
+  if (!identity) throw InputError(fmt::format("input '{}' does not exist; check the path given with --input", path));
+  return sha256_hex(*identity);
 }
 
 std::string OpCache::entry_dir(const std::string& op, const std::string& key) const {
