@@ -1,6 +1,7 @@
 // The nimbus command line: a thin front end over the library.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +19,10 @@
 #include "nimbus/core/error.h"
 #include "nimbus/core/utf8.h"
 #include "nimbus/core/interrupt.h"
+#include "nimbus/core/npy.h"
+#include "nimbus/inference/backend.h"
+#include "nimbus/inference/onednn_backend.h"
+#include "nimbus/models/default_models.h"
 #include "nimbus/core/version.h"
 #include "nimbus/ops/registry.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
@@ -65,6 +70,10 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--co", o.creation_options,
                   "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
   cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--engine", [&o](const std::string& v) { o.engine = nimbus::parse_engine(v, "--engine"); },
+         "Inference engine: auto (oneDNN; OpenCV DNN for a graph oneDNN cannot run; default), onednn or opencv")
+      ->check(CLI::IsMember({"auto", "onednn", "opencv"}));
 }
 
 struct ImproveCommand {
@@ -319,6 +328,63 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
   return -1;
 }
 
+// `nimbus infer`: one model on one array, to check an engine against another
+// tool or to time it (warm-up runs excluded).
+struct InferCommand {
+  std::string model;
+  std::string input;
+  std::string output;
+  nimbus::InferenceEngine engine = nimbus::InferenceEngine::Auto;
+  int threads = 0;
+  int warmup = 1;
+  int repeat = 1;
+};
+
+void add_infer_command(CLI::App& app, InferCommand& c) {
+  CLI::App* cmd = app.add_subcommand("infer", "Run one ONNX model on a float32 .npy array (engine checks, timing)");
+  cmd->fallthrough();
+  cmd->add_option("model", c.model, "ONNX model file, or embedded:<name>")->required();
+  cmd->add_option("--input", c.input, "Input array, .npy float32, 1 x C x H x W or C x H x W")->required();
+  cmd->add_option("--output", c.output, "Write the model's first output here (.npy float32)");
+  cmd->add_option_function<std::string>(
+         "--engine", [&c](const std::string& v) { c.engine = nimbus::parse_engine(v, "--engine"); },
+         "Inference engine: auto, onednn or opencv")
+      ->check(CLI::IsMember({"auto", "onednn", "opencv"}));
+  cmd->add_option("--threads", c.threads, "Inference threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--warmup", c.warmup, "Untimed runs first")->capture_default_str()->check(CLI::Range(0, 1000));
+  cmd->add_option("--repeat", c.repeat, "Timed runs")->capture_default_str()->check(CLI::Range(1, 100000));
+}
+
+int run_infer_command(const InferCommand& c) {
+  const nimbus::NpyArray input = nimbus::read_npy(c.input, "--input");
+  std::vector<std::int64_t> chw = input.shape;
+  if (chw.size() == 4 && chw[0] == 1) chw.erase(chw.begin());
+  if (chw.size() != 3) {
+    throw nimbus::InputError(fmt::format("--input '{}' has shape ({}); expected 1 x C x H x W or C x H x W", c.input,
+                                         fmt::join(input.shape, ", ")));
+  }
+  const std::string role = "model";
+  auto backend = nimbus::make_backend(nimbus::load_model(c.model, "", role), role, {c.engine, c.threads});
+  const int ch = static_cast<int>(chw[0]), h = static_cast<int>(chw[1]), w = static_cast<int>(chw[2]);
+  const auto t0 = std::chrono::steady_clock::now();
+  backend->prepare(ch, h, w);
+  const double prepare_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<float> out;
+  int classes = 0;
+  for (int k = 0; k < c.warmup; ++k) classes = backend->run(input.values.data(), ch, h, w, out);
+  std::vector<double> ms;
+  for (int k = 0; k < c.repeat; ++k) {
+    const auto start = std::chrono::steady_clock::now();
+    classes = backend->run(input.values.data(), ch, h, w, out);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  if (!c.output.empty()) nimbus::write_npy(c.output, "--output", {{1, classes, h, w}, out});
+  std::printf("{\"engine\": \"%s\", \"prepare_ms\": %.3f, \"min_ms\": %.3f, \"median_ms\": %.3f, \"runs\": %d}\n",
+              backend->engine(), prepare_ms, ms.front(), ms[ms.size() / 2], c.repeat);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -343,6 +409,8 @@ int main(int argc, char** argv) {
   add_workflow_commands(app, workflow);
   StackCommand stack;
   add_stack_command(app, stack);
+  InferCommand infer;
+  add_infer_command(app, infer);
 
   try {
     app.parse(argc, argv);
@@ -362,6 +430,8 @@ int main(int argc, char** argv) {
       return run_batch_command(batch, quiet, verbose);
     } else if (app.got_subcommand("stack-safe")) {
       run_stack_command(stack);
+    } else if (app.got_subcommand("infer")) {
+      return run_infer_command(infer);
     } else {
       return run_workflow_command(app, workflow);
     }

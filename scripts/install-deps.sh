@@ -8,7 +8,7 @@ packages=(
   cmake g++ make pkg-config
   clang libclang-rt-14-dev
   libgdal-dev gdal-bin
-  libopencv-dev
+  libopencv-dev libdnnl-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libssl-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libtbb-dev
   libgtest-dev libgmock-dev libbenchmark-dev

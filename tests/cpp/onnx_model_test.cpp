@@ -43,7 +43,8 @@ TEST(OnnxModel, EmbeddedDefaultsDeclareTheFarmVibesContract) {
 }
 
 TEST(OpenCvBackend, EmbeddedCloudModelRunsAnyChipSize) {
-  auto backend = make_backend(load_onnx_bytes("c", default_cloud_model().onnx, "cloud"), "cloud");
+  auto backend = make_backend(load_onnx_bytes("c", default_cloud_model().onnx, "cloud"), "cloud",
+                              {InferenceEngine::OpenCv, 0});
   std::vector<float> input(12 * 64 * 48, 3000.0f);
   std::vector<float> out;
   EXPECT_EQ(backend->run(input.data(), 12, 64, 48, out), 2);

@@ -1,14 +1,42 @@
 // The inference backend interface: one chip in, per-pixel class scores out.
-// OpenCV DNN implements it today; ONNX Runtime can be added behind it later.
+// Two engines implement it: oneDNN (the default, src/nimbus/inference/onednn_*)
+// and OpenCV DNN (the fallback for graphs the oneDNN importer does not cover).
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "nimbus/core/error.h"
 #include "nimbus/inference/onnx_model.h"
 
 namespace nimbus {
+
+// The model uses an op, attribute or shape an engine does not implement. An
+// InputError (the user can pick another engine or re-export the model), and
+// the signal for `--engine auto` to fall back to OpenCV DNN.
+class UnsupportedModelError : public InputError {
+ public:
+  using InputError::InputError;
+};
+
+enum class InferenceEngine {
+  Auto,    // oneDNN, falling back to OpenCV DNN (with one info line) when the graph needs it
+  OneDnn,  // oneDNN only: an unsupported graph is an error
+  OpenCv,  // OpenCV 4.6 DNN only
+};
+
+// "auto", "onednn", "opencv".
+const char* engine_name(InferenceEngine engine);
+// Parses an engine name; throws InputError naming `option` and the choices.
+InferenceEngine parse_engine(const std::string& text, const std::string& option);
+
+struct BackendOptions {
+  InferenceEngine engine = InferenceEngine::Auto;
+  // Inference threads for this backend's runs (0 = the engine's default, all cores).
+  // Applied around each run and restored afterwards.
+  int threads = 0;
+};
 
 class InferenceBackend {
  public:
@@ -17,18 +45,24 @@ class InferenceBackend {
   // The model as loaded: origin, hash and declared input contract.
   virtual const OnnxModel& model() const = 0;
 
+  // The engine that runs the model ("onednn" or "opencv"); final after prepare().
+  virtual const char* engine() const = 0;
+
+  // Readies the backend for chips of channels x height x width (batch 1):
+  // compiles what depends on the shape, before any pixel is read. Throws
+  // InputError naming the model when the graph cannot run at that shape.
+  virtual void prepare(int channels, int height, int width) = 0;
+
   // Runs one chip (batch 1): `input` is [channels, height, width] float32.
   // Fills `output` with [out_channels, height, width] and returns out_channels.
   // Throws InputError naming the model when the graph cannot run on this input
   // or returns a spatial size different from the input's.
   virtual int run(const float* input, int channels, int height, int width, std::vector<float>& output) = 0;
-
-  // A fresh backend on the same model, for use from another thread
-  // (backends are not thread-safe).
-  virtual std::unique_ptr<InferenceBackend> clone() const = 0;
 };
 
-// Builds the default backend (OpenCV DNN) for an already loaded model.
-std::unique_ptr<InferenceBackend> make_backend(const OnnxModel& model, const std::string& role);
+// Builds a backend on `options.engine` for an already loaded model; `role`
+// names the option that supplied the model, for error messages.
+std::unique_ptr<InferenceBackend> make_backend(const OnnxModel& model, const std::string& role,
+                                               const BackendOptions& options = {});
 
 }  // namespace nimbus

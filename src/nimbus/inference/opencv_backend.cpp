@@ -3,6 +3,8 @@
 #include <cstring>
 
 #include <fmt/format.h>
+#include <opencv2/core/utility.hpp>
+#include <opencv2/dnn.hpp>
 
 #include "nimbus/core/error.h"
 
@@ -19,9 +21,40 @@ std::string one_line(const cv::Exception& e) {
   return msg;
 }
 
-}  // namespace
+class OpenCvBackend final : public InferenceBackend {
+ public:
+  OpenCvBackend(OnnxModel model, std::string role, int threads);
 
-OpenCvBackend::OpenCvBackend(OnnxModel model, std::string role) : model_(std::move(model)), role_(std::move(role)) {
+  const OnnxModel& model() const override { return model_; }
+  const char* engine() const override { return "opencv"; }
+  void prepare(int, int, int) override {}
+  int run(const float* input, int channels, int height, int width, std::vector<float>& output) override;
+
+ private:
+  OnnxModel model_;
+  std::string role_;
+  int threads_;
+  cv::dnn::Net net_;
+};
+
+// OpenCV's thread count is process-wide: set it for one run and put it back.
+class ScopedOpenCvThreads {
+ public:
+  explicit ScopedOpenCvThreads(int threads) : previous_(threads > 0 ? cv::getNumThreads() : -1) {
+    if (threads > 0) cv::setNumThreads(threads);
+  }
+  ~ScopedOpenCvThreads() {
+    if (previous_ >= 0) cv::setNumThreads(previous_);
+  }
+  ScopedOpenCvThreads(const ScopedOpenCvThreads&) = delete;
+  ScopedOpenCvThreads& operator=(const ScopedOpenCvThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
+OpenCvBackend::OpenCvBackend(OnnxModel model, std::string role, int threads)
+    : model_(std::move(model)), role_(std::move(role)), threads_(threads) {
   try {
     net_ = cv::dnn::readNetFromONNX(model_.bytes.data(), model_.bytes.size());
   } catch (const cv::Exception& e) {
@@ -40,6 +73,7 @@ int OpenCvBackend::run(const float* input, int channels, int height, int width, 
   const int sizes[4] = {1, channels, height, width};
   cv::Mat blob(4, sizes, CV_32F, const_cast<float*>(input));
   cv::Mat result;
+  ScopedOpenCvThreads scoped_threads(threads_);
   try {
     net_.setInput(blob);
     result = net_.forward();
@@ -61,12 +95,10 @@ int OpenCvBackend::run(const float* input, int channels, int height, int width, 
   return result.size[1];
 }
 
-std::unique_ptr<InferenceBackend> OpenCvBackend::clone() const {
-  return std::make_unique<OpenCvBackend>(model_, role_);
-}
+}  // namespace
 
-std::unique_ptr<InferenceBackend> make_backend(const OnnxModel& model, const std::string& role) {
-  return std::make_unique<OpenCvBackend>(model, role);
+std::unique_ptr<InferenceBackend> make_opencv_backend(const OnnxModel& model, const std::string& role, int threads) {
+  return std::make_unique<OpenCvBackend>(model, role, threads);
 }
 
 }  // namespace nimbus

@@ -1,25 +1,16 @@
-// InferenceBackend on OpenCV 4.6 DNN (CPU).
+// InferenceBackend on OpenCV 4.6 DNN (CPU), with the graph rewrites its ONNX
+// importer needs (done by the loader, see docs/inference.md).
 #pragma once
 
-#include <opencv2/dnn.hpp>
+#include <memory>
+#include <string>
 
 #include "nimbus/inference/backend.h"
 
 namespace nimbus {
 
-class OpenCvBackend final : public InferenceBackend {
- public:
-  // `role` names the option that supplied the model, for error messages.
-  OpenCvBackend(OnnxModel model, std::string role);
-
-  const OnnxModel& model() const override { return model_; }
-  int run(const float* input, int channels, int height, int width, std::vector<float>& output) override;
-  std::unique_ptr<InferenceBackend> clone() const override;
-
- private:
-  OnnxModel model_;
-  std::string role_;
-  cv::dnn::Net net_;
-};
+// `role` names the option that supplied the model, for error messages; `threads`
+// (0 = OpenCV's default) is applied around each run and restored afterwards.
+std::unique_ptr<InferenceBackend> make_opencv_backend(const OnnxModel& model, const std::string& role, int threads);
 
 }  // namespace nimbus

@@ -206,7 +206,12 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
                                       const ChipPredictionParams& params, const ChipProgress& progress) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  for (const ProbabilityTask& t : tasks) check_model_fits_scene(*t.model, scene, *t.head, params);
+  for (const ProbabilityTask& t : tasks) {
+    check_model_fits_scene(*t.model, scene, *t.head, params);
+    int mh = 0, mw = 0;
+    model_input_size(*t.model, params.window_size, mh, mw);
+    t.model->prepare(scene.band_count(), mh, mw);  // compile for the chip shape before any pixel is read
+  }
   const ChipGrid grid(scene.width(), scene.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
   const int bands = scene.band_count();
@@ -410,6 +415,8 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
       {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass"},
       {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus"},
       {"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},
+      {"engine", ParamType::String, "auto",
+       "Inference engine: auto (oneDNN, OpenCV DNN for graphs it cannot run), onednn or opencv"},
   };
   op.dependencies = {"model_path", "downsampling", "window_size", "overlap"};
   const ProbabilityHead* h = &head;
@@ -430,9 +437,12 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
     params.overlap = p.at("overlap").get<double>();
     params.in_memory = p.at("in_memory").get<bool>();
     const std::string role = fmt::format("{} of task '{}' (model_path)", h->op_name, ctx.task);
+    const BackendOptions engine{parse_engine(p.at("engine").get<std::string>(),
+                                             fmt::format("parameter engine of task '{}'", ctx.task)),
+                                0};
     auto model = make_backend(load_model(p.at("model_path").get<std::string>(), p.at("root_dir").get<std::string>(),
                                          role),
-                              role);
+                              role, engine);
     const RasterReader scene(ctx.inputs.at("sentinel_raster").path,
                              fmt::format("input sentinel_raster of task '{}'", ctx.task));
     const FloatBuffer probability = predict_probability(scene, *model, *h, params);

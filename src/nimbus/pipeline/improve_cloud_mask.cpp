@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <optional>
 
-#include <opencv2/core.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -88,8 +87,10 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();
-  const auto backend = [](const std::string& path, const EmbeddedModel& fallback, const ProbabilityHead& head) {
-    return make_backend(load_model(path.empty() ? default_model_ref(fallback) : path, "", head.role), head.role);
+  const BackendOptions engine{options.engine, options.threads};
+  const auto backend = [&engine](const std::string& path, const EmbeddedModel& fallback, const ProbabilityHead& head) {
+    return make_backend(load_model(path.empty() ? default_model_ref(fallback) : path, "", head.role), head.role,
+                        engine);
   };
   auto cloud_model = backend(options.cloud_model, default_cloud_model(), cloud_head);
   auto shadow_model = backend(options.shadow_model, default_shadow_model(), shadow_head);
@@ -104,8 +105,6 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     cloud_prob_out.emplace((dir / "cloud_probability.tif").string(), "--keep-probabilities");
     shadow_prob_out.emplace((dir / "shadow_probability.tif").string(), "--keep-probabilities");
   }
-
-  if (options.threads > 0) cv::setNumThreads(options.threads);
 
   ImproveCloudMaskReport report;
   report.width = scene.width();
@@ -142,6 +141,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   report.seconds_inference = stats.seconds_inference;
   report.seconds_chips = stats.seconds_total;
   report.chips_skipped = stats.chips_skipped;
+  report.cloud_engine = cloud_model->engine();
+  report.shadow_engine = shadow_model->engine();
 
   const auto merge_start = Clock::now();
   finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
@@ -166,6 +167,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       {"NIMBUS_WINDOW", std::to_string(options.chips.window_size)},
       {"NIMBUS_OVERLAP", fmt::format("{}", options.chips.overlap)},
       {"NIMBUS_BLEND", options.chips.blend == ChipBlend::Linear ? "linear" : "midpoint"},
+      {"NIMBUS_CLOUD_ENGINE", report.cloud_engine},
+      {"NIMBUS_SHADOW_ENGINE", report.shadow_engine},
       {"NIMBUS_BOA_ADD_OFFSET_APPLIED", boa_offset},
   };
   if (safe) {
@@ -215,6 +218,8 @@ Json report_json(const ImproveCloudMaskReport& r) {
           {"cloud_model_sha256", r.cloud_model_sha256},
           {"shadow_model", r.shadow_model},
           {"shadow_model_sha256", r.shadow_model_sha256},
+          {"cloud_engine", r.cloud_engine},
+          {"shadow_engine", r.shadow_engine},
           {"masked_fraction", r.masked_fraction},
           {"seconds_inference", r.seconds_inference},
           {"seconds_chips", r.seconds_chips},

@@ -23,6 +23,7 @@ struct ImproveCloudMaskOptions {
   std::string preview_png;             // when set, also write an RGB + mask quicklook
   std::vector<std::string> creation_options;  // GDAL COG -co KEY=VALUE for every raster written
   int threads = 0;                     // 0 = all cores
+  InferenceEngine engine = InferenceEngine::Auto;  // oneDNN, falling back to OpenCV DNN per model
 };
 
 struct ImproveCloudMaskReport {
@@ -33,6 +34,8 @@ struct ImproveCloudMaskReport {
   std::string cloud_model_sha256;
   std::string shadow_model;
   std::string shadow_model_sha256;
+  std::string cloud_engine;   // the engine that ran each model ("onednn" or "opencv")
+  std::string shadow_engine;
   std::vector<std::string> model_fixes;  // graph rewrites applied at load
   double masked_fraction = 0.0;         // share of pixels set to 1
   int chips_skipped = 0;            // all-nodata chips never sent to a model

@@ -1,0 +1,123 @@
+#include "nimbus/inference/backend.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "nimbus/inference/onednn_backend.h"
+#include "nimbus/inference/opencv_backend.h"
+
+namespace nimbus {
+namespace {
+
+// oneDNN first; the first time the graph turns out to need something the
+// importer lacks (at load, or at prepare for a given chip shape), OpenCV DNN
+// takes over for good, with one info line naming the op.
+class AutoBackend final : public InferenceBackend {
+ public:
+  AutoBackend(const OnnxModel& model, std::string role, int threads)
+      : model_(model), role_(std::move(role)), threads_(threads) {
+    try {
+      active_ = make_onednn_backend(model_, role_, threads_);
+    } catch (const UnsupportedModelError& e) {
+      fall_back(e);
+    }
+  }
+
+  const OnnxModel& model() const override { return model_; }
+  const char* engine() const override { return active_->engine(); }
+
+  void prepare(int channels, int height, int width) override {
+    try {
+      active_->prepare(channels, height, width);
+    } catch (const UnsupportedModelError& e) {
+      if (std::string(active_->engine()) == "opencv") throw;
+      fall_back(e);
+      active_->prepare(channels, height, width);
+    }
+  }
+
+  int run(const float* input, int channels, int height, int width, std::vector<float>& output) override {
+    prepare(channels, height, width);
+    return active_->run(input, channels, height, width, output);
+  }
+
+ private:
+  void fall_back(const UnsupportedModelError& e) {
+    spdlog::info("{}; running this model on OpenCV DNN instead", e.what());
+    active_ = make_opencv_backend(model_, role_, threads_);
+  }
+
+  OnnxModel model_;
+  std::string role_;
+  int threads_;
+  std::unique_ptr<InferenceBackend> active_;
+};
+
+// --engine onednn: an unsupported graph is the user's to resolve, so say how.
+class StrictOneDnnBackend final : public InferenceBackend {
+ public:
+  StrictOneDnnBackend(const OnnxModel& model, const std::string& role, int threads) {
+    try {
+      inner_ = make_onednn_backend(model, role, threads);
+    } catch (const UnsupportedModelError& e) {
+      rethrow(e);
+    }
+  }
+  const OnnxModel& model() const override { return inner_->model(); }
+  const char* engine() const override { return inner_->engine(); }
+  void prepare(int channels, int height, int width) override {
+    try {
+      inner_->prepare(channels, height, width);
+    } catch (const UnsupportedModelError& e) {
+      rethrow(e);
+    }
+  }
+  int run(const float* input, int channels, int height, int width, std::vector<float>& output) override {
+    prepare(channels, height, width);
+    return inner_->run(input, channels, height, width, output);
+  }
+
+ private:
+  [[noreturn]] static void rethrow(const UnsupportedModelError& e) {
+    throw UnsupportedModelError(
+        fmt::format("{}; choose the engine 'opencv' (or 'auto', which falls back by itself) for this model", e.what()));
+  }
+  std::unique_ptr<InferenceBackend> inner_;
+};
+
+}  // namespace
+
+const char* engine_name(InferenceEngine engine) {
+  switch (engine) {
+    case InferenceEngine::Auto:
+      return "auto";
+    case InferenceEngine::OneDnn:
+      return "onednn";
+    case InferenceEngine::OpenCv:
+      return "opencv";
+  }
+  return "auto";
+}
+
+InferenceEngine parse_engine(const std::string& text, const std::string& option) {
+  for (InferenceEngine e : {InferenceEngine::Auto, InferenceEngine::OneDnn, InferenceEngine::OpenCv}) {
+    if (text == engine_name(e)) return e;
+  }
+  throw InputError(fmt::format("{} is '{}'; choose auto (oneDNN, falling back to OpenCV DNN), onednn or opencv",
+                               option, text));
+}
+
+std::unique_ptr<InferenceBackend> make_backend(const OnnxModel& model, const std::string& role,
+                                               const BackendOptions& options) {
+  switch (options.engine) {
+    case InferenceEngine::OpenCv:
+      return make_opencv_backend(model, role, options.threads);
+    case InferenceEngine::OneDnn:
+      return std::make_unique<StrictOneDnnBackend>(model, role, options.threads);
+    case InferenceEngine::Auto:
+      break;
+  }
+  return std::make_unique<AutoBackend>(model, role, options.threads);
+}
+
+}  // namespace nimbus
