@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -980,6 +982,10 @@ class Fuser {
   void run() {
     group_norm_pattern();
     stack_sum_pattern();
+    split_concats_into_convs();
+    drop_identity_scalings();
+    fold_input_scaling_into_convs();
+    fold_affine_into_consumers();
     bool changed = true;
     while (changed) {
       changed = false;
@@ -1099,6 +1105,152 @@ class Fuser {
       red.kind = OpKind::Sum;
       red.in = sources;
       red.sum_scales.assign(sources.size(), 1.0f);
+    }
+  }
+
+  // Inserts `op` to run before ops[pos] and renumbers producers.
+  int insert_op(std::size_t pos, IrOp op, Dims out_dims) {
+    op.out = g_.add_tensor(std::move(out_dims));
+    const int out = op.out;
+    g_.ops.insert(g_.ops.begin() + static_cast<std::ptrdiff_t>(pos), std::move(op));
+    for (std::size_t k = 0; k < g_.ops.size(); ++k) {
+      if (!g_.ops[k].dead) g_.tensors[static_cast<std::size_t>(g_.ops[k].out)].producer = static_cast<int>(k);
+    }
+    return out;
+  }
+
+  // Conv(Concat(a, b, ...) along channels) = Conv_a(a) + Conv_b(b) + ...: each part's
+  // convolution accumulates into the previous one's output (a sum post-op), so the
+  // concatenated tensor is never built.
+  void split_concats_into_convs() {
+    for (std::size_t k = 0; k < g_.ops.size(); ++k) {
+      if (g_.ops[k].dead || g_.ops[k].kind != OpKind::Concat || g_.ops[k].axis != 1) continue;
+      const int cat_out = g_.ops[k].out;
+      if (cat_out == g_.output || dims(cat_out).size() != 4) continue;
+      const std::vector<int> users = consumers(cat_out);
+      bool ok = !users.empty();
+      for (int u : users) {
+        const IrOp& c = g_.ops[static_cast<std::size_t>(u)];
+        ok = ok && c.kind == OpKind::Conv && c.group == 1 && c.in[0] == cat_out && c.sum_input < 0 && c.post.empty();
+      }
+      if (!ok) continue;
+      const std::vector<int> parts = g_.ops[k].in;
+      g_.ops[k].dead = true;
+      // Each consumer becomes a chain; later insertions shift indices, so go from the last one.
+      for (auto it = users.rbegin(); it != users.rend(); ++it) {
+        const auto conv_idx = static_cast<std::size_t>(*it);
+        const IrOp original = g_.ops[conv_idx];
+        const Dims& w = original.weights.dims;  // [oc, ic, kh, kw]
+        const std::int64_t per_in = w[2] * w[3];
+        std::int64_t offset = 0;
+        int partial = -1;
+        std::size_t pos = conv_idx;
+        for (std::size_t p = 0; p < parts.size(); ++p) {
+          const std::int64_t channels = dims(parts[p])[1];
+          IrOp piece = original;
+          piece.in = {parts[p]};
+          piece.weights = Tensor::floats({}, {w[0], channels, w[2], w[3]});
+          for (std::int64_t o = 0; o < w[0]; ++o) {
+            const auto* src = original.weights.f.data() + (o * w[1] + offset) * per_in;
+            piece.weights.f.insert(piece.weights.f.end(), src, src + channels * per_in);
+          }
+          if (p > 0) {
+            std::fill(piece.bias.begin(), piece.bias.end(), 0.0f);
+            piece.sum_input = partial;
+            piece.post = {PostOp{true, algorithm::eltwise_relu, 0.0f, 0.0f}};
+          }
+          offset += channels;
+          if (p + 1 == parts.size()) {
+            piece.out = original.out;
+            g_.ops[pos] = std::move(piece);
+          } else {
+            partial = insert_op(pos, std::move(piece), dims(original.out));
+            ++pos;
+          }
+        }
+      }
+    }
+  }
+
+  // ChannelAffine read only by unpadded convolutions: conv(a x + b) = conv'(x) + c,
+  // with the input channels' weights scaled by a and b folded into the bias.
+  void fold_affine_into_consumers() {
+    for (IrOp& op : g_.ops) {
+      if (op.dead || op.kind != OpKind::ChannelAffine || op.out == g_.output) continue;
+      const std::vector<int> users = consumers(op.out);
+      bool ok = !users.empty();
+      for (int u : users) {
+        const IrOp& c = g_.ops[static_cast<std::size_t>(u)];
+        const bool unpadded = std::all_of(c.pad_l.begin(), c.pad_l.end(), [](auto v) { return v == 0; }) &&
+                              std::all_of(c.pad_r.begin(), c.pad_r.end(), [](auto v) { return v == 0; });
+        ok = ok && c.kind == OpKind::Conv && c.group == 1 && c.in[0] == op.out && c.sum_input != op.out && unpadded;
+      }
+      if (!ok) continue;
+      for (int u : users) {
+        IrOp& c = g_.ops[static_cast<std::size_t>(u)];
+        const Dims& w = c.weights.dims;
+        const std::int64_t per_in = w[2] * w[3];
+        for (std::int64_t o = 0; o < w[0]; ++o) {
+          double extra = 0.0;
+          for (std::int64_t i = 0; i < w[1]; ++i) {
+            for (std::int64_t t = 0; t < per_in; ++t) {
+              float& v = c.weights.f[static_cast<std::size_t>((o * w[1] + i) * per_in + t)];
+              extra += static_cast<double>(v) * op.shift[static_cast<std::size_t>(i)];
+              v *= op.scale[static_cast<std::size_t>(i)];
+            }
+          }
+          c.bias[static_cast<std::size_t>(o)] += static_cast<float>(extra);
+        }
+      }
+      op.dead = true;
+      rewire(op.out, op.in[0]);
+    }
+  }
+
+  // x * 1 (torch exports `x * input_scale` even when the scale is 1).
+  void drop_identity_scalings() {
+    for (IrOp& op : g_.ops) {
+      if (op.dead || op.kind != OpKind::Eltwise || op.alg != algorithm::eltwise_linear || op.alpha != 1.0f ||
+          op.beta != 0.0f) {
+        continue;
+      }
+      op.dead = true;
+      rewire(op.out, op.in[0]);
+    }
+  }
+
+  // y = s * x read only by convolutions (directly or through channel slices): a
+  // convolution is linear and zero padding stays zero, so s moves into their weights.
+  void fold_input_scaling_into_convs() {
+    for (IrOp& op : g_.ops) {
+      if (op.dead || op.kind != OpKind::Eltwise || op.alg != algorithm::eltwise_linear || op.beta != 0.0f) continue;
+      if (op.out == g_.output) continue;
+      std::vector<int> convs, slices;
+      bool foldable = true;
+      for (int c : consumers(op.out)) {
+        const IrOp& user = g_.ops[static_cast<std::size_t>(c)];
+        if (user.kind == OpKind::Conv && user.in[0] == op.out && user.sum_input != op.out) {
+          convs.push_back(c);
+        } else if (user.kind == OpKind::Slice && user.out != g_.output) {
+          slices.push_back(c);
+          for (int sc : consumers(user.out)) {
+            const IrOp& next = g_.ops[static_cast<std::size_t>(sc)];
+            if (next.kind == OpKind::Conv && next.in[0] == user.out && next.sum_input != user.out) {
+              convs.push_back(sc);
+            } else {
+              foldable = false;
+            }
+          }
+        } else {
+          foldable = false;
+        }
+      }
+      if (!foldable || convs.empty()) continue;
+      for (int c : convs) {
+        for (float& w : g_.ops[static_cast<std::size_t>(c)].weights.f) w *= op.alpha;
+      }
+      op.dead = true;
+      rewire(op.out, op.in[0]);
     }
   }
 
@@ -1386,7 +1538,15 @@ class Lowering {
   }
 
   void add_step(Step step) {
-    step.what = fmt::format("{} ({})", step.what, g_.ops[static_cast<std::size_t>(std::max(current_, 0))].what);
+    std::string impl;
+    if (step.prim) {
+      const_dnnl_primitive_desc_t pd = nullptr;
+      dnnl_primitive_get_primitive_desc(step.prim.get(), &pd);
+      const char* info = nullptr;
+      if (pd && dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &info) == dnnl_success && info) impl = info;
+    }
+    step.what = fmt::format("{} [{}] ({})", step.what, impl.empty() ? "nimbus" : impl,
+                            g_.ops[static_cast<std::size_t>(std::max(current_, 0))].what);
     plan_.steps.push_back(std::move(step));
   }
 
@@ -1482,6 +1642,10 @@ class Lowering {
     throw InternalError("oneDNN lowering: unexpected op kind for " + op.what);
   }
 
+  static bool is_reference(const dnnl::primitive_desc_base& pd) {
+    return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+  }
+
   void conv(const IrOp& op) {
     const Dims& x = dims(op.in[0]);
     const Dims& out = dims(op.out);
@@ -1508,10 +1672,27 @@ class Lowering {
     dnnl::primitive prim;
     memory::desc src_md, wei_md, dst_md, scratch;
     if (!deconv) {
-      dnnl::convolution_forward::primitive_desc pd(
-          dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, algorithm::convolution_direct, src_any,
-                                          wei_any, bias_md, dst_any, strides, dil, pad_l, pad_r),
-          attr, plan_.engine);
+      // A few input channels in plain layout (the graph input): oneDNN has kernels reading
+      // them as they are, which saves reordering the chip into a blocked layout.
+      const memory::desc& current = md(ir_to_plan_.at(op.in[0]));
+      const bool plain_small = ic <= 16 && g == 1 && current == plain_desc(x);
+      const auto make_pd = [&](const memory::desc& src) {
+        return dnnl::convolution_forward::primitive_desc(
+            dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, algorithm::convolution_direct, src,
+                                            wei_any, bias_md, dst_any, strides, dil, pad_l, pad_r),
+            attr, plan_.engine);
+      };
+      dnnl::convolution_forward::primitive_desc pd;
+      if (plain_small) {
+        try {
+          pd = make_pd(current);
+          if (is_reference(pd)) pd = make_pd(src_any);
+        } catch (const dnnl::error&) {
+          pd = make_pd(src_any);
+        }
+      } else {
+        pd = make_pd(src_any);
+      }
       src_md = pd.src_desc(), wei_md = pd.weights_desc(), dst_md = pd.dst_desc(), scratch = pd.scratchpad_desc();
       prim = dnnl::convolution_forward(pd);
     } else {
@@ -1591,8 +1772,12 @@ class Lowering {
   }
 
   void binary(const IrOp& op) {
-    const int src0 = ir_to_plan_.at(op.in[0]);
     const Dims& out = dims(op.out);
+    int src0 = ir_to_plan_.at(op.in[0]);
+    // Blocked layouts with a channel tail (C not a block multiple) only have oneDNN's
+    // reference kernel; plain layout has a fast one.
+    const int block = channel_block(md(src0));
+    if (block > 1 && out.size() == 4 && out[1] % block != 0) src0 = get_plain(op.in[0]);
     int src1 = -1, src1_const = -1;
     memory::desc src1_md;
     if (op.constant) {
@@ -2039,13 +2224,31 @@ class RunState {
     }
   }
 
+  ~RunState() {
+    if (profile_.empty()) return;
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0.0;
+    for (const auto& [what, ms] : profile_) {
+      rows.emplace_back(ms, what);
+      total += ms;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "oneDNN profile over %d runs (ms per run):\n", profiled_runs_);
+    for (const auto& [ms, what] : rows) std::fprintf(stderr, "%9.3f  %s\n", ms / profiled_runs_, what.c_str());
+    std::fprintf(stderr, "%9.3f  total\n", total / profiled_runs_);
+  }
+
   void execute(const float* input, float* output) {
     memories_[static_cast<std::size_t>(plan_->input)].set_data_handle(const_cast<float*>(input));
     memories_[static_cast<std::size_t>(plan_->output)].set_data_handle(output);
     bind_views();
     std::vector<float*> pointers;
+    // NIMBUS_ONEDNN_PROFILE=1: time every step and print a table when the backend goes away.
+    static const bool profiling = std::getenv("NIMBUS_ONEDNN_PROFILE") != nullptr;
+    if (profiling) ++profiled_runs_;
     for (std::size_t k = 0; k < plan_->steps.size(); ++k) {
       const Step& s = plan_->steps[k];
+      const auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       if (s.kernel) {
         pointers.clear();
         for (int t : s.kernel_tensors) {
@@ -2054,6 +2257,11 @@ class RunState {
         s.kernel(pointers.data());
       } else {
         s.prim.execute(stream_, args_[k]);
+      }
+      if (profiling) {
+        stream_.wait();
+        profile_[fmt::format("{:3d} {}", k, s.what)] +=
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
       }
     }
     stream_.wait();
@@ -2092,6 +2300,8 @@ class RunState {
   std::vector<int> views_;
   memory scratch_memory_;
   std::vector<std::unordered_map<int, memory>> args_;
+  std::map<std::string, double> profile_;
+  int profiled_runs_ = 0;
 };
 
 // oneDNN (Debian's build) and the blocked kernels run on libgomp. omp_set_num_threads
