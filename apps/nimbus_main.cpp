@@ -380,8 +380,9 @@ int run_infer_command(const InferCommand& c) {
   }
   std::sort(ms.begin(), ms.end());
   if (!c.output.empty()) nimbus::write_npy(c.output, "--output", {{1, classes, h, w}, out});
-  std::printf("{\"engine\": \"%s\", \"prepare_ms\": %.3f, \"min_ms\": %.3f, \"median_ms\": %.3f, \"runs\": %d}\n",
-              backend->engine(), prepare_ms, ms.front(), ms[ms.size() / 2], c.repeat);
+  std::printf("{\"engine\": \"%s\", \"prepare_ms\": %.3f, \"min_ms\": %.3f, \"median_ms\": %.3f, \"runs\": %d, "
+              "\"gflop\": %.4f}\n",
+              backend->engine(), prepare_ms, ms.front(), ms[ms.size() / 2], c.repeat, backend->flops() / 1e9);
   return 0;
 }
 

@@ -40,6 +40,7 @@ class AutoBackend final : public InferenceBackend {
     prepare(channels, height, width);
     return active_->run(input, channels, height, width, output);
   }
+  double flops() const override { return active_->flops(); }
 
  private:
   void fall_back(const UnsupportedModelError& e) {
@@ -76,6 +77,7 @@ class StrictOneDnnBackend final : public InferenceBackend {
     prepare(channels, height, width);
     return inner_->run(input, channels, height, width, output);
   }
+  double flops() const override { return inner_->flops(); }
 
  private:
   [[noreturn]] static void rethrow(const UnsupportedModelError& e) {

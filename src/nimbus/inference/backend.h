@@ -58,6 +58,10 @@ class InferenceBackend {
   // Throws InputError naming the model when the graph cannot run on this input
   // or returns a spatial size different from the input's.
   virtual int run(const float* input, int channels, int height, int width, std::vector<float>& output) = 0;
+
+  // Multiply-add FLOPs (2 x MACs of convolutions and matrix products) of one run at
+  // the prepared shape, where the engine counts them; 0 otherwise.
+  virtual double flops() const { return 0.0; }
 };
 
 // Builds a backend on `options.engine` for an already loaded model; `role`

@@ -72,28 +72,30 @@ AxisTaps axis_taps(std::int64_t in, std::int64_t out, float scale, const ResizeP
   return t;
 }
 
+// B > 0: lanes known at compile time (1, 8, 16); B == 0: lanes = in.block (channels-last, one block of C).
 template <int B>
 void resize_rows(const float* src, const BlockedShape& in, float* dst, std::int64_t out_h, std::int64_t out_w,
                  const AxisTaps& ty, const AxisTaps& tx) {
+  const std::int64_t lanes = B > 0 ? B : in.block;
   const std::int64_t planes = in.n * in.channel_blocks();
   const std::int64_t rows = planes * out_h;
 #pragma omp parallel for schedule(static)
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t plane = r / out_h, oy = r % out_h;
-    const float* in_plane = src + plane * in.h * in.w * B;
-    const float* top = in_plane + ty.i0[static_cast<std::size_t>(oy)] * in.w * B;
-    const float* bottom = in_plane + ty.i1[static_cast<std::size_t>(oy)] * in.w * B;
+    const float* in_plane = src + plane * in.h * in.w * lanes;
+    const float* top = in_plane + ty.i0[static_cast<std::size_t>(oy)] * in.w * lanes;
+    const float* bottom = in_plane + ty.i1[static_cast<std::size_t>(oy)] * in.w * lanes;
     const float h1 = ty.w1[static_cast<std::size_t>(oy)], h0 = 1.0f - h1;
-    float* out = dst + (plane * out_h + oy) * out_w * B;
+    float* out = dst + (plane * out_h + oy) * out_w * lanes;
     for (std::int64_t ox = 0; ox < out_w; ++ox) {
       const auto k = static_cast<std::size_t>(ox);
       const float w1 = tx.w1[k], w0 = 1.0f - w1;
-      const float* a = top + tx.i0[k] * B;
-      const float* b = top + tx.i1[k] * B;
-      const float* c = bottom + tx.i0[k] * B;
-      const float* d = bottom + tx.i1[k] * B;
-      float* o = out + ox * B;
-      for (int lane = 0; lane < B; ++lane) {
+      const float* a = top + tx.i0[k] * lanes;
+      const float* b = top + tx.i1[k] * lanes;
+      const float* c = bottom + tx.i0[k] * lanes;
+      const float* d = bottom + tx.i1[k] * lanes;
+      float* o = out + ox * lanes;
+      for (std::int64_t lane = 0; lane < lanes; ++lane) {
         o[lane] = h0 * (w0 * a[lane] + w1 * b[lane]) + h1 * (w0 * c[lane] + w1 * d[lane]);
       }
     }
@@ -103,26 +105,24 @@ void resize_rows(const float* src, const BlockedShape& in, float* dst, std::int6
 template <int B>
 void group_norm_blocked(const float* src, float* dst, const BlockedShape& s, int groups, float epsilon,
                         const std::vector<float>& gamma, const std::vector<float>& beta, const Activation& act) {
+  const std::int64_t lanes = B > 0 ? B : s.block;
   const std::int64_t cb = s.channel_blocks();
   const std::int64_t pixels = s.h * s.w;
-  const std::int64_t padded_c = cb * B;
+  const std::int64_t padded_c = cb * lanes;
   // Per-channel sums in double: each channel is summed by one thread, pixel by pixel.
   std::vector<double> sum(static_cast<std::size_t>(s.n * padded_c), 0.0);
   std::vector<double> sumsq(sum.size(), 0.0);
 #pragma omp parallel for schedule(static)
   for (std::int64_t p = 0; p < s.n * cb; ++p) {
-    const float* x = src + p * pixels * B;
-    double acc[B] = {}, acc2[B] = {};
+    const float* x = src + p * pixels * lanes;
+    double* acc = sum.data() + p * lanes;
+    double* acc2 = sumsq.data() + p * lanes;
     for (std::int64_t i = 0; i < pixels; ++i) {
-      for (int lane = 0; lane < B; ++lane) {
-        const double v = x[i * B + lane];
+      for (std::int64_t lane = 0; lane < lanes; ++lane) {
+        const double v = x[i * lanes + lane];
         acc[lane] += v;
         acc2[lane] += v * v;
       }
-    }
-    for (int lane = 0; lane < B; ++lane) {
-      sum[static_cast<std::size_t>(p * B + lane)] = acc[lane];
-      sumsq[static_cast<std::size_t>(p * B + lane)] = acc2[lane];
     }
   }
   // Per-channel scale and shift for each image: a[c] x + b[c].
@@ -153,13 +153,13 @@ void group_norm_blocked(const float* src, float* dst, const BlockedShape& s, int
 #pragma omp parallel for schedule(static)
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int64_t p = r / s.h;
-    const float* a = scale.data() + p * B;
-    const float* b = shift.data() + p * B;
-    const float* x = src + r * s.w * B;
-    float* y = dst + r * s.w * B;
+    const float* a = scale.data() + p * lanes;
+    const float* b = shift.data() + p * lanes;
+    const float* x = src + r * s.w * lanes;
+    float* y = dst + r * s.w * lanes;
     for (std::int64_t i = 0; i < s.w; ++i) {
-      for (int lane = 0; lane < B; ++lane) {
-        float v = a[lane] * x[i * B + lane] + b[lane];
+      for (std::int64_t lane = 0; lane < lanes; ++lane) {
+        float v = a[lane] * x[i * lanes + lane] + b[lane];
         switch (act.kind) {
           case Activation::Kind::None:
             break;
@@ -173,7 +173,7 @@ void group_norm_blocked(const float* src, float* dst, const BlockedShape& s, int
             v = std::min(std::max(v, lo), hi);
             break;
         }
-        y[i * B + lane] = v;
+        y[i * lanes + lane] = v;
       }
     }
   }
@@ -186,6 +186,9 @@ void resize(const float* src, const BlockedShape& in, float* dst, std::int64_t o
   const AxisTaps ty = axis_taps(in.h, out_h, params.scale_h, params);
   const AxisTaps tx = axis_taps(in.w, out_w, params.scale_w, params);
   switch (in.block) {
+    case 1:
+      resize_rows<1>(src, in, dst, out_h, out_w, ty, tx);
+      break;
     case 8:
       resize_rows<8>(src, in, dst, out_h, out_w, ty, tx);
       break;
@@ -193,7 +196,7 @@ void resize(const float* src, const BlockedShape& in, float* dst, std::int64_t o
       resize_rows<16>(src, in, dst, out_h, out_w, ty, tx);
       break;
     default:
-      resize_rows<1>(src, in, dst, out_h, out_w, ty, tx);
+      resize_rows<0>(src, in, dst, out_h, out_w, ty, tx);
       break;
   }
 }
@@ -201,6 +204,9 @@ void resize(const float* src, const BlockedShape& in, float* dst, std::int64_t o
 void group_norm(const float* src, float* dst, const BlockedShape& shape, int groups, float epsilon,
                 const std::vector<float>& gamma, const std::vector<float>& beta, const Activation& activation) {
   switch (shape.block) {
+    case 1:
+      group_norm_blocked<1>(src, dst, shape, groups, epsilon, gamma, beta, activation);
+      break;
     case 8:
       group_norm_blocked<8>(src, dst, shape, groups, epsilon, gamma, beta, activation);
       break;
@@ -208,7 +214,7 @@ void group_norm(const float* src, float* dst, const BlockedShape& shape, int gro
       group_norm_blocked<16>(src, dst, shape, groups, epsilon, gamma, beta, activation);
       break;
     default:
-      group_norm_blocked<1>(src, dst, shape, groups, epsilon, gamma, beta, activation);
+      group_norm_blocked<0>(src, dst, shape, groups, epsilon, gamma, beta, activation);
       break;
   }
 }

@@ -1,7 +1,7 @@
-// Hand-written CPU kernels for the ops oneDNN 2.6 lacks, on the channel-blocked
-// layouts its convolutions prefer: [N][ceil(C/b)][H][W][b] with b = 1 (plain
-// NCHW), 8 or 16. Each output element is computed by one thread in a fixed
-// order, so results do not depend on the thread count.
+// Hand-written CPU kernels for the ops oneDNN 2.6 lacks, on the layouts its
+// convolutions prefer: [N][ceil(C/b)][H][W][b] with b = 1 (plain NCHW), 8 or 16
+// (blocked), or b = C (channels-last, NHWC). Each output element is computed by
+// one thread in a fixed order, so results do not depend on the thread count.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,7 @@ namespace nimbus::kernels {
 
 struct BlockedShape {
   std::int64_t n = 1, c = 1, h = 1, w = 1;
-  int block = 1;  // 1, 8 or 16
+  int block = 1;  // 1, 8, 16, or c for channels-last
   std::int64_t channel_blocks() const { return (c + block - 1) / block; }
   std::int64_t elements() const { return n * channel_blocks() * h * w * block; }
 };

@@ -1398,27 +1398,33 @@ memory::desc plain_desc(const Dims& d) {
   return memory::desc(to_dnnl(d), memory::data_type::f32, strides);
 }
 
-// 1, 8 or 16 when `md` is the dense channel-blocked layout the blocked kernels read; 0 otherwise.
+// The block of a layout the blocked kernels read: 1 (NCHW), 8 or 16 (nChw8c,
+// nChw16c), C (NHWC: one block of all channels); 0 for any other layout.
 int channel_block(const memory::desc& md) {
   const memory::dims d = md.dims();
   if (d.size() != 4) return 0;
-  if (md == memory::desc(d, memory::data_type::f32, Tag::nchw)) return 1;
-  if (md == memory::desc(d, memory::data_type::f32, Tag::nChw8c)) return 8;
-  if (md == memory::desc(d, memory::data_type::f32, Tag::nChw16c)) return 16;
+  const auto f32 = memory::data_type::f32;
+  if (md == memory::desc(d, f32, Tag::nchw)) return 1;
+  if (md == memory::desc(d, f32, Tag::nChw8c)) return 8;
+  if (md == memory::desc(d, f32, Tag::nChw16c)) return 16;
+  if (md == memory::desc(d, f32, Tag::nhwc)) return static_cast<int>(d[1]);
   return 0;
 }
 
-memory::desc blocked_desc(const Dims& d, int block) {
-  const Tag tag = block == 8 ? Tag::nChw8c : block == 16 ? Tag::nChw16c : Tag::nchw;
-  return memory::desc(to_dnnl(d), memory::data_type::f32, tag);
+// `like`'s layout (one the blocked kernels read) for a tensor of dims `d`.
+memory::desc kernel_layout(const memory::desc& like, const Dims& d) {
+  const memory::dims ld = like.dims();
+  const auto f32 = memory::data_type::f32;
+  if (ld.size() == 4 && d.size() == 4) {
+    if (like == memory::desc(ld, f32, Tag::nChw8c)) return memory::desc(to_dnnl(d), f32, Tag::nChw8c);
+    if (like == memory::desc(ld, f32, Tag::nChw16c)) return memory::desc(to_dnnl(d), f32, Tag::nChw16c);
+    if (like == memory::desc(ld, f32, Tag::nhwc)) return memory::desc(to_dnnl(d), f32, Tag::nhwc);
+  }
+  return plain_desc(d);
 }
 
 // The layout of `like` for other dims when it is a known dense layout; plain otherwise.
-memory::desc same_layout(const memory::desc& like, const Dims& d) {
-  const int block = channel_block(like);
-  if (block > 1 && d.size() == 4) return blocked_desc(d, block);
-  return plain_desc(d);
-}
+memory::desc same_layout(const memory::desc& like, const Dims& d) { return kernel_layout(like, d); }
 
 struct PlanTensor {
   memory::desc md;
@@ -1448,6 +1454,7 @@ struct Plan {
   int output = -1;                       // plan tensor bound to the caller's output vector
   Dims input_dims, output_dims;
   std::size_t weight_bytes = 0;
+  double flops = 0.0;  // 2 x multiply-adds of the convolutions and matrix products
 };
 
 class Lowering {
@@ -1704,6 +1711,8 @@ class Lowering {
       prim = dnnl::deconvolution_forward(pd);
     }
     note_scratchpad(scratch);
+    plan_.flops += 2.0 * static_cast<double>(product(deconv ? x : out)) * static_cast<double>(deconv ? oc / g : ic / g) *
+                   static_cast<double>(w[2] * w[3]);
     const int src = get_as(op.in[0], src_md);
     const int weights = add_constant_as(wei_md, memory::desc(wdims, f32, user_tag), op.weights.f.data());
     const int bias = add_constant(bias_md, op.bias.data());
@@ -1860,10 +1869,14 @@ class Lowering {
 
   void slice(const IrOp& op) {
     int src = ir_to_plan_.at(op.in[0]);
-    const int block = channel_block(md(src));
     const Dims& out = dims(op.out);
-    // A channel offset inside a block cannot be expressed as a view of the blocked layout.
-    if (block == 0 || (block > 1 && (op.ints[1] % block != 0 || out[1] % block != 0))) src = get_plain(op.in[0]);
+    // A channel offset inside a block cannot be expressed as a view of a blocked layout.
+    const auto f32 = memory::data_type::f32;
+    const memory::dims sd = md(src).dims();
+    const int block = md(src) == memory::desc(sd, f32, Tag::nChw8c) ? 8 : md(src) == memory::desc(sd, f32, Tag::nChw16c) ? 16 : 1;
+    if (channel_block(md(src)) == 0 || (block > 1 && (op.ints[1] % block != 0 || out[1] % block != 0))) {
+      src = get_plain(op.in[0]);
+    }
     const memory::desc view_md = md(src).submemory_desc(to_dnnl(out), to_dnnl(op.ints));
     const int view = add_view(view_md, src);
     const int dst = add_tensor(same_layout(md(src), out));
@@ -1877,7 +1890,7 @@ class Lowering {
     const int block = channel_block(md(src));
     const Dims& x = dims(op.in[0]);
     const Dims& out = dims(op.out);
-    const int dst = add_tensor(blocked_desc(out, block));
+    const int dst = add_tensor(kernel_layout(md(src), out));
     const kernels::BlockedShape shape{x[0], x[1], x[2], x[3], block};
     const kernels::ResizeParams params = op.resize;
     const std::int64_t oh = out[2], ow = out[3];
@@ -2019,6 +2032,7 @@ class Lowering {
       bias = add_constant(bias_md, op.bias.data());
     }
     const memory::desc dst_md = plain_desc(out);
+    plan_.flops += 2.0 * static_cast<double>(product(out)) * static_cast<double>(dims(op.in[0]).back());
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md(a), b_md, bias_md, dst_md), plain_attr(), plan_.engine);
     note_scratchpad(pd.scratchpad_desc());
     const int dst = add_tensor(dst_md);
@@ -2363,6 +2377,7 @@ class OneDnnBackend final : public InferenceBackend {
     }
     return static_cast<int>(plan_->output_dims[1]);
   }
+  double flops() const override { return plan_ ? plan_->flops : 0.0; }
 
  private:
   OnnxModel model_;
