@@ -7,14 +7,15 @@ Band order B01, B02, B03, B04, B05, B06, B07, B08, B8A, B09, B11, B12 (L2A has n
 bottom-of-atmosphere reflectance (DN x 1e-4 after the baseline-04.00 offset). Where a source gives
 fewer bands, the missing ones are filled as stated in `filled`, never tuned to the model.
 
-Three kinds of source, named in each entry:
+Four kinds of source, named at the start of each entry's `source`:
 - measured: per-band medians from real Sentinel-2 pixels (the issue-12 scene; the ukis-csmask chip
   in /work/shared/data, which is evaluation data and is not copied here, only these summary values);
 - literature: representative values inside the ranges that published work gives for the class; the
   exact numbers are chosen by us within those ranges (not read off a table), and the reference is
   named for the ranges and the spectral shape;
 - mixture: a first-order linear mix of two entries above (a semi-transparent layer over a surface),
-  stated as such.
+  stated as such;
+- stress case: a literature entry pushed to the worst case a test must survive, stated as such.
 """
 
 BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]

@@ -14,6 +14,11 @@
 namespace nimbus {
 namespace {
 
+// Nodata hatch: diagonal stripes, kHatchWidth pixels wide, of two neutral greys.
+constexpr int kHatchWidth = 4;
+constexpr std::uint8_t kHatchLight = 150;
+constexpr std::uint8_t kHatchDark = 110;
+
 // Maps the 2nd..98th percentile of non-zero values to 0..255.
 cv::Mat stretch_to_byte(const cv::Mat& band) {
   std::vector<float> values;
@@ -59,11 +64,20 @@ void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const
   cv::Mat full_mask(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(mask.data()));
   cv::Mat coverage;
   cv::resize(full_mask, coverage, cv::Size(w, h), 0, 0, cv::INTER_AREA);
+  // Nodata pixels are in the mask (their probability is nodata, which passes any
+  // threshold), but tinting them would make a half-empty swath look like one huge
+  // cloud: they are drawn as a grey hatch instead, whatever the mask says.
+  const MaskBuffer nodata = scene.read_invalid_resampled(w, h);
   const cv::Vec3b tint(255, 0, 255);
   for (int r = 0; r < h; ++r) {
     for (int c = 0; c < w; ++c) {
-      if (coverage.at<std::uint8_t>(r, c) == 0) continue;
       cv::Vec3b& px = rgb.at<cv::Vec3b>(r, c);
+      if (nodata[static_cast<std::size_t>(r) * static_cast<std::size_t>(w) + static_cast<std::size_t>(c)]) {
+        const std::uint8_t grey = ((r + c) / kHatchWidth) % 2 == 0 ? kHatchLight : kHatchDark;
+        px = cv::Vec3b(grey, grey, grey);
+        continue;
+      }
+      if (coverage.at<std::uint8_t>(r, c) == 0) continue;
       for (int k = 0; k < 3; ++k) px[k] = static_cast<std::uint8_t>((3 * px[k] + 2 * tint[k]) / 5);
     }
   }
