@@ -1,5 +1,6 @@
 """The --preview quicklook: true colour, the mask tinted magenta, nodata as a neutral grey hatch."""
 import numpy as np
+import pytest
 import rasterio
 
 from conftest import run_nimbus
@@ -7,10 +8,10 @@ from conftest import run_nimbus
 HATCH_GREYS = {110, 150}
 
 
-def _preview(nimbus_bin, scene, tmp_path):
+def _preview(nimbus_bin, scene, tmp_path, *extra):
     from PIL import Image
     run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", scene["s2"], "--product-mask", scene["product_mask"],
-               "--out", tmp_path / "m.tif", "--preview", tmp_path / "p.png", "-q", check=True)
+               "--out", tmp_path / "m.tif", "--preview", tmp_path / "p.png", "-q", *extra, check=True)
     rgb = np.asarray(Image.open(tmp_path / "p.png").convert("RGB")).astype(int)
     with rasterio.open(tmp_path / "m.tif") as src:
         mask = src.read(1).astype(bool)
@@ -19,9 +20,10 @@ def _preview(nimbus_bin, scene, tmp_path):
     return rgb, mask, nodata
 
 
-def test_nodata_is_a_grey_hatch_not_the_mask_colour(nimbus_bin, make_scene, tmp_path):
+@pytest.mark.parametrize("blend", ["midpoint", "linear"])
+def test_nodata_is_a_grey_hatch_not_the_mask_colour(blend, nimbus_bin, make_scene, tmp_path):
     scene = make_scene(600, 560, seed=5, nodata_wedge=True)
-    rgb, mask, nodata = _preview(nimbus_bin, scene, tmp_path)
+    rgb, mask, nodata = _preview(nimbus_bin, scene, tmp_path, "--blend", blend)
     assert rgb.shape[:2] == mask.shape  # below 1024 px the preview is full size
     assert nodata.mean() > 0.1 and mask[nodata].all(), "the mask covers nodata, which the preview must not show"
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -44,3 +46,16 @@ def test_scene_without_nodata_has_no_hatch(nimbus_bin, make_scene, tmp_path):
     hatch = (r == g) & (g == b) & np.isin(r, list(HATCH_GREYS))
     # A true-colour pixel may be grey by chance, but not a hatch's worth of them.
     assert hatch.mean() < 0.01
+
+
+def test_downscaled_preview_hatches_where_most_of_a_pixel_is_nodata(nimbus_bin, make_scene, tmp_path):
+    import cv2
+    scene = make_scene(1100, 700, seed=9, nodata_wedge=True)
+    rgb, mask, nodata = _preview(nimbus_bin, scene, tmp_path)
+    assert rgb.shape[:2] == (round(700 * 1024 / 1100), 1024)  # longest side 1024
+    expected = cv2.resize(nodata.astype(np.uint8), rgb.shape[1::-1], interpolation=cv2.INTER_AREA) != 0
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    hatch = (r == g) & (g == b) & np.isin(r, list(HATCH_GREYS))
+    assert expected.mean() > 0.1 and hatch[expected].all()
+    # Outside the nodata, a true-colour pixel may be one of the greys by chance, but rarely.
+    assert hatch[~expected].mean() < 0.005

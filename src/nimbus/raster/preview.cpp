@@ -43,8 +43,10 @@ cv::Mat stretch_to_byte(const cv::Mat& band) {
 
 }  // namespace
 
-void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const std::string& path,
-                        int max_size) {
+void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const MaskBuffer& nodata,
+                        const std::string& path, int max_size) {
+  const std::size_t npix = static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height());
+  if (mask.size() != npix || nodata.size() != npix) throw InternalError("preview mask or nodata has the wrong size");
   const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(scene.width(), scene.height()));
   const int w = std::max(1, static_cast<int>(std::lround(scene.width() * scale)));
   const int h = std::max(1, static_cast<int>(std::lround(scene.height() * scale)));
@@ -67,12 +69,14 @@ void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const
   // Nodata pixels are in the mask (their probability is nodata, which passes any
   // threshold), but tinting them would make a half-empty swath look like one huge
   // cloud: they are drawn as a grey hatch instead, whatever the mask says.
-  const MaskBuffer nodata = scene.read_invalid_resampled(w, h);
+  cv::Mat full_nodata(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(nodata.data()));
+  cv::Mat nodata_share;  // 0/1 averaged over each preview pixel's footprint and rounded: 1 = mostly nodata
+  cv::resize(full_nodata, nodata_share, cv::Size(w, h), 0, 0, cv::INTER_AREA);
   const cv::Vec3b tint(255, 0, 255);
   for (int r = 0; r < h; ++r) {
     for (int c = 0; c < w; ++c) {
       cv::Vec3b& px = rgb.at<cv::Vec3b>(r, c);
-      if (nodata[static_cast<std::size_t>(r) * static_cast<std::size_t>(w) + static_cast<std::size_t>(c)]) {
+      if (nodata_share.at<std::uint8_t>(r, c) != 0) {
         const std::uint8_t grey = ((r + c) / kHatchWidth) % 2 == 0 ? kHatchLight : kHatchDark;
         px = cv::Vec3b(grey, grey, grey);
         continue;

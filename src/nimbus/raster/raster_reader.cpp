@@ -140,35 +140,6 @@ void RasterReader::read_band_window(int band, int x0, int y0, int w, int h, floa
   }
 }
 
-void RasterReader::mark_invalid(int band_index, const float* plane, int out_w, int out_h, int x0, int y0, int w, int h,
-                                std::uint8_t* invalid, std::vector<std::uint8_t>& mask_buffer) const {
-  const std::size_t npix = static_cast<std::size_t>(out_w) * static_cast<std::size_t>(out_h);
-  GDALRasterBand* band = dataset_->GetRasterBand(band_index);
-  int has_nodata = 0;
-  const double nodata = band->GetNoDataValue(&has_nodata);
-  if (has_nodata && converts_exactly_to_float32(band->GetRasterDataType())) {
-    if (std::isnan(nodata)) {
-      for (std::size_t i = 0; i < npix; ++i) invalid[i] |= std::isnan(plane[i]) ? 1 : 0;
-    } else {
-      const float nd = static_cast<float>(nodata);
-      for (std::size_t i = 0; i < npix; ++i) invalid[i] |= (plane[i] == nd) ? 1 : 0;
-    }
-    return;
-  }
-  if (band->GetMaskFlags() & GMF_ALL_VALID) return;
-  // Nodata in a wide type, a per-dataset mask or alpha: GDAL's mask band
-  // compares in the native type and covers all three.
-  mask_buffer.resize(npix);
-  CPLErrorReset();
-  if (band->GetMaskBand()->RasterIO(GF_Read, x0, y0, w, h, mask_buffer.data(), out_w, out_h, GDT_Byte, 0, 0,
-                                    nullptr) != CE_None) {
-    throw InputError(fmt::format("{} '{}': reading the validity mask of band {} failed ({}); the file may be "
-                                 "corrupt",
-                                 role_, path_, band_index, last_gdal_message()));
-  }
-  for (std::size_t i = 0; i < npix; ++i) invalid[i] |= (mask_buffer[i] == 0) ? 1 : 0;
-}
-
 std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
   const std::size_t npix = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
   std::fill(invalid, invalid + npix, std::uint8_t{0});
@@ -176,7 +147,30 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
   for (int b = 1; b <= band_count_; ++b) {
     float* plane = data + static_cast<std::size_t>(b - 1) * npix;
     read_band_window(b, x0, y0, w, h, plane);
-    mark_invalid(b, plane, w, h, x0, y0, w, h, invalid, mask_buffer);
+    GDALRasterBand* band = dataset_->GetRasterBand(b);
+    int has_nodata = 0;
+    const double nodata = band->GetNoDataValue(&has_nodata);
+    if (has_nodata && converts_exactly_to_float32(band->GetRasterDataType())) {
+      if (std::isnan(nodata)) {
+        for (std::size_t i = 0; i < npix; ++i) invalid[i] |= std::isnan(plane[i]) ? 1 : 0;
+      } else {
+        const float nd = static_cast<float>(nodata);
+        for (std::size_t i = 0; i < npix; ++i) invalid[i] |= (plane[i] == nd) ? 1 : 0;
+      }
+      continue;
+    }
+    if (band->GetMaskFlags() & GMF_ALL_VALID) continue;
+    // Nodata in a wide type, a per-dataset mask or alpha: GDAL's mask band
+    // compares in the native type and covers all three.
+    mask_buffer.resize(npix);
+    CPLErrorReset();
+    if (band->GetMaskBand()->RasterIO(GF_Read, x0, y0, w, h, mask_buffer.data(), w, h, GDT_Byte, 0, 0, nullptr) !=
+        CE_None) {
+      throw InputError(fmt::format("{} '{}': reading the validity mask of band {} failed ({}); the file may be "
+                                   "corrupt",
+                                   role_, path_, b, last_gdal_message()));
+    }
+    for (std::size_t i = 0; i < npix; ++i) invalid[i] |= (mask_buffer[i] == 0) ? 1 : 0;
   }
   for (std::size_t b = 0; b < band_offsets_.size() && b < static_cast<std::size_t>(band_count_); ++b) {
     const float offset = static_cast<float>(band_offsets_[b]);
@@ -189,18 +183,6 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
   std::size_t count = 0;
   for (std::size_t i = 0; i < npix; ++i) count += invalid[i];
   return count;
-}
-
-MaskBuffer RasterReader::read_invalid_resampled(int out_w, int out_h) const {
-  const std::size_t npix = static_cast<std::size_t>(out_w) * static_cast<std::size_t>(out_h);
-  MaskBuffer invalid(npix, 0);
-  std::vector<float> plane(npix);
-  std::vector<std::uint8_t> mask_buffer;
-  for (int b = 1; b <= band_count_; ++b) {
-    read_band_resampled(b, out_w, out_h, plane.data());
-    mark_invalid(b, plane.data(), out_w, out_h, 0, 0, grid_.width, grid_.height, invalid.data(), mask_buffer);
-  }
-  return invalid;
 }
 
 void RasterReader::read_band_resampled(int band, int out_w, int out_h, float* data) const {

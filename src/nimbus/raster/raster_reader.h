@@ -62,10 +62,6 @@ class RasterReader {
   // Whole band (1-based) decimated by GDAL (nearest) to out_w x out_h, float32.
   void read_band_resampled(int band, int out_w, int out_h, float* data) const;
 
-  // out[i] = 1 where any band is nodata (same rule as read_window), for the whole
-  // raster decimated by GDAL (nearest) to out_w x out_h.
-  MaskBuffer read_invalid_resampled(int out_w, int out_h) const;
-
   // Whole band (1-based) as float32, row-major.
   FloatBuffer read_band(int band) const;
 
@@ -80,11 +76,6 @@ class RasterReader {
   void require_digital_numbers() const;
 
  private:
-  // Sets invalid[i] = 1 where band `band_index` is nodata. `plane` holds the band's
-  // values for the source window (x0, y0, w, h) read at out_w x out_h.
-  void mark_invalid(int band_index, const float* plane, int out_w, int out_h, int x0, int y0, int w, int h,
-                    std::uint8_t* invalid, std::vector<std::uint8_t>& mask_buffer) const;
-
   std::string path_;
   std::string role_;
   GDALDataset* dataset_ = nullptr;
