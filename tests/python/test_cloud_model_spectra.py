@@ -173,3 +173,21 @@ def test_v2_on_a_synthetic_scene_of_every_class(nimbus_bin, tmp_path):
         assert fp2 < limit, f"{name}: {fp2:.3f} of its clear pixels called cloud"
     tp, fp, fn = np.sum(v2 & truth), np.sum(v2 & ~truth), np.sum(~v2 & truth)
     assert tp / (tp + fp + fn) > 0.85
+
+
+def test_v2_only_ever_adds_cloud_where_the_tops_are_high(nimbus_bin, tmp_path):
+    """v2 = v1 with the snow veto lifted: on any spectrum its probability is never below v1's, and the
+    mask changes (at the default threshold) only where the water-vapour excess test fires, B09 above
+    1.3 B8A. (Below the threshold the soft OR can lift a probability a little anywhere.)"""
+    rng = np.random.default_rng(11)
+    refl = rng.uniform(0.0, 1.2, (12, 512, 512)).astype(np.float32)
+    # Half the pixels with a snow-like SWIR (where v1's veto acts), to exercise the lifted veto.
+    refl[10:, :, 256:] *= 0.2
+    p1 = _cloud_probability(nimbus_bin, refl, tmp_path / "v1", "nimbus_cloud_v1")
+    p2 = _cloud_probability(nimbus_bin, refl, tmp_path / "v2", "nimbus_cloud_v2")
+    assert np.all(p2 >= p1 - 1e-6)
+    changed = (p2 > THRESHOLD) & (p1 <= THRESHOLD)
+    assert changed.sum() > 1000, "the random spectra must exercise the new tests"
+    dn = np.clip(np.round(refl * 10000.0), 1, 65535) * 1e-4
+    b09, b8a = dn[BANDS.index("B09")], dn[BANDS.index("B8A")]
+    assert np.all(b09[changed] > 1.3 * b8a[changed])
