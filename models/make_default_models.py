@@ -127,11 +127,11 @@ def cloud_model_v2():
         # bright SWIR (v1's snow test): snow and ice are dark at 1.6 um, water clouds are not
         "bright_swir": test({"B11": 1.0, "B03": -0.45}, 0.02, 0.02, s),
         # water-vapour excess: L2A's vapour correction assumes the target is on the ground, so a
-        # top above the vapour column comes out far brighter at 945 nm than at 865 nm; ground
-        # targets (snow included: ice absorbs more at 945 nm) stay at or below B8A
+        # top above most of the vapour comes out far brighter at 945 nm than at 865 nm; ground
+        # targets (snow included: ice absorbs more at 945 nm) stay near or below B8A
         "vapour_excess": test({"B09": 1.0, "B8A": -1.3}, -0.03, 0.02, s),
-        # small particles: cloud ice crystals (tens of um) keep B12 near B11; snow grains
-        # (hundreds of um) absorb more of the longer path at 2.2 um
+        # small particles: cloud ice crystals (tens of um) keep B12 near B11; for snow grains
+        # (hundreds of um) B12 typically lies well below B11
         "small_particles": test({"B12": 1.0, "B11": -0.8}, 0.0, 0.01, s),
     }
     names = list(tests)
