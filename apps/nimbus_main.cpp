@@ -45,7 +45,7 @@ void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& pa
 // Model and parameter options shared by improve-cloud-mask and batch.
 void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--cloud-model", o.cloud_model,
-                  "Cloud ONNX model (e.g. FarmVibes cloud_model2_cpu.onnx); default: embedded nimbus_cloud_v1");
+                  "Cloud ONNX model (e.g. FarmVibes cloud_model2_cpu.onnx); default: embedded nimbus_cloud_v2");
   cmd->add_option("--shadow-model", o.shadow_model,
                   "Shadow ONNX model (e.g. FarmVibes shadow.onnx); default: embedded nimbus_shadow_v1");
   cmd->add_option("--cloud-thr", o.merge.cloud_prob_threshold, "Cloud probability threshold (strict >)")

@@ -10,9 +10,11 @@ Each chip becomes a 12-band DN stack (bands a chip lacks are filled from the nea
 band by wavelength, see docs/models.md) and an all-zero product mask (the labelled chips carry no
 product mask; an empty mask is what FarmVibes' GML route gives for products since baseline 04.00).
 Nimbus runs on it with --keep-probabilities, and the probabilities are compared with the labels.
+Give --cloud-model several times to compare cloud models side by side in one run (same chips, same
+binary); without it the CLI's default model is used.
 
-Usage: evaluate.py [--data DATA_DIR] [--nimbus build/nimbus] [--cloud-model M] [--shadow-model M]
-                   [--sweep] [--markdown]
+Usage: evaluate.py [--data DATA_DIR] [--nimbus build/nimbus] [--cloud-model M ...] [--shadow-model M]
+                   [--sweep]
 """
 import argparse
 import subprocess
@@ -97,7 +99,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--nimbus", default=str(ROOT / "build" / "nimbus"))
-    ap.add_argument("--cloud-model")
+    ap.add_argument("--cloud-model", action="append",
+                    help="cloud model (path or embedded:<name>); repeat to compare models side by side")
     ap.add_argument("--shadow-model")
     ap.add_argument("--cloud-thr", type=float, default=0.3)
     ap.add_argument("--shadow-thr", type=float, default=0.2)
@@ -107,38 +110,47 @@ def main():
     chips = load_chips(Path(a.data))
     if not chips:
         sys.exit(f"no labelled chips under {a.data}")
+    models = a.cloud_model or [None]
+    label = lambda m: "default model" if m is None else m.removeprefix("embedded:")
+    shadow_label = "default shadow model" if a.shadow_model is None else a.shadow_model.removeprefix("embedded:")
     sweep = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
     print("| chip | target | method | IoU | precision | recall |")
     print("|---|---|---|---|---|---|")
     sweep_rows = []
+    row = lambda chip, target, method, s: print(f"| {chip} | {target} | {method} | {s['iou']:.3f} | "
+                                                f"{s['precision']:.3f} | {s['recall']:.3f} |")
     with tempfile.TemporaryDirectory() as tmp:
         for chip in chips:
-            work = Path(tmp) / chip["name"].replace("/", "_")
-            work.mkdir()
-            write_inputs(chip, work)
-            cloud_p, shadow_p, mask = run_nimbus(a.nimbus, work, a.cloud_model, a.shadow_model)
-            targets = [("cloud", chip["cloud"], cloud_p, a.cloud_thr)]
+            results = []
+            for i, model in enumerate(models):
+                work = Path(tmp) / f"{chip['name'].replace('/', '_')}-{i}"
+                work.mkdir()
+                write_inputs(chip, work)
+                results.append((model, run_nimbus(a.nimbus, work, model, a.shadow_model)))
+            targets = [("cloud", chip["cloud"], 0, a.cloud_thr)]
             if chip["shadow"] is not None:
-                targets.append(("shadow", chip["shadow"], shadow_p, a.shadow_thr))
-            for target, truth, prob, thr in targets:
-                empty = np.zeros_like(truth)
-                for method, pred in [("product mask only (empty)", empty),
-                                     (f"Nimbus model, p > {thr}", prob > np.float32(thr))]:
-                    s = scores(pred, truth, chip["valid"])
-                    print(f"| {chip['name']} | {target} | {method} | {s['iou']:.3f} | {s['precision']:.3f} | "
-                          f"{s['recall']:.3f} |")
-                sweep_rows.append((chip["name"], target,
-                                   [scores(prob > np.float32(t), truth, chip["valid"])["iou"] for t in sweep]))
+                targets.append(("shadow", chip["shadow"], 1, a.shadow_thr))
+            for target, truth, which, thr in targets:
+                row(chip["name"], target, "product mask only (empty)",
+                    scores(np.zeros_like(truth), truth, chip["valid"]))
+                # The shadow probability does not depend on the cloud model: one row for it.
+                runs = results if target == "cloud" else results[:1]
+                for model, outputs in runs:
+                    prob = outputs[which]
+                    name = label(model) if target == "cloud" else shadow_label
+                    row(chip["name"], target, f"{name}, p > {thr}", scores(prob > np.float32(thr), truth, chip["valid"]))
+                    sweep_rows.append((chip["name"], target, name,
+                                       [scores(prob > np.float32(t), truth, chip["valid"])["iou"] for t in sweep]))
             union = chip["cloud"] | (chip["shadow"] if chip["shadow"] is not None else False)
-            s = scores(mask.astype(bool), union, chip["valid"])
-            print(f"| {chip['name']} | cloud+shadow | final mask (merge, dilation 5) | {s['iou']:.3f} | "
-                  f"{s['precision']:.3f} | {s['recall']:.3f} |")
+            for model, outputs in results:
+                row(chip["name"], "cloud+shadow", f"{label(model)}, final mask (merge, dilation 5)",
+                    scores(outputs[2].astype(bool), union, chip["valid"]))
     if a.sweep:
         print()
-        print("| chip | target | " + " | ".join(f"p > {t}" for t in sweep) + " |")
-        print("|---|---|" + "---|" * len(sweep))
-        for name, target, ious in sweep_rows:
-            print(f"| {name} | {target} | " + " | ".join(f"{v:.3f}" for v in ious) + " |")
+        print("| chip | target | model | " + " | ".join(f"p > {t}" for t in sweep) + " |")
+        print("|---|---|---|" + "---|" * len(sweep))
+        for name, target, model, ious in sweep_rows:
+            print(f"| {name} | {target} | {model} | " + " | ".join(f"{v:.3f}" for v in ious) + " |")
 
 
 if __name__ == "__main__":

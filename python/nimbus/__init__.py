@@ -130,7 +130,7 @@ def _probability_op(op, output, s2, geotransform, crs, nodata, parameters):
         return read_raster(outputs[output])["array"][0]
 
 
-def compute_cloud_prob(s2, geotransform=None, crs=None, nodata=0, model_path="embedded:nimbus_cloud_v1",
+def compute_cloud_prob(s2, geotransform=None, crs=None, nodata=0, model_path="embedded:nimbus_cloud_v2",
                        window_size=512, overlap=0.25):
     """Cloud probability (H, W) float32 of a (12, H, W) array; 100 where the input is nodata.
     ``model_path``: an ONNX file such as FarmVibes' cloud_model2_cpu.onnx, or an embedded model."""

@@ -62,7 +62,7 @@ def test_models():
 
 @pytest.fixture(scope="session")
 def default_models():
-    return {"cloud": ROOT / "models" / "nimbus_cloud_v1.onnx", "shadow": ROOT / "models" / "nimbus_shadow_v1.onnx"}
+    return {"cloud": ROOT / "models" / "nimbus_cloud_v2.onnx", "shadow": ROOT / "models" / "nimbus_shadow_v1.onnx"}
 
 
 @pytest.fixture

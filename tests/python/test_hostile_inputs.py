@@ -170,7 +170,7 @@ def test_disk_full_in_a_workflow_leaves_no_cache_entry(nimbus_bin, make_scene, t
     scene = make_scene(1100, 1000, seed=5)
     cache = tmp_path / "cache"
     args = ["run", SEED_YAML, "--input", f"s2_raster={scene['s2']}", "--input",
-            f"product_mask={scene['product_mask']}", "--param", "cloud_model=embedded:nimbus_cloud_v1", "--param",
+            f"product_mask={scene['product_mask']}", "--param", "cloud_model=embedded:nimbus_cloud_v2", "--param",
             "shadow_model=embedded:nimbus_shadow_v1", "--out-dir", tmp_path / "out", "--cache-dir", cache, "-q"]
     proc = _run_limited(nimbus_bin, 20_000, *args)
     assert proc.returncode == 2, proc.stderr

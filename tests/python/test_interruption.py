@@ -50,7 +50,7 @@ def test_killed_workflow_leaves_no_cache_entry_and_is_cleaned(nimbus_bin, make_s
     scene = make_scene(2200, 1600, seed=4)
     cache = tmp_path / "cache"
     args = ["run", SEED_YAML, "--input", f"s2_raster={scene['s2']}", "--input",
-            f"product_mask={scene['product_mask']}", "--param", "cloud_model=embedded:nimbus_cloud_v1", "--param",
+            f"product_mask={scene['product_mask']}", "--param", "cloud_model=embedded:nimbus_cloud_v2", "--param",
             "shadow_model=embedded:nimbus_shadow_v1", "--out-dir", tmp_path / "out", "--cache-dir", cache]
     proc = _start(nimbus_bin, *args)
     # Kill as soon as a work directory exists: mid-task, no chance to clean up.

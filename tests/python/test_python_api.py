@@ -78,7 +78,7 @@ def test_each_op_on_arrays_equals_the_cli_probabilities(nimbus_py, scene, cli_ou
 
 def test_each_op_on_files(nimbus_py, scene, cli_outputs, tmp_path):
     out = nimbus_py.run_op("compute_cloud_prob", {"sentinel_raster": str(scene["s2"])},
-                           {"model_path": "embedded:nimbus_cloud_v1"}, str(tmp_path / "ops"))
+                           {"model_path": "embedded:nimbus_cloud_v2"}, str(tmp_path / "ops"))
     assert np.array_equal(_read(out["cloud_probability"])[0], cli_outputs["cloud"])
     merge_inputs = {"product_mask": str(scene["product_mask"]),
                     "cloud_probability": str(cli_outputs["dir"] / "cloud_probability.tif"),
@@ -101,7 +101,7 @@ def test_workflow_equals_the_cli(nimbus_py, scene, cli_outputs, tmp_path):
     sinks = nimbus_py.run_workflow(nimbus_py.SEED_WORKFLOW,
                                    {"s2_raster": str(scene["s2"]), "product_mask": str(scene["product_mask"])},
                                    str(tmp_path / "wf"),
-                                   params={"cloud_model": "embedded:nimbus_cloud_v1",
+                                   params={"cloud_model": "embedded:nimbus_cloud_v2",
                                            "shadow_model": "embedded:nimbus_shadow_v1"})
     assert set(sinks) == {"mask"}
     assert np.array_equal(_read(sinks["mask"])[0], cli_outputs["mask"])
@@ -113,7 +113,7 @@ def test_workflow_on_arrays_returns_arrays(nimbus_py, scene, cli_outputs):
     with rasterio.open(scene["product_mask"]) as src:
         pm = src.read(1)
     sinks = nimbus_py.run_workflow(nimbus_py.SEED_WORKFLOW, {"s2_raster": s2, "product_mask": pm},
-                                   params={"cloud_model": "embedded:nimbus_cloud_v1",
+                                   params={"cloud_model": "embedded:nimbus_cloud_v2",
                                            "shadow_model": "embedded:nimbus_shadow_v1"},
                                    geotransform=gt, crs="EPSG:32631")
     assert set(sinks) == {"mask"} and sinks["mask"].shape == (1000, 1100)

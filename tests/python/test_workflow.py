@@ -13,7 +13,7 @@ from conftest import ROOT, run_nimbus
 
 SEED_MD = ROOT / "docs" / "seed_improve_cloud_mask.md"
 SEED_YAML = ROOT / "workflows" / "data_ingestion" / "sentinel2" / "improve_cloud_mask.yaml"
-EMBEDDED = ["--param", "cloud_model=embedded:nimbus_cloud_v1", "--param", "shadow_model=embedded:nimbus_shadow_v1"]
+EMBEDDED = ["--param", "cloud_model=embedded:nimbus_cloud_v2", "--param", "shadow_model=embedded:nimbus_shadow_v1"]
 
 
 def _read(path):
@@ -107,7 +107,7 @@ def test_cache_hits_and_partial_recompute(nimbus_bin, scene, tmp_path):
 
 def test_failed_run_leaves_no_sink_and_no_partial_cache(nimbus_bin, scene, tmp_path):
     cache = tmp_path / "cache"
-    proc = _run(nimbus_bin, SEED_YAML, scene, tmp_path / "out", "--param", "cloud_model=embedded:nimbus_cloud_v1",
+    proc = _run(nimbus_bin, SEED_YAML, scene, tmp_path / "out", "--param", "cloud_model=embedded:nimbus_cloud_v2",
                 "--param", "shadow_model=/nonexistent/shadow.onnx", cache=cache)
     assert proc.returncode == 2
     assert "shadow.onnx" in proc.stderr
@@ -146,7 +146,7 @@ def test_nested_workflows(nimbus_bin, scene, workflows_dir, tmp_path):
           cloud:
             workflow: test/cloud_only
             parameters:
-              model: embedded:nimbus_cloud_v1
+              model: embedded:nimbus_cloud_v2
           shadow:
             op: compute_shadow_prob
             parameters:
@@ -160,7 +160,7 @@ def test_nested_workflows(nimbus_bin, scene, workflows_dir, tmp_path):
             workflow: data_ingestion/sentinel2/improve_cloud_mask
             parameters:
               cloud_thr: '@from(thr)'
-              cloud_model: embedded:nimbus_cloud_v1
+              cloud_model: embedded:nimbus_cloud_v2
               shadow_model: embedded:nimbus_shadow_v1
         edges:
         - origin: cloud.probability
@@ -221,7 +221,7 @@ BASE = """
       cloud:
         op: compute_cloud_prob
         parameters:
-          model_path: embedded:nimbus_cloud_v1
+          model_path: embedded:nimbus_cloud_v2
       shadow:
         op: compute_shadow_prob
         parameters:
@@ -251,9 +251,9 @@ VALIDATION_CASES = [
      ["already attached"]),
     ("source-not-connected", lambda t: t.replace("  product_mask: [merge.product_mask]\n", ""), 18,
      ["merge.product_mask' missing inputs"]),
-    ("parameter-wrong-type", lambda t: t.replace("model_path: embedded:nimbus_cloud_v1", "window_size: big"), 14,
+    ("parameter-wrong-type", lambda t: t.replace("model_path: embedded:nimbus_cloud_v2", "window_size: big"), 14,
      ["tasks.cloud.parameters.window_size", "must be of type int", '"big"']),
-    ("unknown-parameter", lambda t: t.replace("model_path: embedded:nimbus_cloud_v1", "modelpath: x.onnx"), 14,
+    ("unknown-parameter", lambda t: t.replace("model_path: embedded:nimbus_cloud_v2", "modelpath: x.onnx"), 14,
      ["tasks.cloud.parameters.modelpath", "unknown parameter 'modelpath' of op compute_cloud_prob"]),
     ("undefined-reference", lambda t: t.replace("'@from(thr)'", "'@from(threshold)'"), 22,
      ["undefined workflow parameter 'threshold'"]),

@@ -17,6 +17,7 @@
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
 #include "nimbus/core/version.h"
+#include "nimbus/models/default_models.h"
 #include "nimbus/raster/atomic_output.h"
 
 namespace nimbus {
@@ -77,8 +78,8 @@ std::string file_identity(const std::string& path) {
   return *identity;
 }
 
-std::string model_identity(const std::string& model, const char* embedded_default) {
-  if (model.empty()) return fmt::format("embedded:{}", embedded_default);
+std::string model_identity(const std::string& model, const EmbeddedModel& embedded_default) {
+  if (model.empty()) return default_model_ref(embedded_default);
   if (model.rfind("embedded:", 0) == 0) return model;
   return file_identity(model);
 }
@@ -218,8 +219,8 @@ std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions&
   r["nimbus"] = kVersion;
   r["s2_raster"] = file_identity(scene.s2_raster);
   r["product_mask"] = scene.product_mask.empty() ? "derived" : file_identity(scene.product_mask);
-  r["cloud_model"] = model_identity(o.cloud_model, "nimbus_cloud_v1");
-  r["shadow_model"] = model_identity(o.shadow_model, "nimbus_shadow_v1");
+  r["cloud_model"] = model_identity(o.cloud_model, default_cloud_model());
+  r["shadow_model"] = model_identity(o.shadow_model, default_shadow_model());
   r["window"] = o.chips.window_size;
   r["overlap"] = o.chips.overlap;
   r["blend"] = o.chips.blend == ChipBlend::Linear ? "linear" : "midpoint";

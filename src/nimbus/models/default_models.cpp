@@ -9,11 +9,34 @@
 namespace nimbus {
 namespace embedded {
 extern const std::string nimbus_cloud_v1;
+extern const std::string nimbus_cloud_v2;
 extern const std::string nimbus_shadow_v1;
 }  // namespace embedded
 
-EmbeddedModel default_cloud_model() { return {"nimbus_cloud_v1", embedded::nimbus_cloud_v1}; }
+namespace {
+
+// "embedded:a, embedded:b or embedded:c", for messages.
+std::string embedded_refs_listed() {
+  const auto& models = embedded_models();
+  std::string out;
+  for (std::size_t i = 0; i < models.size(); ++i) {
+    if (i > 0) out += i + 1 == models.size() ? " or " : ", ";
+    out += default_model_ref(models[i]);
+  }
+  return out;
+}
+
+}  // namespace
+
+EmbeddedModel default_cloud_model() { return {"nimbus_cloud_v2", embedded::nimbus_cloud_v2}; }
 EmbeddedModel default_shadow_model() { return {"nimbus_shadow_v1", embedded::nimbus_shadow_v1}; }
+
+const std::vector<EmbeddedModel>& embedded_models() {
+  static const std::vector<EmbeddedModel> models{default_cloud_model(),
+                                                 {"nimbus_cloud_v1", embedded::nimbus_cloud_v1},
+                                                 default_shadow_model()};
+  return models;
+}
 
 std::string default_model_ref(const EmbeddedModel& model) { return std::string("embedded:") + model.name; }
 
@@ -21,12 +44,11 @@ OnnxModel load_model(const std::string& model_path, const std::string& root_dir,
   static constexpr char kEmbedded[] = "embedded:";
   if (model_path.rfind(kEmbedded, 0) == 0) {
     const std::string name = model_path.substr(sizeof(kEmbedded) - 1);
-    for (const EmbeddedModel& m : {default_cloud_model(), default_shadow_model()}) {
+    for (const EmbeddedModel& m : embedded_models()) {
       if (name == m.name) return load_onnx_bytes(m.name, m.onnx, role);
     }
-    throw InputError(fmt::format("{} '{}': no embedded model of that name; use embedded:nimbus_cloud_v1 or "
-                                 "embedded:nimbus_shadow_v1, or a path to an .onnx file",
-                                 role, model_path));
+    throw InputError(fmt::format("{} '{}': no embedded model of that name; use {}, or a path to an .onnx file", role,
+                                 model_path, embedded_refs_listed()));
   }
   if (model_path.empty()) throw InputError(fmt::format("{} is empty; give a path to an .onnx file", role));
   const std::filesystem::path path =
@@ -34,8 +56,8 @@ OnnxModel load_model(const std::string& model_path, const std::string& root_dir,
   if (!std::filesystem::is_regular_file(path)) {
     throw InputError(fmt::format("{} '{}' not found; pass the path of the .onnx file (FarmVibes models: "
                                  "op_resources/cloud_models/*.onnx and op_resources/shadow_models/shadow.onnx after "
-                                 "`git lfs pull`) or embedded:nimbus_cloud_v1 / embedded:nimbus_shadow_v1",
-                                 role, path.string()));
+                                 "`git lfs pull`) or {}",
+                                 role, path.string(), embedded_refs_listed()));
   }
   return load_onnx_file(path.string(), role);
 }

@@ -3,18 +3,24 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "nimbus/inference/onnx_model.h"
 
 namespace nimbus {
 
 struct EmbeddedModel {
-  const char* name;         // e.g. "nimbus_cloud_v1"
+  const char* name;         // e.g. "nimbus_cloud_v2"
   const std::string& onnx;  // serialized ONNX bytes
 };
 
+// The defaults: nimbus_cloud_v2 and nimbus_shadow_v1.
 EmbeddedModel default_cloud_model();
 EmbeddedModel default_shadow_model();
+
+// Every embedded model, defaults and older versions kept for reproducibility
+// (nimbus_cloud_v1), in the order they are listed in messages.
+const std::vector<EmbeddedModel>& embedded_models();
 
 // "embedded:<name>", the model reference that selects an embedded model.
 std::string default_model_ref(const EmbeddedModel& model);

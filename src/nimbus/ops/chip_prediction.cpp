@@ -221,6 +221,7 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   for (const ProbabilityTask& t : tasks) {
     if (t.output) t.output->assign(npix, kProbabilityNodata);
     if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
+    if (t.nodata && t.nodata->size() != npix) throw InternalError("nodata sink has the wrong size");
   }
 
   const bool blend = params.blend == ChipBlend::Linear;
@@ -243,9 +244,11 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
       const std::size_t global = static_cast<std::size_t>(y) * width;
       for (std::size_t x = 0; x < width; ++x) {
         const float w = band.sum_w[local + x];
-        const float p = band.invalid[local + x] || w <= 0.0f ? kProbabilityNodata : band.sum_wp[local + x] / w;
+        const bool missing = band.invalid[local + x] || w <= 0.0f;
+        const float p = missing ? kProbabilityNodata : band.sum_wp[local + x] / w;
         if (t.output) (*t.output)[global + x] = p;
         if (t.above) (*t.above)[global + x] |= (p > threshold) ? 1 : 0;
+        if (t.nodata && missing) (*t.nodata)[global + x] = 1;
       }
     }
     // Slide the rows still open to the front; the freed rows start empty.
@@ -368,11 +371,14 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
           const std::size_t row = static_cast<std::size_t>(c.rows.read_start + r) * width + c.cols.read_start;
           float* out_row = t.output ? t.output->data() + row : nullptr;
           std::uint8_t* above_row = t.above ? t.above->data() + row : nullptr;
+          std::uint8_t* nodata_row = t.nodata ? t.nodata->data() + row : nullptr;
           const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
           for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
-            const float p = (skip || inv[x]) ? kProbabilityNodata : probability_at(r, x);
+            const bool missing = skip || inv[x];
+            const float p = missing ? kProbabilityNodata : probability_at(r, x);
             if (out_row) out_row[x] = p;
             if (above_row) above_row[x] |= (p > threshold) ? 1 : 0;
+            if (nodata_row && missing) nodata_row[x] = 1;
           }
         }
       }

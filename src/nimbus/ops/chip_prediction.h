@@ -55,6 +55,10 @@ struct ProbabilityTask {
   // FarmVibes' merge threshold applied on the fly so the floats need not be kept.
   MaskBuffer* above = nullptr;
   double threshold = 0.0;
+  // When set (width*height, zero-initialised by the caller), nodata[i] = 1 where the
+  // probability is kProbabilityNodata (some band is nodata), so callers that keep only
+  // `above` can still tell nodata from a probability over the threshold.
+  MaskBuffer* nodata = nullptr;
 };
 
 struct PredictionStats {

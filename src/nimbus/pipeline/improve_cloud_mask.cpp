@@ -126,10 +126,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const bool keep = cloud_prob_out.has_value();
   FloatBuffer cloud, shadow;
   MaskBuffer mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
+  // Only the preview needs nodata apart from the mask (nodata passes every threshold).
+  MaskBuffer nodata(options.preview_png.empty() ? 0 : mask.size(), 0);
   const PredictionStats stats = predict_probabilities(
       scene,
       {ProbabilityTask{&cloud_head, cloud_model.get(), keep ? &cloud : nullptr, &mask,
-                       options.merge.cloud_prob_threshold},
+                       options.merge.cloud_prob_threshold, options.preview_png.empty() ? nullptr : &nodata},
        ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
                        options.merge.shadow_prob_threshold}},
       options.chips, log_progress("cloud+shadow"));
@@ -189,7 +191,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     write_single_band_geotiff(shadow_prob_out->temp_path(), "--keep-probabilities", scene.grid(), shadow.data(),
                               prob_options);
   }
-  if (!options.preview_png.empty()) write_mask_preview(scene, mask, options.preview_png);
+  if (!options.preview_png.empty()) write_mask_preview(scene, mask, nodata, options.preview_png);
 
   // Every file is complete; publish them together.
   if (cloud_prob_out) {

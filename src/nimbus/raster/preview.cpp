@@ -14,6 +14,11 @@
 namespace nimbus {
 namespace {
 
+// Nodata hatch: diagonal stripes, kHatchWidth pixels wide, of two neutral greys.
+constexpr int kHatchWidth = 4;
+constexpr std::uint8_t kHatchLight = 150;
+constexpr std::uint8_t kHatchDark = 110;
+
 // Maps the 2nd..98th percentile of non-zero values to 0..255.
 cv::Mat stretch_to_byte(const cv::Mat& band) {
   std::vector<float> values;
@@ -38,8 +43,10 @@ cv::Mat stretch_to_byte(const cv::Mat& band) {
 
 }  // namespace
 
-void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const std::string& path,
-                        int max_size) {
+void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const MaskBuffer& nodata,
+                        const std::string& path, int max_size) {
+  const std::size_t npix = static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height());
+  if (mask.size() != npix || nodata.size() != npix) throw InternalError("preview mask or nodata has the wrong size");
   const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(scene.width(), scene.height()));
   const int w = std::max(1, static_cast<int>(std::lround(scene.width() * scale)));
   const int h = std::max(1, static_cast<int>(std::lround(scene.height() * scale)));
@@ -59,11 +66,22 @@ void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const
   cv::Mat full_mask(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(mask.data()));
   cv::Mat coverage;
   cv::resize(full_mask, coverage, cv::Size(w, h), 0, 0, cv::INTER_AREA);
+  // Nodata pixels are in the mask (their probability is nodata, which passes any
+  // threshold), but tinting them would make a half-empty swath look like one huge
+  // cloud: they are drawn as a grey hatch instead, whatever the mask says.
+  cv::Mat full_nodata(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(nodata.data()));
+  cv::Mat nodata_share;  // 0/1 averaged over each preview pixel's footprint and rounded: 1 = mostly nodata
+  cv::resize(full_nodata, nodata_share, cv::Size(w, h), 0, 0, cv::INTER_AREA);
   const cv::Vec3b tint(255, 0, 255);
   for (int r = 0; r < h; ++r) {
     for (int c = 0; c < w; ++c) {
-      if (coverage.at<std::uint8_t>(r, c) == 0) continue;
       cv::Vec3b& px = rgb.at<cv::Vec3b>(r, c);
+      if (nodata_share.at<std::uint8_t>(r, c) != 0) {
+        const std::uint8_t grey = ((r + c) / kHatchWidth) % 2 == 0 ? kHatchLight : kHatchDark;
+        px = cv::Vec3b(grey, grey, grey);
+        continue;
+      }
+      if (coverage.at<std::uint8_t>(r, c) == 0) continue;
       for (int k = 0; k < 3; ++k) px[k] = static_cast<std::uint8_t>((3 * px[k] + 2 * tint[k]) / 5);
     }
   }
