@@ -73,7 +73,7 @@ AxisTaps axis_taps(std::int64_t in, std::int64_t out, float scale, const ResizeP
 }
 
 // B > 0: lanes known at compile time (1, 8, 16); B == 0: lanes = in.block (channels-last, one block of C).
-template <int B>
+template <int B, bool Accumulate>
 void resize_rows(const float* src, const BlockedShape& in, float* dst, std::int64_t out_h, std::int64_t out_w,
                  const AxisTaps& ty, const AxisTaps& tx) {
   const std::int64_t lanes = B > 0 ? B : in.block;
@@ -96,7 +96,12 @@ void resize_rows(const float* src, const BlockedShape& in, float* dst, std::int6
       const float* d = bottom + tx.i1[k] * lanes;
       float* o = out + ox * lanes;
       for (std::int64_t lane = 0; lane < lanes; ++lane) {
-        o[lane] = h0 * (w0 * a[lane] + w1 * b[lane]) + h1 * (w0 * c[lane] + w1 * d[lane]);
+        const float v = h0 * (w0 * a[lane] + w1 * b[lane]) + h1 * (w0 * c[lane] + w1 * d[lane]);
+        if (Accumulate) {
+          o[lane] += v;
+        } else {
+          o[lane] = v;
+        }
       }
     }
   }
@@ -181,23 +186,33 @@ void group_norm_blocked(const float* src, float* dst, const BlockedShape& s, int
 
 }  // namespace
 
-void resize(const float* src, const BlockedShape& in, float* dst, std::int64_t out_h, std::int64_t out_w,
-            const ResizeParams& params) {
-  const AxisTaps ty = axis_taps(in.h, out_h, params.scale_h, params);
-  const AxisTaps tx = axis_taps(in.w, out_w, params.scale_w, params);
+template <bool Accumulate>
+void resize_any_block(const float* src, const BlockedShape& in, float* dst, std::int64_t out_h, std::int64_t out_w,
+                      const AxisTaps& ty, const AxisTaps& tx) {
   switch (in.block) {
     case 1:
-      resize_rows<1>(src, in, dst, out_h, out_w, ty, tx);
+      resize_rows<1, Accumulate>(src, in, dst, out_h, out_w, ty, tx);
       break;
     case 8:
-      resize_rows<8>(src, in, dst, out_h, out_w, ty, tx);
+      resize_rows<8, Accumulate>(src, in, dst, out_h, out_w, ty, tx);
       break;
     case 16:
-      resize_rows<16>(src, in, dst, out_h, out_w, ty, tx);
+      resize_rows<16, Accumulate>(src, in, dst, out_h, out_w, ty, tx);
       break;
     default:
-      resize_rows<0>(src, in, dst, out_h, out_w, ty, tx);
+      resize_rows<0, Accumulate>(src, in, dst, out_h, out_w, ty, tx);
       break;
+  }
+}
+
+void resize(const float* src, const BlockedShape& in, float* dst, std::int64_t out_h, std::int64_t out_w,
+            const ResizeParams& params, bool accumulate) {
+  const AxisTaps ty = axis_taps(in.h, out_h, params.scale_h, params);
+  const AxisTaps tx = axis_taps(in.w, out_w, params.scale_w, params);
+  if (accumulate) {
+    resize_any_block<true>(src, in, dst, out_h, out_w, ty, tx);
+  } else {
+    resize_any_block<false>(src, in, dst, out_h, out_w, ty, tx);
   }
 }
 

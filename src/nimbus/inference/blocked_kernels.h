@@ -31,9 +31,10 @@ struct ResizeParams {
   float scale_h = 0.0f, scale_w = 0.0f;
 };
 
-// Spatial resize of `src` (shape `in`) into `dst` (same n, c, block; out_h x out_w).
+// Spatial resize of `src` (shape `in`) into `dst` (same n, c, block; out_h x out_w);
+// with `accumulate`, adds the resized values to what `dst` holds.
 void resize(const float* src, const BlockedShape& in, float* dst, std::int64_t out_h, std::int64_t out_w,
-            const ResizeParams& params);
+            const ResizeParams& params, bool accumulate = false);
 
 // A pointwise activation applied after normalisation.
 struct Activation {
