@@ -60,6 +60,10 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
       ->capture_default_str();
   cmd->add_option("--window", o.chips.window_size, "Chip size in pixels")->capture_default_str();
   cmd->add_option("--overlap", o.chips.overlap, "Chip overlap fraction in [0, 1)")->capture_default_str();
+  cmd->add_option("--downsampling", o.chips.downsampling,
+                  "Run the models on the scene decimated by this factor (1-4; probabilities resampled back "
+                  "bilinearly): about ds^2 times less inference, coarser masks")
+      ->capture_default_str();
   cmd->add_option_function<std::string>(
          "--blend",
          [&o](const std::string& v) {

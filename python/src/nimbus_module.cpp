@@ -78,10 +78,11 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
       else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
       else if (key == "threads") o.threads = v.cast<int>();
       else if (key == "engine") o.engine = nimbus::parse_engine(py::str(v), "engine");
+      else if (key == "downsampling") o.chips.downsampling = v.cast<int>();
       else {
         throw nimbus::InputError(fmt::format(
             "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
-            "window, overlap, blend, in_memory, keep_probabilities, preview, creation_options, threads, engine",
+            "window, overlap, blend, in_memory, keep_probabilities, preview, creation_options, threads, engine, downsampling",
             key));
       }
     } catch (const py::cast_error&) {

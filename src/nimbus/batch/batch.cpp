@@ -230,6 +230,7 @@ std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions&
   r["min_area"] = o.merge.min_area;
   r["creation_options"] = o.creation_options;
   r["engine"] = engine_name(o.engine);
+  r["downsampling"] = o.chips.downsampling;
   // Invalid UTF-8 in a path must not stop the batch: replace it in the recipe text.
   return sha256_hex(r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }

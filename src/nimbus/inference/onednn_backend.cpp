@@ -2415,6 +2415,8 @@ class ScopedThreads {
   int previous_ = 0;
 };
 
+constexpr double kLightModelFlops = 1e9;
+
 class OneDnnBackend final : public InferenceBackend {
  public:
   OneDnnBackend(OnnxModel model, std::string role, int threads)
@@ -2430,7 +2432,7 @@ class OneDnnBackend final : public InferenceBackend {
     plan_ = compiled_->plan_for(dims);
     const Dims& out = plan_->output_dims;
     if (out.size() != 4 || out[0] != 1 || out[2] != height || out[3] != width) {
-      throw InputError(fmt::format("{} '{}' returns shape {} for a 1x{}x{}x{} chip; Nimbus needs 1 x classes x {} x {} "
+      throw InputError(fmt::format("{} '{}' returned shape {} for a 1x{}x{}x{} chip; Nimbus needs 1 x classes x {} x {} "
                                    "(same spatial size as the input)",
                                    role_, model_.origin, fmt::join(out, "x"), channels, height, width, height, width));
     }
@@ -2440,7 +2442,10 @@ class OneDnnBackend final : public InferenceBackend {
   int run(const float* input, int channels, int height, int width, std::vector<float>& output) override {
     prepare(channels, height, width);
     output.resize(static_cast<std::size_t>(product(plan_->output_dims)));
-    ScopedThreads threads(threads_);
+    // Light models (under kLightModelFlops per chip, e.g. the embedded spectral ones) run on
+    // one thread unless told otherwise: their steps are too short to pay for a thread team's
+    // barriers, and the other core is better spent reading the next chip.
+    ScopedThreads threads(threads_ > 0 ? threads_ : (plan_->flops < kLightModelFlops ? 1 : 0));
     try {
       state_->execute(input, output.data());
     } catch (const dnnl::error& e) {

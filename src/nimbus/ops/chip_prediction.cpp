@@ -22,9 +22,12 @@ namespace {
 // Where chips come from: the file itself (one read per chip) or a copy of the
 // whole scene held in memory (one read in total). The copy keeps 16-bit
 // integer scenes (all Sentinel-2 stacks) as uint16: half the memory of float32.
+// With downsampling ds > 1 it serves the decimated scene (W/ds x H/ds): pixel i
+// of the decimated grid is full-resolution pixel i*ds + ds/2, the sample GDAL's
+// nearest decimation (FarmVibes' reader) takes.
 class ChipReader {
  public:
-  ChipReader(const RasterReader& scene, bool in_memory) : scene_(scene) {
+  ChipReader(const RasterReader& scene, bool in_memory, int ds = 1) : scene_(scene), ds_(ds) {
     if (!in_memory) return;
     const std::size_t width = static_cast<std::size_t>(scene.width());
     const std::size_t npix = width * static_cast<std::size_t>(scene.height());
@@ -58,8 +61,53 @@ class ChipReader {
     }
   }
 
-  // Fills data [bands, h, w] and invalid [h, w]; returns the invalid count.
+  int width() const { return scene_.width() / ds_; }
+  int height() const { return scene_.height() / ds_; }
+
+  // Fills data [bands, h, w] and invalid [h, w] for a window of the (decimated)
+  // grid; returns the invalid count.
   std::size_t read(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
+    if (ds_ > 1) return read_decimated(x0, y0, w, h, data, invalid);
+    return read_full(x0, y0, w, h, data, invalid);
+  }
+
+  // Full-resolution validity of rows [y0, y0 + rows), all columns (1 = nodata).
+  void read_full_invalid(int y0, int rows, std::vector<float>& scratch, std::uint8_t* invalid) const {
+    const std::size_t width = static_cast<std::size_t>(scene_.width());
+    if (!invalid_.empty()) {
+      std::copy_n(invalid_.data() + static_cast<std::size_t>(y0) * width, width * static_cast<std::size_t>(rows),
+                  invalid);
+      return;
+    }
+    scratch.resize(width * static_cast<std::size_t>(rows) * static_cast<std::size_t>(scene_.band_count()));
+    scene_.read_window(0, y0, scene_.width(), rows, scratch.data(), invalid);
+  }
+
+ private:
+  std::size_t read_decimated(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
+    const int bands = scene_.band_count();
+    const int span = w * ds_;  // full-resolution columns covering the window
+    std::vector<float> row(static_cast<std::size_t>(bands) * span);
+    std::vector<std::uint8_t> row_invalid(static_cast<std::size_t>(span));
+    const std::size_t plane = static_cast<std::size_t>(w) * h;
+    std::size_t count = 0;
+    for (int r = 0; r < h; ++r) {
+      const int source_row = (y0 + r) * ds_ + ds_ / 2;
+      read_full(x0 * ds_, source_row, span, 1, row.data(), row_invalid.data());
+      for (int c = 0; c < w; ++c) {
+        const std::size_t source = static_cast<std::size_t>(c * ds_ + ds_ / 2);
+        const std::size_t out = static_cast<std::size_t>(r) * w + static_cast<std::size_t>(c);
+        invalid[out] = row_invalid[source];
+        count += row_invalid[source];
+        for (int b = 0; b < bands; ++b) {
+          data[static_cast<std::size_t>(b) * plane + out] = row[static_cast<std::size_t>(b) * span + source];
+        }
+      }
+    }
+    return count;
+  }
+
+  std::size_t read_full(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
     if (invalid_.empty()) return scene_.read_window(x0, y0, w, h, data, invalid);
     const std::size_t width = static_cast<std::size_t>(scene_.width());
     const std::size_t plane = width * static_cast<std::size_t>(scene_.height());
@@ -82,8 +130,8 @@ class ChipReader {
     return count;
   }
 
- private:
   const RasterReader& scene_;
+  int ds_ = 1;
   bool compact_ = false;
   std::vector<std::uint16_t> compact_data_;
   std::vector<float> float_data_;
@@ -202,22 +250,20 @@ std::vector<std::vector<float>> blend_weights(const std::vector<ChipSpan>& spans
   return weights;
 }
 
-PredictionStats predict_probabilities(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
-                                      const ChipPredictionParams& params, const ChipProgress& progress) {
+namespace {
+
+// The chip loop over the reader's grid (the scene, or its decimated copy).
+PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& scene,
+                                const std::vector<ProbabilityTask>& tasks, const ChipPredictionParams& params,
+                                const ChipProgress& progress) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  for (const ProbabilityTask& t : tasks) {
-    check_model_fits_scene(*t.model, scene, *t.head, params);
-    int mh = 0, mw = 0;
-    model_input_size(*t.model, params.window_size, mh, mw);
-    t.model->prepare(scene.band_count(), mh, mw);  // compile for the chip shape before any pixel is read
-  }
-  const ChipGrid grid(scene.width(), scene.height(), params.window_size, params.overlap);
+  const ChipGrid grid(reader.width(), reader.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
   const int bands = scene.band_count();
-  const std::size_t width = static_cast<std::size_t>(scene.width());
+  const std::size_t width = static_cast<std::size_t>(reader.width());
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
-  const std::size_t npix = width * static_cast<std::size_t>(scene.height());
+  const std::size_t npix = width * static_cast<std::size_t>(reader.height());
   for (const ProbabilityTask& t : tasks) {
     if (t.output) t.output->assign(npix, kProbabilityNodata);
     if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
@@ -264,7 +310,6 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
     band.y0 = end;
   };
 
-  const ChipReader reader(scene, params.in_memory);
   ChipQueue queue(static_cast<std::size_t>(std::max(1, params.prefetch_chips)));
   std::exception_ptr read_error;
   // Reading (GDAL decode) overlaps inference: the reader runs ahead by up to prefetch_chips chips.
@@ -360,7 +405,7 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
           if (chip_col == chip_cols - 1) {
             const auto& rows = grid.row_spans();
             const int next = chip_row + 1 < static_cast<int>(rows.size()) ? rows[static_cast<std::size_t>(chip_row + 1)].read_start
-                                                                          : scene.height();
+                                                                          : reader.height();
             finish_rows(t, band, next);
           }
           continue;
@@ -395,6 +440,109 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   return stats;
 }
 
+// Full-resolution probabilities from the decimated grid's: bilinear between the
+// four nearest decimated pixel centres, leaving out taps that are nodata (weights
+// renormalised); nodata where the full-resolution pixel is nodata, or where all
+// four taps are. Written to the tasks' sinks row by row.
+void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, int ds,
+                           const std::vector<ProbabilityTask>& tasks, const std::vector<FloatBuffer>& coarse) {
+  const int width = scene.width(), height = scene.height();
+  const int cw = reader.width(), ch = reader.height();
+  struct Tap {
+    int i0, i1;
+    float w1;
+  };
+  const auto taps = [ds](int n, int coarse_n) {
+    std::vector<Tap> t(static_cast<std::size_t>(n));
+    for (int x = 0; x < n; ++x) {
+      const double u = std::clamp((x + 0.5) / ds - 0.5, 0.0, static_cast<double>(coarse_n - 1));
+      const int i0 = static_cast<int>(u);
+      t[static_cast<std::size_t>(x)] = {i0, std::min(i0 + 1, coarse_n - 1), static_cast<float>(u - i0)};
+    }
+    return t;
+  };
+  const std::vector<Tap> tx = taps(width, cw), ty = taps(height, ch);
+  const std::size_t full_width = static_cast<std::size_t>(width);
+  for (std::size_t k = 0; k < tasks.size(); ++k) {
+    if (tasks[k].output) tasks[k].output->assign(full_width * static_cast<std::size_t>(height), kProbabilityNodata);
+  }
+  const int strip = 64;
+  std::vector<float> scratch;
+  std::vector<std::uint8_t> invalid;
+  for (int y0 = 0; y0 < height; y0 += strip) {
+    const int rows = std::min(strip, height - y0);
+    invalid.resize(full_width * static_cast<std::size_t>(rows));
+    reader.read_full_invalid(y0, rows, scratch, invalid.data());
+    for (int r = 0; r < rows; ++r) {
+      const int y = y0 + r;
+      const Tap& vy = ty[static_cast<std::size_t>(y)];
+      const std::size_t row = static_cast<std::size_t>(y) * full_width;
+      for (std::size_t k = 0; k < tasks.size(); ++k) {
+        const ProbabilityTask& t = tasks[k];
+        const float* top = coarse[k].data() + static_cast<std::size_t>(vy.i0) * static_cast<std::size_t>(cw);
+        const float* bottom = coarse[k].data() + static_cast<std::size_t>(vy.i1) * static_cast<std::size_t>(cw);
+        const float threshold = static_cast<float>(t.threshold);
+        for (int x = 0; x < width; ++x) {
+          float p = kProbabilityNodata;
+          if (!invalid[static_cast<std::size_t>(r) * full_width + static_cast<std::size_t>(x)]) {
+            const Tap& vx = tx[static_cast<std::size_t>(x)];
+            const float values[4] = {top[vx.i0], top[vx.i1], bottom[vx.i0], bottom[vx.i1]};
+            const float weights[4] = {(1 - vy.w1) * (1 - vx.w1), (1 - vy.w1) * vx.w1, vy.w1 * (1 - vx.w1),
+                                      vy.w1 * vx.w1};
+            float sum = 0.0f, norm = 0.0f;
+            for (int q = 0; q < 4; ++q) {
+              if (values[q] == kProbabilityNodata) continue;
+              sum += weights[q] * values[q];
+              norm += weights[q];
+            }
+            if (norm > 0.0f) p = sum / norm;
+          }
+          const std::size_t i = row + static_cast<std::size_t>(x);
+          if (t.output) (*t.output)[i] = p;
+          if (t.above) (*t.above)[i] |= (p > threshold) ? 1 : 0;
+          if (t.nodata && p == kProbabilityNodata) (*t.nodata)[i] = 1;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+PredictionStats predict_probabilities(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
+                                      const ChipPredictionParams& params, const ChipProgress& progress) {
+  const int ds = params.downsampling;
+  if (ds < 1 || ds > kMaxDownsampling) {
+    throw InputError(fmt::format("downsampling is {}; use 1 (full resolution) to {}", ds, kMaxDownsampling));
+  }
+  if (ds > 1 && (scene.width() / ds < params.window_size || scene.height() / ds < params.window_size)) {
+    throw InputError(fmt::format("{} '{}' is {}x{} pixels; decimated by downsampling {} it is {}x{}, smaller than the "
+                                 "{}-pixel window; use a smaller downsampling or window",
+                                 scene.role(), scene.path(), scene.width(), scene.height(), ds, scene.width() / ds,
+                                 scene.height() / ds, params.window_size));
+  }
+  for (const ProbabilityTask& t : tasks) {
+    check_model_fits_scene(*t.model, scene, *t.head, params);
+    int mh = 0, mw = 0;
+    model_input_size(*t.model, params.window_size, mh, mw);
+    t.model->prepare(scene.band_count(), mh, mw);  // compile for the chip shape before any pixel is read
+  }
+  const ChipReader reader(scene, params.in_memory, ds);
+  if (ds == 1) return predict_on_grid(reader, scene, tasks, params, progress);
+  // Chips of window x window on the decimated grid (each covers window*ds full-resolution
+  // pixels), probabilities kept at that resolution, then brought back to the full grid.
+  std::vector<FloatBuffer> coarse(tasks.size());
+  std::vector<ProbabilityTask> coarse_tasks;
+  for (std::size_t k = 0; k < tasks.size(); ++k) {
+    coarse_tasks.push_back(ProbabilityTask{tasks[k].head, tasks[k].model, &coarse[k]});
+  }
+  PredictionStats stats = predict_on_grid(reader, scene, coarse_tasks, params, progress);
+  const auto start = std::chrono::steady_clock::now();
+  upsample_to_full_grid(reader, scene, ds, tasks, coarse);
+  stats.seconds_total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return stats;
+}
+
 FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
                                        const ChipPredictionParams& params, const ChipProgress& progress) {
   FloatBuffer probability;
@@ -412,7 +560,8 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
   op.inputs = {{"sentinel_raster", "Sentinel2Raster", "Sentinel-2 L2A raster, 12 bands, nodata 0"}};
   op.outputs = {{output_port, "Sentinel2CloudProbability", "Probability raster, float32, nodata 100"}};
   op.parameters = {
-      {"downsampling", ParamType::Int, 1, "Chip downsampling factor; Nimbus supports 1 (all FarmVibes workflows)"},
+      {"downsampling", ParamType::Int, 1,
+       "Run the model on the scene decimated by this factor (1 to 4), probabilities resampled back bilinearly"},
       {"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
       {"model_path", ParamType::String, default_model,
        "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"},
@@ -433,12 +582,12 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
       throw InputError(fmt::format("task '{}': Downsampling must be equal or larger than 1, found {}", ctx.task,
                                    downsampling));
     }
-    if (downsampling != 1) {
-      throw InputError(fmt::format("task '{}': downsampling = {} is not supported (FarmVibes' own grids break for "
-                                   "it); use 1",
-                                   ctx.task, downsampling));
+    if (downsampling > kMaxDownsampling) {
+      throw InputError(fmt::format("task '{}': downsampling = {}; Nimbus supports 1 to {}", ctx.task, downsampling,
+                                   kMaxDownsampling));
     }
     ChipPredictionParams params;
+    params.downsampling = static_cast<int>(downsampling);
     params.window_size = static_cast<int>(p.at("window_size").get<long>());
     params.overlap = p.at("overlap").get<double>();
     params.in_memory = p.at("in_memory").get<bool>();

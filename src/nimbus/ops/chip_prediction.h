@@ -38,8 +38,16 @@ enum class ChipBlend {
   Linear,    // Nimbus option: overlaps feathered with linear ramps, see blend_weights()
 };
 
+// Largest `downsampling` factor accepted: at 4 a 512-pixel chip already spans 20 km.
+inline constexpr int kMaxDownsampling = 4;
+
 struct ChipPredictionParams {
   int window_size = 512;
+  // Models run on the scene decimated by this factor (FarmVibes' `downsampling`):
+  // chips of window_size on a grid of (W / ds) x (H / ds) pixels, each the
+  // full-resolution pixel i * ds + ds / 2 (GDAL nearest decimation), and the
+  // probabilities resampled back to the full grid bilinearly. 1 = full resolution.
+  int downsampling = 1;
   double overlap = 0.25;
   ChipBlend blend = ChipBlend::Midpoint;
   bool in_memory = false;  // read the whole scene once instead of once per chip

@@ -83,7 +83,17 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
   const RasterReader product(product_path, product_role);
   require_same_grid(scene, product);
-  const ChipGrid grid(scene.width(), scene.height(), options.chips.window_size, options.chips.overlap);
+  const int ds = options.chips.downsampling;
+  if (ds < 1 || ds > kMaxDownsampling) {
+    throw InputError(fmt::format("downsampling is {}; use 1 (full resolution) to {}", ds, kMaxDownsampling));
+  }
+  if (scene.width() / ds < options.chips.window_size || scene.height() / ds < options.chips.window_size) {
+    throw InputError(fmt::format("{} '{}' is {}x{} pixels; decimated by downsampling {} it is {}x{}, smaller than the "
+                                 "{}-pixel window; use a smaller downsampling or window",
+                                 scene.role(), options.s2_raster, scene.width(), scene.height(), ds,
+                                 scene.width() / ds, scene.height() / ds, options.chips.window_size));
+  }
+  const ChipGrid grid(scene.width() / ds, scene.height() / ds, options.chips.window_size, options.chips.overlap);
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();
@@ -169,6 +179,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       {"NIMBUS_WINDOW", std::to_string(options.chips.window_size)},
       {"NIMBUS_OVERLAP", fmt::format("{}", options.chips.overlap)},
       {"NIMBUS_BLEND", options.chips.blend == ChipBlend::Linear ? "linear" : "midpoint"},
+      {"NIMBUS_DOWNSAMPLING", std::to_string(ds)},
       {"NIMBUS_CLOUD_ENGINE", report.cloud_engine},
       {"NIMBUS_SHADOW_ENGINE", report.shadow_engine},
       {"NIMBUS_BOA_ADD_OFFSET_APPLIED", boa_offset},
