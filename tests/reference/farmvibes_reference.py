@@ -159,3 +159,47 @@ def improve_cloud_mask(s2_path, product_mask_path, cloud_model, shadow_model, cl
         pm = src.read(1)
     mask = merge_cloud_masks(cloud, shadow, pm, cloud_thr, shadow_thr, closing_size, min_area)
     return cloud, shadow, mask
+
+
+# ---------------------------------------------------- downsampling (Nimbus' grid)
+def downsampled_probability(raster_path, model, kind, ds, window_size=512, overlap=0.25, workdir=None):
+    """Nimbus' `downsampling`: the model runs on the scene decimated by `ds` (pixel i of the
+    coarse grid is full-resolution pixel i*ds + ds//2, GDAL's nearest sample, as FarmVibes
+    reads), chips laid out on the coarse grid, and the coarse probabilities brought back to
+    every full-resolution pixel by bilinear interpolation between the four nearest coarse
+    pixel centres, leaving out nodata taps. Full-resolution nodata pixels are nodata."""
+    import os
+    import tempfile
+    with rasterio.open(raster_path) as src:
+        full = src.read(masked=True)
+        profile = src.profile
+    height, width = full.shape[1:]
+    ch, cw = height // ds, width // ds
+    coarse = full[:, ds // 2::ds, ds // 2::ds][:, :ch, :cw]
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = os.path.join(tmp, "coarse.tif")
+        transform = profile["transform"] * profile["transform"].scale(ds, ds)
+        with rasterio.open(path, "w", **dict(profile, width=cw, height=ch, transform=transform)) as dst:
+            dst.write(np.ma.getdata(coarse))
+        p = compute_probability(path, model, kind, window_size, overlap).astype(np.float64)
+
+    def taps(n, coarse_n):
+        u = np.clip((np.arange(n) + 0.5) / ds - 0.5, 0, coarse_n - 1)
+        i0 = u.astype(np.int64)
+        return i0, np.minimum(i0 + 1, coarse_n - 1), (u - i0).astype(np.float32)
+
+    y0, y1, wy = taps(height, ch)
+    x0, x1, wx = taps(width, cw)
+    wy, wx = wy[:, None], wx[None, :]
+    values = [p[y0][:, x0], p[y0][:, x1], p[y1][:, x0], p[y1][:, x1]]
+    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]
+    num = np.zeros((height, width), np.float64)
+    den = np.zeros((height, width), np.float64)
+    for v, w in zip(values, weights):
+        ok = v != NODATA
+        num += np.where(ok, w * v, 0)
+        den += np.where(ok, w, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, num / den, NODATA).astype(np.float32)
+    out[np.ma.getmaskarray(full).any(axis=0)] = NODATA
+    return out
