@@ -14,9 +14,10 @@ def _softmax1(x):
     return (e / e.sum(axis=1, keepdims=True))[:, 1]
 
 
+@pytest.mark.parametrize("engine", ["onednn", "opencv"])
 @pytest.mark.parametrize("model", ["cheaplab_op11", "cheaplab_op13", "fpn_cloud_op11", "fpn_cloud_op13",
                                    "fpn_shadow_op11", "fpn_shadow_op13"])
-def test_probabilities_match_torch(model, nimbus_bin, test_models, tmp_path):
+def test_probabilities_match_torch(model, engine, nimbus_bin, test_models, tmp_path):
     name = model.rsplit("_op", 1)[0]
     x = np.load(test_models / f"{name}_torch_input.npy")
     logits = np.load(test_models / f"{name}_torch_output.npy").astype(np.float64)
@@ -31,7 +32,7 @@ def test_probabilities_match_torch(model, nimbus_bin, test_models, tmp_path):
     flag = "--shadow-model" if shadow else "--cloud-model"
     run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", tmp_path / "s2.tif", "--product-mask",
                tmp_path / "pm.tif", "--out", tmp_path / "mask.tif", flag, test_models / f"{model}.onnx",
-               "--keep-probabilities", tmp_path, "-q", check=True)
+               "--keep-probabilities", tmp_path, "--engine", engine, "-q", check=True)
     with rasterio.open(tmp_path / ("shadow_probability.tif" if shadow else "cloud_probability.tif")) as src:
         got = src.read(1).astype(np.float64)
     want = 1 / (1 + np.exp(-logits[0, 0])) if shadow else _softmax1(logits)[0]
