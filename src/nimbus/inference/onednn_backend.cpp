@@ -1720,8 +1720,14 @@ class Lowering {
       // 3x3 stride-1 convolutions with wide channels run as Winograd F(2x2 or 4x4, 3x3) where
       // oneDNN has it (AVX-512): 2-4x fewer multiplies, accuracy within fp32 noise of direct
       // convolution (the engine tests compare against torch).
-      const bool wino_shape = w[2] == 3 && w[3] == 3 && op.strides == Dims{1, 1} && op.dilations == Dims{1, 1} &&
-                              g == 1 && ic % 16 == 0 && oc % 16 == 0 && ic >= 32 && oc >= 32;
+      // NIMBUS_ONEDNN_WINOGRAD=0 keeps every convolution direct (for measuring, or the last ulp).
+      static const bool winograd_allowed = [] {
+        const char* v = std::getenv("NIMBUS_ONEDNN_WINOGRAD");
+        return !(v && std::string(v) == "0");
+      }();
+      const bool wino_shape = winograd_allowed && w[2] == 3 && w[3] == 3 && op.strides == Dims{1, 1} &&
+                              op.dilations == Dims{1, 1} && g == 1 && ic % 16 == 0 && oc % 16 == 0 && ic >= 32 &&
+                              oc >= 32;
       if (wino_shape) {
         try {
           pd = dnnl::convolution_forward::primitive_desc(
