@@ -861,7 +861,6 @@ struct RunState::Impl {
     memories_[static_cast<std::size_t>(plan_->input)].set_data_handle(const_cast<float*>(input));
     memories_[static_cast<std::size_t>(plan_->output)].set_data_handle(output);
     bind_views();
-    std::vector<float*> pointers;
     // NIMBUS_ONEDNN_PROFILE=1: time every step and print a table when the backend goes away.
     static const bool profiling = std::getenv("NIMBUS_ONEDNN_PROFILE") != nullptr;
     if (profiling) ++profiled_runs_;
@@ -869,11 +868,11 @@ struct RunState::Impl {
       const Step& s = plan_->steps[k];
       const auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       if (s.kernel) {
-        pointers.clear();
+        pointers_.clear();  // capacity kept across runs: no allocation per chip
         for (int t : s.kernel_tensors) {
-          pointers.push_back(static_cast<float*>(memories_[static_cast<std::size_t>(t)].get_data_handle()));
+          pointers_.push_back(static_cast<float*>(memories_[static_cast<std::size_t>(t)].get_data_handle()));
         }
-        s.kernel(pointers.data());
+        s.kernel(pointers_.data());
       } else {
         s.prim.execute(stream_, args_[k]);
       }
@@ -920,6 +919,7 @@ struct RunState::Impl {
   std::vector<std::unordered_map<int, memory>> args_;
   std::map<std::string, double> profile_;
   int profiled_runs_ = 0;
+  std::vector<float*> pointers_;
 };
 
 

@@ -151,13 +151,13 @@ float activate(const ProbabilityHead& head, const float* scores, std::size_t pla
   if (head.activation == Activation::Sigmoid) {
     return 1.0f / (1.0f + std::exp(-scores[0]));
   }
-  // numpy: e = exp(x - max(x)); p = e / sum(e); class 1.
+  // numpy: e = exp(x - max(x)); p = e / sum(e); class 1. The larger logit's term is
+  // exp(0) = 1 exactly, so one exp gives the same float.
   const float x0 = scores[0];
   const float x1 = scores[plane_stride];
-  const float m = std::max(x0, x1);
-  const float e0 = std::exp(x0 - m);
-  const float e1 = std::exp(x1 - m);
-  return e1 / (e0 + e1);
+  if (x1 >= x0) return 1.0f / (std::exp(x0 - x1) + 1.0f);
+  const float e1 = std::exp(x1 - x0);
+  return e1 / (1.0f + e1);
 }
 
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
@@ -348,9 +348,11 @@ PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& sc
         model_input_size(*t.model, chip, mh, mw);
         const std::size_t model_pixels = static_cast<std::size_t>(mh) * mw;
         if (!skip) {
+          // The chip goes to the model as read when it needs neither scaling nor padding.
+          const bool as_read = t.head->input_scale == 1.0f && mh == chip && mw == chip;
           // Zero padding (FarmVibes' nodata) up to the model's fixed size when the window is smaller.
-          model_input.assign(static_cast<std::size_t>(bands) * model_pixels, 0.0f);
-          for (int b = 0; b < bands; ++b) {
+          if (!as_read) model_input.assign(static_cast<std::size_t>(bands) * model_pixels, 0.0f);
+          for (int b = 0; b < bands && !as_read; ++b) {
             for (int r = 0; r < chip; ++r) {
               const float* src = data.values.data() + b * chip_pixels + static_cast<std::size_t>(r) * chip;
               float* dst = model_input.data() + b * model_pixels + static_cast<std::size_t>(r) * mw;
@@ -362,7 +364,8 @@ PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& sc
             }
           }
           const auto t0 = Clock::now();
-          const int out_channels = t.model->run(model_input.data(), bands, mh, mw, scores);
+          const int out_channels = t.model->run(as_read ? data.values.data() : model_input.data(), bands, mh, mw,
+                                                scores);
           stats.seconds_inference += std::chrono::duration<double>(Clock::now() - t0).count();
           if (out_channels != t.head->output_channels()) {
             throw InputError(fmt::format("{} '{}' outputs {} channel(s) per pixel; {} needs {} ({})", t.head->role,
