@@ -12,7 +12,8 @@ namespace nimbus {
 
 // Writes a PNG (longest side at most max_size pixels) of bands B04/B03/B02
 // (bands 4, 3, 2 of the 12-band stack; band 1 grey for fewer bands) with
-// mask pixels tinted magenta. `mask` is scene.width()*scene.height() 0/1.
+// mask pixels tinted magenta. `mask` is scene.width()*scene.height() 0/1. Writes `path`
+// directly: give it an AtomicOutput's temporary path.
 void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const std::string& path,
                         int max_size = 1024);
 
