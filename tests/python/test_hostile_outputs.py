@@ -1,0 +1,452 @@
+"""Hostile outputs and command lines: an output that is an input, outputs that collide,
+special files, bad creation options, names too long for the temporary files, failed
+commits, signals and Ctrl-C in Python. Each case: one `nimbus: error:` line, exit 2,
+nothing left behind, no input modified."""
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import ROOT, python_package_dir, run_nimbus
+
+
+@pytest.fixture
+def scene(make_scene):
+    return make_scene(600, 560)
+
+
+def _improve(nimbus_bin, s2, pm, out, *extra, **kw):
+    return run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", s2, "--product-mask", pm, "--out", out, "-q",
+                      *extra, **kw)
+
+
+def _one_error_line(proc, code=2):
+    assert proc.returncode == code, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nimbus: error: "), proc.stderr
+    return lines[0]
+
+
+def _sha(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _leftovers(directory):
+    return sorted(p.name for p in Path(directory).rglob("*") if ".nimbus-" in p.name or p.name.endswith(".ovr.tmp"))
+
+
+# --- B10: an output that resolves to an input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["out-is-raster", "out-is-product-mask", "out-is-hard-link", "out-is-symlink",
+                                  "preview-is-raster", "report-is-product-mask", "probabilities-over-model"])
+def test_output_that_is_an_input_is_refused(case, nimbus_bin, scene, default_models, tmp_path):
+    s2, pm = scene["s2"], scene["product_mask"]
+    out = tmp_path / "mask.tif"
+    extra = []
+    if case == "out-is-raster":
+        out = s2
+    elif case == "out-is-product-mask":
+        out = pm
+    elif case == "out-is-hard-link":
+        out = tmp_path / "hard.tif"
+        os.link(s2, out)
+    elif case == "out-is-symlink":
+        out = tmp_path / "link.tif"
+        out.symlink_to(s2)
+    elif case == "preview-is-raster":
+        extra = ["--preview", s2]
+    elif case == "report-is-product-mask":
+        extra = ["--report", pm]
+    elif case == "probabilities-over-model":
+        models = tmp_path / "models"
+        models.mkdir()
+        (models / "cloud_probability.tif").write_bytes(default_models["cloud"].read_bytes())
+        extra = ["--keep-probabilities", models, "--cloud-model", models / "cloud_probability.tif"]
+    before = {p: _sha(p) for p in (s2, pm)}
+    line = _one_error_line(_improve(nimbus_bin, s2, pm, out, *extra))
+    assert "input" in line
+    assert {p: _sha(p) for p in (s2, pm)} == before
+    assert not (tmp_path / "mask.tif").exists()
+    assert _leftovers(tmp_path) == [] and _leftovers(Path(s2).parent) == []
+
+
+def test_stack_safe_output_inside_the_product_is_refused(nimbus_bin, tmp_path):
+    from synthetic_safe import write_safe
+    safe, _, _ = write_safe(tmp_path / "p", width=600, height=600)
+    mtd = safe / "MTD_MSIL2A.xml"
+    before = _sha(mtd)
+    for args in (["--out", mtd], ["--out", safe / "stack.tif"], ["--out", tmp_path / "s.tif", "--product-mask-out",
+                                                                  safe / "GRANULE" / "pm.tif"]):
+        line = _one_error_line(run_nimbus(nimbus_bin, "stack-safe", safe, *args, "-q"))
+        assert "input" in line and "product" in line
+    # Given as its metadata file, the product is still the directory around it.
+    line = _one_error_line(run_nimbus(nimbus_bin, "stack-safe", mtd, "--out", safe / "stack.tif", "-q"))
+    assert "inside the input" in line
+    assert _sha(mtd) == before
+    assert not (safe / "stack.tif").exists() and not (tmp_path / "s.tif").exists()
+
+
+def test_batch_output_that_is_an_input_is_refused_before_any_scene(nimbus_bin, make_scene, tmp_path):
+    a = make_scene(600, 560, seed=1, name="a")
+    b = make_scene(600, 560, seed=2, name="b")
+    # Scene 'b' writes <out-dir>/s2.tif: the raster of scene 'a' when --out-dir is a's folder.
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"s2_raster,product_mask,id\n{a['s2']},{a['product_mask']},first\n"
+                        f"{b['s2']},{b['product_mask']},s2\n")
+    before = _sha(a["s2"])
+    line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", a["s2"].parent, "-q"))
+    assert "scene s2" in line and "input" in line
+    assert _sha(a["s2"]) == before
+    assert not (a["s2"].parent / "first.tif").exists()
+    # The manifest itself is an input too: batch-report.csv must not replace it.
+    report_manifest = tmp_path / "batch-report.csv"
+    report_manifest.write_text(f"s2_raster,product_mask,id\n{b['s2']},{b['product_mask']},x\n")
+    line = _one_error_line(run_nimbus(nimbus_bin, "batch", report_manifest, "--out-dir", tmp_path, "-q"))
+    assert "batch report" in line and "manifest" in line
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_run_sink_that_is_an_input_is_refused(nimbus_bin, scene, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pm = out / "mask.tif"  # the workflow's sink 'mask' is written as <out-dir>/mask.tif
+    pm.write_bytes(Path(scene["product_mask"]).read_bytes())
+    before = _sha(pm)
+    line = _one_error_line(run_nimbus(nimbus_bin, "run", "data_ingestion/sentinel2/improve_cloud_mask", "--input",
+                                      f"s2_raster={scene['s2']}", "--input", f"product_mask={pm}", "--out-dir", out,
+                                      "--no-cache", "-q"))
+    assert "sink mask" in line and "--input product_mask" in line
+    assert _sha(pm) == before
+
+
+def test_python_output_that_is_an_input_raises(nimbus_py, scene, tmp_path):
+    before = _sha(scene["s2"])
+    with pytest.raises(nimbus_py.InputError, match="input"):
+        nimbus_py.improve_cloud_mask(scene["s2"], scene["s2"], product_mask=scene["product_mask"])
+    with pytest.raises(nimbus_py.InputError, match="input"):
+        nimbus_py.batch([(scene["s2"], scene["product_mask"])], Path(scene["s2"]).parent, progress=False)
+    assert _sha(scene["s2"]) == before
+
+
+# --- B11: outputs that collide --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["out-in-probabilities", "probabilities-dir-is-out", "preview-is-out"])
+def test_colliding_outputs_are_refused(case, nimbus_bin, scene, tmp_path):
+    if case == "out-in-probabilities":
+        proc = _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "cloud_probability.tif",
+                        "--keep-probabilities", tmp_path)
+    elif case == "probabilities-dir-is-out":
+        proc = _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--keep-probabilities",
+                        tmp_path / "m.tif")
+    else:
+        proc = _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--preview",
+                        tmp_path / "." / "m.tif")
+    assert "same file" in _one_error_line(proc) or "also the" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("scene",)] == []
+
+
+def test_stack_safe_outputs_that_collide_are_refused(nimbus_bin, tmp_path):
+    from synthetic_safe import write_safe
+    safe, _, _ = write_safe(tmp_path / "p", width=600, height=600)
+    line = _one_error_line(run_nimbus(nimbus_bin, "stack-safe", safe, "--out", tmp_path / "x.tif",
+                                      "--product-mask-out", tmp_path / "x.tif", "-q"))
+    assert "same file" in line
+    assert not (tmp_path / "x.tif").exists()
+
+
+# --- B3: creation options --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option,needle", [
+    ("BLOCKSIZE=100000", "multiple of 16 from 128 to 4096"),
+    ("BLOCKSIZE=0", ">= 128"),
+    ("BLOCKSIZE=200", "multiple of 16"),
+    ("COMPRESS=NOSUCH", "unexpected value for COMPRESS"),
+    ("LEVEL=abc", "LEVEL"),
+    ("NOSUCH=1", "not a COG creation option"),
+    ("COMPRESS=JPEG", "lossy"),
+    ("MAX_Z_ERROR=0.5", "lossy"),
+    ("TILING_SCHEME=GoogleMapsCompatible", "grid"),
+    ("RESAMPLING=NOSUCH", "resampling"),
+    ("COMPRESS", "KEY=VALUE"),
+])
+def test_creation_options_are_validated_before_any_work(option, needle, nimbus_bin, scene, tmp_path):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--co",
+                                    option, "--keep-probabilities", tmp_path / "probs"))
+    assert "--co" in line and needle in line
+    assert list(tmp_path.iterdir()) == []  # not even the --keep-probabilities directory
+
+
+def test_lower_case_creation_options_still_work(nimbus_bin, scene, tmp_path):
+    _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--co", "compress=deflate",
+             "--co", "blocksize=512", check=True)
+    with rasterio.open(tmp_path / "m.tif") as src:
+        assert src.compression.name.upper() == "DEFLATE" and src.block_shapes[0] == (512, 512)
+
+
+# --- B12: all outputs of a run together ------------------------------------------------------------------------
+
+
+def test_bad_report_path_leaves_no_mask(nimbus_bin, scene, tmp_path):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "mask.tif",
+                                    "--report", tmp_path / "missing" / "r.json", "--preview", tmp_path / "p.png"))
+    assert "--report" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_locations_are_checked_before_any_work(nimbus_bin, scene, tmp_path):
+    # An all-nodata raster fails only after every chip is read; a bad --preview must be reported first.
+    with rasterio.open(scene["s2"]) as src:
+        profile = src.profile
+    empty = tmp_path / "empty.tif"
+    with rasterio.open(empty, "w", **profile) as dst:
+        dst.write(np.zeros((profile["count"], profile["height"], profile["width"]), dtype=profile["dtype"]))
+    line = _one_error_line(_improve(nimbus_bin, empty, scene["product_mask"], tmp_path / "mask.tif", "--preview",
+                                    tmp_path / "missing" / "p.png"))
+    assert "--preview" in line
+
+
+def test_report_is_published_with_the_mask(nimbus_bin, scene, tmp_path):
+    _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "mask.tif", "--report", tmp_path / "r.json",
+             check=True)
+    import json
+    assert json.loads((tmp_path / "r.json").read_text())["width"] == 600
+    assert _leftovers(tmp_path) == []
+
+
+# --- B13: long output names ------------------------------------------------------------------------------------
+
+
+def test_long_output_names_are_written(nimbus_bin, scene, tmp_path):
+    out = tmp_path / ("m" * 246 + ".tif")  # 250 bytes: the old hidden name + GDAL's .ovr.tmp exceeded 255
+    _improve(nimbus_bin, scene["s2"], scene["product_mask"], out, check=True)
+    assert out.exists() and _leftovers(tmp_path) == []
+
+
+def test_too_long_output_name_is_refused_up_front(nimbus_bin, scene, tmp_path):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / ("m" * 300 + ".tif")))
+    assert "304 bytes" in line and "255" in line
+
+
+# --- B14: signals ----------------------------------------------------------------------------------------------
+
+
+def _wait_for_chips(proc):
+    while True:
+        line = proc.stderr.readline()
+        if "chips" in line or not line:
+            return
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGHUP, 129)])
+def test_sighup_mid_run_removes_partial_outputs(sig, code, nimbus_bin, test_models, make_scene, tmp_path):
+    scene = make_scene(2200, 1600, seed=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([str(nimbus_bin), "improve-cloud-mask", "--s2-raster", str(scene["s2"]),
+                             "--product-mask", str(scene["product_mask"]), "--out", str(out / "mask.tif"),
+                             "--keep-probabilities", str(out), "--cloud-model",
+                             str(test_models / "fpn_cloud_op11.onnx"), "--shadow-model",
+                             str(test_models / "fpn_shadow_op11.onnx")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_chips(proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "partial outputs removed" in err
+    assert list(out.iterdir()) == []
+
+
+def test_closed_stderr_does_not_kill_the_run(nimbus_bin, scene, tmp_path):
+    # `nimbus … 2>&1 | head -1`: the reader goes away; the run must still finish cleanly.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run([str(nimbus_bin), "improve-cloud-mask", "--s2-raster", str(scene["s2"]), "--product-mask",
+                           str(scene["product_mask"]), "--out", str(tmp_path / "mask.tif")], stderr=write_end,
+                          stdout=subprocess.DEVNULL, timeout=300)
+    os.close(write_end)
+    assert proc.returncode == 0
+    assert (tmp_path / "mask.tif").exists() and _leftovers(tmp_path) == []
+
+
+# --- B15: Ctrl-C in Python -------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_in_python_stops_the_call_and_removes_outputs(test_models, make_scene, tmp_path):
+    pkg = python_package_dir()
+    if not (pkg / "nimbus" / "__init__.py").exists():
+        pytest.skip("the nimbus Python package is not built")
+    scene = make_scene(2200, 1600, seed=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    script = textwrap.dedent(f"""
+        import os, signal, sys, threading, time
+        sys.path.insert(0, {str(pkg)!r})
+        import nimbus
+        probs = {str(out / 'probs')!r}
+        def interrupt_once_running():
+            while not os.path.isdir(probs):  # created by the call itself, before the chips
+                time.sleep(0.001)
+            os.kill(os.getpid(), signal.SIGINT)
+        threading.Thread(target=interrupt_once_running, daemon=True).start()
+        try:
+            nimbus.improve_cloud_mask({str(scene['s2'])!r}, {str(out / 'mask.tif')!r},
+                                      product_mask={str(scene['product_mask'])!r}, keep_probabilities=probs,
+                                      cloud_model={str(test_models / 'fpn_cloud_op11.onnx')!r},
+                                      shadow_model={str(test_models / 'fpn_shadow_op11.onnx')!r})
+            print("FINISHED")
+        except KeyboardInterrupt:
+            print("INTERRUPTED")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.stdout.strip() == "INTERRUPTED", proc.stdout + proc.stderr
+    assert list(out.iterdir()) == []  # no mask, no partial file, the created directory removed
+
+
+# --- B1: command-line parse errors -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--cloud-thr", "abc"], "--cloud-thr"),
+    (["--window", "99999999999"], "--window"),
+    (["--no-such-flag"], "--no-such-flag"),
+    (["--blend", "cubic"], "--blend"),
+    (["DROP"], None),
+])
+def test_cli_parse_errors_follow_the_contract(args, needle, nimbus_bin, scene, tmp_path):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", *args))
+    assert "--help" in line
+    if needle:
+        assert needle in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["improve-cloud-mask", "--s2-raster", "x.tif"], ["batch"], [],
+                                  ["no-such-command"]])
+def test_missing_arguments_follow_the_contract(args, nimbus_bin):
+    _one_error_line(run_nimbus(nimbus_bin, *args))
+
+
+def test_help_and_version_still_exit_0(nimbus_bin):
+    assert run_nimbus(nimbus_bin, "--version").returncode == 0
+    assert run_nimbus(nimbus_bin, "improve-cloud-mask", "--help").returncode == 0
+
+
+def test_global_flags_after_list_subcommands(nimbus_bin):
+    proc = run_nimbus(nimbus_bin, "workflows", "list", "-q")
+    assert proc.returncode == 0 and "improve_cloud_mask" in proc.stdout
+
+
+# --- B18: manifest encodings -----------------------------------------------------------------------------------
+
+
+def test_manifest_with_a_utf8_bom_is_accepted(nimbus_bin, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"\xef\xbb\xbf" + f"s2_raster,product_mask,id\n{scene['s2']},{scene['product_mask']},a\n"
+                         .encode())
+    proc = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "a.tif").exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_manifest_is_refused_clearly(encoding, nimbus_bin, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(f"s2_raster,product_mask,id\n{scene['s2']},{scene['product_mask']},a\n".encode(encoding))
+    line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q"))
+    assert "UTF-16" in line and "UTF-8" in line
+
+
+# --- B24, and wrongly typed Python arguments -------------------------------------------------------------------
+
+
+def test_bytes_paths_in_python(nimbus_py, scene, tmp_path):
+    out = tmp_path / "mask.tif"
+    nimbus_py.improve_cloud_mask(os.fsencode(scene["s2"]), os.fsencode(out),
+                                 product_mask=os.fsencode(scene["product_mask"]), report=os.fsencode(tmp_path / "r.json"))
+    assert out.exists() and (tmp_path / "r.json").exists()
+    outcomes = nimbus_py.batch([{"s2_raster": os.fsencode(scene["s2"]),
+                                 "product_mask": os.fsencode(scene["product_mask"]), "id": b"x"}],
+                               os.fsencode(tmp_path / "b"), progress=False)
+    assert outcomes[0]["status"] == "done" and (tmp_path / "b" / "x.tif").exists()
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"cloud_thr": True}, "cloud_thr"),
+    ({"window": 512.0}, "window"),
+    ({"in_memory": "no"}, "in_memory"),
+    ({"creation_options": "COMPRESS=ZSTD"}, "creation_options"),
+    ({"preview": 3}, "preview"),
+])
+def test_wrongly_typed_python_options_name_the_option(kwargs, needle, nimbus_py, scene, tmp_path):
+    with pytest.raises(nimbus_py.InputError, match=needle):
+        nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "m.tif", product_mask=scene["product_mask"], **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_python_paths_of_the_wrong_type_or_with_nul(nimbus_py, scene, tmp_path):
+    with pytest.raises(nimbus_py.InputError, match="s2_raster"):
+        nimbus_py.improve_cloud_mask(123, tmp_path / "m.tif", product_mask=scene["product_mask"])
+    with pytest.raises(nimbus_py.InputError, match="NUL"):
+        nimbus_py.improve_cloud_mask(scene["s2"], str(tmp_path / "m.tif") + "\0.png",
+                                     product_mask=scene["product_mask"])
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- B26 ------------------------------------------------------------------------------------------------------
+
+
+def test_workflows_list_with_a_missing_directory(nimbus_bin, tmp_path):
+    line = _one_error_line(run_nimbus(nimbus_bin, "workflows", "list", "--workflows-dir", tmp_path / "nope"))
+    assert "--workflows-dir" in line
+
+
+# --- Found by probing: special files, '-', newlines, batch ids --------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "char-device", "symlink-to-stdout", "dash", "directory"])
+def test_special_output_paths_are_refused(kind, nimbus_bin, scene, tmp_path):
+    target = tmp_path / "out.tif"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "char-device":
+        try:
+            os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # a /dev/null of our own
+        except PermissionError:
+            pytest.skip("creating a device node needs root")
+    elif kind == "symlink-to-stdout":
+        target.symlink_to("/proc/self/fd/1")  # what /dev/stdout is
+    elif kind == "dash":
+        target = "-"
+    else:
+        target.mkdir()
+    before = os.lstat(target).st_mode if kind != "dash" else None
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], target))
+    assert "--out" in line
+    if kind != "dash":
+        assert os.lstat(target).st_mode == before  # still the special file, not replaced by a mask
+    assert _leftovers(tmp_path) == []
+
+
+def test_newline_in_a_path_keeps_the_error_on_one_line(nimbus_bin, scene, tmp_path):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "a\nb" / "m.tif"))
+    assert "a\\nb" in line
+
+
+@pytest.mark.parametrize("bad_id,needle", [("a\tb", "control"), ("x" * 250, "bytes")])
+def test_batch_ids_that_cannot_name_files(bad_id, needle, nimbus_bin, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f's2_raster,product_mask,id\n{scene["s2"]},{scene["product_mask"]},"{bad_id}"\n')
+    line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q"))
+    assert needle in line
+    assert not (tmp_path / "out").exists()
