@@ -39,6 +39,11 @@ def _sha(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _created(tmp_path):
+    """What a run left in tmp_path (the scene fixture lives in tmp_path/scene)."""
+    return sorted(p.name for p in Path(tmp_path).iterdir() if p.name != "scene")
+
+
 def _leftovers(directory):
     return sorted(p.name for p in Path(directory).rglob("*") if ".nimbus-" in p.name or p.name.endswith(".ovr.tmp"))
 
@@ -152,7 +157,7 @@ def test_colliding_outputs_are_refused(case, nimbus_bin, scene, tmp_path):
         proc = _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--preview",
                         tmp_path / "." / "m.tif")
     assert "same file" in _one_error_line(proc) or "also the" in proc.stderr
-    assert [p.name for p in tmp_path.iterdir() if p.name not in ("scene",)] == []
+    assert _created(tmp_path) == []
 
 
 def test_stack_safe_outputs_that_collide_are_refused(nimbus_bin, tmp_path):
@@ -184,7 +189,7 @@ def test_creation_options_are_validated_before_any_work(option, needle, nimbus_b
     line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--co",
                                     option, "--keep-probabilities", tmp_path / "probs"))
     assert "--co" in line and needle in line
-    assert list(tmp_path.iterdir()) == []  # not even the --keep-probabilities directory
+    assert _created(tmp_path) == []  # not even the --keep-probabilities directory
 
 
 def test_lower_case_creation_options_still_work(nimbus_bin, scene, tmp_path):
@@ -201,7 +206,7 @@ def test_bad_report_path_leaves_no_mask(nimbus_bin, scene, tmp_path):
     line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "mask.tif",
                                     "--report", tmp_path / "missing" / "r.json", "--preview", tmp_path / "p.png"))
     assert "--report" in line
-    assert list(tmp_path.iterdir()) == []
+    assert _created(tmp_path) == []
 
 
 def test_output_locations_are_checked_before_any_work(nimbus_bin, scene, tmp_path):
@@ -328,7 +333,7 @@ def test_cli_parse_errors_follow_the_contract(args, needle, nimbus_bin, scene, t
     assert "--help" in line
     if needle:
         assert needle in line
-    assert list(tmp_path.iterdir()) == []
+    assert _created(tmp_path) == []
 
 
 @pytest.mark.parametrize("args", [["improve-cloud-mask", "--s2-raster", "x.tif"], ["batch"], [],
@@ -391,7 +396,7 @@ def test_bytes_paths_in_python(nimbus_py, scene, tmp_path):
 def test_wrongly_typed_python_options_name_the_option(kwargs, needle, nimbus_py, scene, tmp_path):
     with pytest.raises(nimbus_py.InputError, match=needle):
         nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "m.tif", product_mask=scene["product_mask"], **kwargs)
-    assert list(tmp_path.iterdir()) == []
+    assert _created(tmp_path) == []
 
 
 def test_python_paths_of_the_wrong_type_or_with_nul(nimbus_py, scene, tmp_path):
@@ -400,7 +405,7 @@ def test_python_paths_of_the_wrong_type_or_with_nul(nimbus_py, scene, tmp_path):
     with pytest.raises(nimbus_py.InputError, match="NUL"):
         nimbus_py.improve_cloud_mask(scene["s2"], str(tmp_path / "m.tif") + "\0.png",
                                      product_mask=scene["product_mask"])
-    assert list(tmp_path.iterdir()) == []
+    assert _created(tmp_path) == []
 
 
 # --- B26 ------------------------------------------------------------------------------------------------------
