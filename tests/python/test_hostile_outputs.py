@@ -455,3 +455,38 @@ def test_batch_ids_that_cannot_name_files(bad_id, needle, nimbus_bin, scene, tmp
     line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q"))
     assert needle in line
     assert not (tmp_path / "out").exists()
+
+
+def test_python_run_op_and_write_raster_never_replace_inputs_or_special_files(nimbus_py, scene, tmp_path):
+    # run_op writes <output_dir>/<port>.tif: here that is its own input.
+    work = tmp_path / "op"
+    work.mkdir()
+    s2 = work / "cloud_probability.tif"
+    s2.write_bytes(Path(scene["s2"]).read_bytes())
+    before = _sha(s2)
+    with pytest.raises(nimbus_py.InputError, match="input"):
+        nimbus_py.run_op("compute_cloud_prob", {"sentinel_raster": str(s2)}, {"model_path": "embedded:nimbus_cloud_v1"},
+                         str(work))
+    assert _sha(s2) == before and sorted(p.name for p in work.iterdir()) == ["cloud_probability.tif"]
+    fifo = tmp_path / "fifo.tif"
+    os.mkfifo(fifo)
+    with pytest.raises(nimbus_py.InputError, match="FIFO"):
+        nimbus_py.write_raster(str(fifo), np.zeros((4, 4), np.uint8))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.parametrize("row,expected", [
+    ('{s2},{pm},my "best" scene', 'my "best" scene'),   # quotes inside an unquoted field are literal
+    ('{s2},{pm}, "quoted, with comma" ', "quoted, with comma"),
+])
+def test_manifest_quotes_inside_fields(row, expected, nimbus_py, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("s2_raster,product_mask,id\n" + row.format(s2=scene["s2"], pm=scene["product_mask"]) + "\n")
+    assert nimbus_py.read_batch_manifest(str(manifest))[0]["id"] == expected
+
+
+def test_manifest_text_after_a_closing_quote_is_refused(nimbus_bin, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f's2_raster,product_mask,id\n{scene["s2"]},{scene["product_mask"]},"a"b\n')
+    line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q"))
+    assert "line 2" in line and "closing quote" in line

@@ -27,10 +27,14 @@ namespace {
 
 // One CSV record per call (RFC 4180: quotes, doubled quotes, commas and newlines
 // inside quotes). Returns false at end of input.
+// One CSV record per call (RFC 4180: quotes, doubled quotes, commas and newlines
+// inside quotes). A quote opens a quoted field only at the start of the field; inside
+// an unquoted field it is an ordinary character (as Excel reads `my "best" scene.tif`).
+// Text after a closing quote is an error. Returns false at end of input.
 bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& line, const std::string& path) {
   fields.clear();
   std::string field;
-  bool quoted = false, any = false;
+  bool quoted = false, any = false, field_started = false, after_quote = false;
   const int start_line = line + 1;
   for (int c = in.get(); c != EOF; c = in.get()) {
     any = true;
@@ -41,21 +45,33 @@ bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& li
           in.get();
         } else {
           quoted = false;
+          after_quote = true;
         }
       } else {
         if (c == '\n') ++line;
         field += static_cast<char>(c);
       }
-    } else if (c == '"') {
-      quoted = true;
     } else if (c == ',') {
       fields.push_back(field);
       field.clear();
+      field_started = after_quote = false;
     } else if (c == '\n') {
       ++line;
       fields.push_back(field);
       return true;
-    } else if (c != '\r') {
+    } else if (c == '\r') {
+      continue;
+    } else if (after_quote) {
+      if (c == ' ' || c == '\t') continue;  // spaces before the comma
+      throw InputError(fmt::format("manifest '{}' line {}: text after the closing quote of field {}; quote the "
+                                   "whole field and double the quotes inside it (\"\")",
+                                   path, line + 1, fields.size() + 1));
+    } else if (c == '"' && !field_started) {
+      quoted = true;
+      field_started = true;
+      field.clear();  // spaces before an opening quote are not part of the field
+    } else {
+      if (c != ' ' && c != '\t') field_started = true;
       field += static_cast<char>(c);
     }
   }

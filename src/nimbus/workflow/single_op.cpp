@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -67,11 +70,20 @@ OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, 
   ctx.output_dir = work.string();
   try {
     OpOutputs outputs = op->run(ctx);
+    // Published together; none may replace an input, a link or a special file.
+    std::vector<RunInput> input_files;
+    for (const auto& [port, path] : inputs) input_files.push_back({path, fmt::format("input {}", port)});
+    OutputSet published(input_files);
     for (auto& [port, artifact] : outputs) {
       const fs::path final_path = fs::path(output_dir) / fs::path(artifact.path).filename();
-      fs::rename(artifact.path, final_path);
+      const AtomicOutput& out = published.add_file(final_path.string(), fmt::format("output {}", port));
+      if (std::rename(artifact.path.c_str(), out.temp_path().c_str()) != 0) {
+        throw InputError(fmt::format("output {} '{}' could not be moved into place ({}); check permissions", port,
+                                     final_path.string(), std::strerror(errno)));
+      }
       artifact.path = final_path.string();
     }
+    published.commit();
     fs::remove_all(work);
     return outputs;
   } catch (...) {
