@@ -14,7 +14,12 @@
 #include "nimbus/core/error.h"
 #include "nimbus/core/interrupt.h"
 #include "nimbus/raster/atomic_output.h"
+#include "nimbus/pipeline/improve_cloud_mask.h"
 #include "nimbus/raster/geotiff_writer.h"
+#include "nimbus/raster/raster_reader.h"
+
+#include <gdal_priv.h>
+#include <opencv2/core.hpp>
 
 namespace nimbus {
 namespace {
@@ -144,6 +149,49 @@ TEST(CreationOptions, AreCheckedAgainstTheDriverAndNimbusLimits) {
                           "COMPRESS=JPEG", "TARGET_SRS=EPSG:4326", "NOSUCH=1", "=1", "COMPRESS=", "NUM_THREADS=-3"}) {
     EXPECT_THROW(validate_creation_options({bad}), InputError) << bad;
   }
+}
+
+// A library call changes nothing global it does not restore: --threads sets OpenCV's
+// process-wide thread count for the call only.
+TEST_F(OutputSetTest, ThreadsOptionIsRestoredAfterTheCall) {
+  ensure_gdal_initialised();
+  GDALDriver* gtiff = GetGDALDriverManager()->GetDriverByName("GTiff");
+  const int size = 520;
+  const std::string s2 = (dir_ / "s2.tif").string(), pm = (dir_ / "pm.tif").string();
+  GDALDataset* ds = gtiff->Create(s2.c_str(), size, size, 12, GDT_UInt16, nullptr);
+  std::vector<std::uint16_t> band(static_cast<std::size_t>(size) * size);
+  for (int b = 1; b <= 12; ++b) {
+    for (std::size_t i = 0; i < band.size(); ++i) band[i] = static_cast<std::uint16_t>(500 + (i * 7 + b * 13) % 3000);
+    ds->GetRasterBand(b)->SetNoDataValue(0);
+    ASSERT_EQ(ds->GetRasterBand(b)->RasterIO(GF_Write, 0, 0, size, size, band.data(), size, size, GDT_UInt16, 0, 0),
+              CE_None);
+  }
+  GDALClose(ds);
+  GDALDataset* mask = gtiff->Create(pm.c_str(), size, size, 1, GDT_Byte, nullptr);
+  std::vector<std::uint8_t> zeros(static_cast<std::size_t>(size) * size, 0);
+  ASSERT_EQ(mask->GetRasterBand(1)->RasterIO(GF_Write, 0, 0, size, size, zeros.data(), size, size, GDT_Byte, 0, 0),
+            CE_None);
+  GDALClose(mask);
+
+  const int before = cv::getNumThreads();
+  ImproveCloudMaskOptions o;
+  o.s2_raster = s2;
+  o.product_mask = pm;
+  o.out = (dir_ / "mask.tif").string();
+  o.threads = before == 1 ? 2 : 1;
+  improve_cloud_mask(o);
+  EXPECT_TRUE(fs::exists(o.out));
+  EXPECT_EQ(cv::getNumThreads(), before);
+}
+
+TEST_F(OutputSetTest, CancelledRunLeavesNothing) {
+  ImproveCloudMaskOptions o;
+  o.s2_raster = (dir_ / "missing.tif").string();
+  o.out = (dir_ / "mask.tif").string();
+  o.keep_probabilities_dir = (dir_ / "probs").string();
+  o.cancel = [] { return true; };
+  EXPECT_THROW(improve_cloud_mask(o), Cancelled);  // checked right after the outputs, before the inputs
+  EXPECT_TRUE(fs::is_empty(dir_));
 }
 
 }  // namespace

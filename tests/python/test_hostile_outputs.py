@@ -490,3 +490,12 @@ def test_manifest_text_after_a_closing_quote_is_refused(nimbus_bin, scene, tmp_p
     manifest.write_text(f's2_raster,product_mask,id\n{scene["s2"]},{scene["product_mask"]},"a"b\n')
     line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q"))
     assert "line 2" in line and "closing quote" in line
+
+
+@pytest.mark.parametrize("threads", ["-3", "100000"])
+def test_thread_count_out_of_range_is_refused(threads, nimbus_bin, scene, tmp_path):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--threads",
+                                    threads))
+    assert "--threads" in line
+    assert _created(tmp_path) == []
+

@@ -64,6 +64,10 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   validate_creation_options(options.creation_options);
   chip_step(options.chips.window_size, options.chips.overlap);
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
+  if (options.threads < 0 || options.threads > 1024) {
+    throw InputError(fmt::format("--threads {}: use 0 (all cores) or a number of threads from 1 to 1024",
+                                 options.threads));
+  }
 
   // Every output location is checked (and --keep-probabilities created) before any
   // work; the files are published together at the very end.
@@ -83,6 +87,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (--preview)");
   AtomicOutput* report_out =
       options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "--report");
+  throw_if_cancelled(options.cancel);
 
   // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.
   std::string scene_path = options.s2_raster;
@@ -131,7 +136,20 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   check_model_fits_scene(*shadow_model, scene, shadow_head, options.chips);
 
   throw_if_cancelled(options.cancel);
-  if (options.threads > 0) cv::setNumThreads(options.threads);
+  // OpenCV's thread count is process-wide: set for this call, restored on the way out.
+  struct ThreadCount {
+    int saved = cv::getNumThreads();
+    bool changed = false;
+    explicit ThreadCount(int wanted) {
+      if (wanted > 0) {
+        cv::setNumThreads(wanted);
+        changed = true;
+      }
+    }
+    ~ThreadCount() {
+      if (changed) cv::setNumThreads(saved);
+    }
+  } thread_count(options.threads);
 
   ImproveCloudMaskReport report;
   report.width = scene.width();
