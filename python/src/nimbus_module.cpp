@@ -281,13 +281,11 @@ PYBIND11_MODULE(_nimbus, m) {
         options.out_dir = out_dir;
         options.cache_dir = cache_dir;
         options.max_parallel_tasks = parallel_tasks;
-        nimbus::RunReport report;
-        {
-          py::gil_scoped_release release;
+        const nimbus::RunReport report = run_cancellable(options.cancel, [&] {
           const nimbus::WorkflowLibrary library{workflows_dir.empty() ? NIMBUS_DEFAULT_WORKFLOWS_DIR : workflows_dir};
           const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(workflow, overrides, library);
-          report = nimbus::run_workflow(graph, options);
-        }
+          return nimbus::run_workflow(graph, options);
+        });
         return report.outputs;
       },
       py::arg("workflow"), py::arg("inputs"), py::arg("out_dir"), py::arg("params") = py::dict(),
@@ -298,11 +296,9 @@ PYBIND11_MODULE(_nimbus, m) {
       [](const std::string& op, const std::map<std::string, std::string>& inputs, const py::dict& parameters,
          const std::string& output_dir) {
         const nimbus::Json params = to_json(parameters);
-        nimbus::OpOutputs outputs;
-        {
-          py::gil_scoped_release release;
-          outputs = nimbus::run_single_op(op, inputs, params, output_dir);
-        }
+        nimbus::CancelCheck cancel;
+        const nimbus::OpOutputs outputs =
+            run_cancellable(cancel, [&] { return nimbus::run_single_op(op, inputs, params, output_dir, cancel); });
         std::map<std::string, std::string> paths;
         for (const auto& [port, artifact] : outputs) paths[port] = artifact.path;
         return paths;

@@ -128,7 +128,8 @@ def test_run_sink_that_is_an_input_is_refused(nimbus_bin, scene, tmp_path):
     before = _sha(pm)
     line = _one_error_line(run_nimbus(nimbus_bin, "run", "data_ingestion/sentinel2/improve_cloud_mask", "--input",
                                       f"s2_raster={scene['s2']}", "--input", f"product_mask={pm}", "--out-dir", out,
-                                      "--no-cache", "-q"))
+                                      "--param", "cloud_model=embedded:nimbus_cloud_v1", "--param",
+                                      "shadow_model=embedded:nimbus_shadow_v1", "--no-cache", "-q"))
     assert "sink mask" in line and "--input product_mask" in line
     assert _sha(pm) == before
 
@@ -287,35 +288,51 @@ def test_closed_stderr_does_not_kill_the_run(nimbus_bin, scene, tmp_path):
 # --- B15: Ctrl-C in Python -------------------------------------------------------------------------------------
 
 
-def test_ctrl_c_in_python_stops_the_call_and_removes_outputs(test_models, make_scene, tmp_path):
+@pytest.mark.parametrize("call", ["improve_cloud_mask", "run_workflow", "batch", "run_op"])
+def test_ctrl_c_in_python_stops_the_call_and_removes_outputs(call, test_models, make_scene, tmp_path):
     pkg = python_package_dir()
     if not (pkg / "nimbus" / "__init__.py").exists():
         pytest.skip("the nimbus Python package is not built")
-    scene = make_scene(2200, 1600, seed=3)
+    scene = make_scene(1600, 1200, seed=3)
     out = tmp_path / "out"
     out.mkdir()
+    cloud, shadow = str(test_models / "fpn_cloud_op11.onnx"), str(test_models / "fpn_shadow_op11.onnx")
+    s2, pm = str(scene["s2"]), str(scene["product_mask"])
+    # Each call creates `started` itself before its first chip; the signal follows at once.
+    started, invocation = {
+        "improve_cloud_mask": (out / "probs", f"nimbus.improve_cloud_mask({s2!r}, {str(out / 'mask.tif')!r}, "
+                                              f"product_mask={pm!r}, keep_probabilities={str(out / 'probs')!r}, "
+                                              f"cloud_model={cloud!r}, shadow_model={shadow!r})"),
+        "run_workflow": (out / "wf", f"nimbus.run_workflow(nimbus.SEED_WORKFLOW, {{'s2_raster': {s2!r}, "
+                                     f"'product_mask': {pm!r}}}, out_dir={str(out / 'wf')!r}, "
+                              f"params={{'cloud_model': {cloud!r}, 'shadow_model': {shadow!r}}})"),
+        "batch": (out / "probs", f"nimbus.batch([({s2!r}, {pm!r})], {str(out)!r}, progress=False, "
+                                 f"keep_probabilities={str(out / 'probs')!r}, cloud_model={cloud!r}, "
+                                 f"shadow_model={shadow!r})"),
+        "run_op": (out / "op", f"nimbus.run_op('compute_cloud_prob', {{'sentinel_raster': {s2!r}}}, "
+                               f"{{'model_path': {cloud!r}}}, {str(out / 'op')!r})"),
+    }[call]
     script = textwrap.dedent(f"""
         import os, signal, sys, threading, time
         sys.path.insert(0, {str(pkg)!r})
         import nimbus
-        probs = {str(out / 'probs')!r}
         def interrupt_once_running():
-            while not os.path.isdir(probs):  # created by the call itself, before the chips
+            while not os.path.isdir({str(started)!r}):
                 time.sleep(0.001)
             os.kill(os.getpid(), signal.SIGINT)
         threading.Thread(target=interrupt_once_running, daemon=True).start()
         try:
-            nimbus.improve_cloud_mask({str(scene['s2'])!r}, {str(out / 'mask.tif')!r},
-                                      product_mask={str(scene['product_mask'])!r}, keep_probabilities=probs,
-                                      cloud_model={str(test_models / 'fpn_cloud_op11.onnx')!r},
-                                      shadow_model={str(test_models / 'fpn_shadow_op11.onnx')!r})
+            {invocation}
             print("FINISHED")
         except KeyboardInterrupt:
             print("INTERRUPTED")
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip() == "INTERRUPTED", proc.stdout + proc.stderr
-    assert list(out.iterdir()) == []  # no mask, no partial file, the created directory removed
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    # No mask, probability, partial file or work directory; the output directory of
+    # run_workflow / run_op (named by the caller) stays, empty.
+    assert left == {"run_workflow": ["wf"], "run_op": ["op"]}.get(call, [])
 
 
 # --- B1: command-line parse errors -----------------------------------------------------------------------------

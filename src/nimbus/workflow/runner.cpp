@@ -1,5 +1,6 @@
 #include "nimbus/workflow/runner.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -89,6 +90,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   std::set<std::string> done, started;
   int running = 0;
   std::exception_ptr failure;
+  std::atomic<bool> cancelled{false};
 
   const auto run_node = [&](const GraphNode& node) {
     TaskRun tr;
@@ -98,6 +100,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     OpRunContext ctx;
     ctx.task = node.name;
     ctx.parameters = node.parameters;
+    ctx.cancel = [&cancelled] { return cancelled.load(); };
     std::map<std::string, std::string> ids;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -148,7 +151,20 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
         }
       }
       if (!ready) {
-        cv.wait(lock);
+        if (!options.cancel) {
+          cv.wait(lock);
+          continue;
+        }
+        cv.wait_for(lock, std::chrono::milliseconds(100));
+        if (!cancelled.load()) {
+          lock.unlock();  // the check may take a while (Python takes its GIL)
+          const bool stop = options.cancel();
+          lock.lock();
+          if (stop) {
+            cancelled.store(true);
+            if (!failure) failure = std::make_exception_ptr(Cancelled());
+          }
+        }
         continue;
       }
       started.insert(ready->name);

@@ -19,7 +19,7 @@ namespace nimbus {
 namespace fs = std::filesystem;
 
 OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, std::string>& inputs,
-                        const Json& parameters, const std::string& output_dir) {
+                        const Json& parameters, const std::string& output_dir, const CancelCheck& cancel) {
   const OpDefinition* op = find_op(op_name);
   if (op == nullptr) {
     std::vector<std::string> names;
@@ -68,6 +68,7 @@ OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, 
   const fs::path work = fs::path(output_dir) / fmt::format(".{}.nimbus-partial-{}-{}", op_name, ::getpid(), counter++);
   fs::create_directories(work);
   ctx.output_dir = work.string();
+  ctx.cancel = cancel;
   try {
     OpOutputs outputs = op->run(ctx);
     // Published together; none may replace an input, a link or a special file.
