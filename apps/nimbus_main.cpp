@@ -51,6 +51,20 @@ void print_error(const std::string& message) {
   std::fprintf(stderr, "nimbus: error: %s\n", one_line(message).c_str());
 }
 
+// An option given with an empty value (`--keep-probabilities "$UNSET_VAR"`) would
+// silently mean "not given" (no probabilities, no preview): refused instead.
+void refuse_empty_values(const CLI::App& app) {
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const std::string& value : opt->results()) {
+      if (value.empty()) {
+        throw nimbus::InputError(fmt::format("{} was given an empty value; give a value or leave the option out",
+                                             opt->get_name()));
+      }
+    }
+  }
+  for (const CLI::App* sub : app.get_subcommands()) refuse_empty_values(*sub);
+}
+
 // Model and parameter options shared by improve-cloud-mask and batch.
 void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--cloud-model", o.cloud_model,
@@ -390,6 +404,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(quiet ? spdlog::level::err : verbose ? spdlog::level::debug : spdlog::level::info);
 
   try {
+    refuse_empty_values(app);
     if (app.got_subcommand("improve-cloud-mask")) {
       const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(improve.options);
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",

@@ -148,9 +148,12 @@ def compute_shadow_prob(s2, geotransform=None, crs=None, nodata=0, model_path="e
 
 def normalise_scenes(scenes):
     """Scenes as dicts with s2_raster, product_mask (None: derived from a SAFE product) and id.
-    Accepts paths, (s2_raster, product_mask) pairs, dicts, or a manifest CSV path."""
-    if isinstance(scenes, (str, bytes, os.PathLike)) and os.fsdecode(scenes).endswith(".csv"):
-        return read_batch_manifest(os.fsdecode(scenes))
+    Accepts paths, (s2_raster, product_mask) pairs, dicts, a manifest CSV path or one scene's path."""
+    if isinstance(scenes, (str, bytes, os.PathLike)):
+        # One path: a manifest (.csv, any case) or a single scene, never its characters.
+        if os.fsdecode(scenes).lower().endswith(".csv"):
+            return read_batch_manifest(os.fsdecode(scenes))
+        scenes = [scenes]
     out = []
     for s in scenes:
         try:

@@ -516,3 +516,38 @@ def test_thread_count_out_of_range_is_refused(threads, nimbus_bin, scene, tmp_pa
     assert "--threads" in line
     assert _created(tmp_path) == []
 
+
+
+@pytest.mark.parametrize("option", ["--keep-probabilities", "--preview", "--report", "--cloud-model"])
+def test_empty_option_values_are_refused(option, nimbus_bin, scene, tmp_path):
+    # `--preview "$UNSET"` used to mean "no preview" without a word.
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", option, ""))
+    assert option in line and "empty" in line
+    assert _created(tmp_path) == []
+
+
+def test_run_sink_on_a_directory_is_refused_before_any_task(nimbus_bin, scene, tmp_path):
+    out = tmp_path / "out"
+    (out / "mask.tif").mkdir(parents=True)
+    line = _one_error_line(run_nimbus(nimbus_bin, "run", "data_ingestion/sentinel2/improve_cloud_mask", "--input",
+                                      f"s2_raster={scene['s2']}", "--input", f"product_mask={scene['product_mask']}",
+                                      "--out-dir", out, "--param", "cloud_model=nosuch.onnx", "--no-cache", "-q"))
+    assert "sink mask" in line and "is a directory" in line  # reported before the missing model is found
+
+
+def test_manifest_with_a_nul_byte_is_refused(nimbus_bin, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(f"s2_raster,product_mask,id\n{scene['s2']}\0.bak,{scene['product_mask']},a\n".encode())
+    line = _one_error_line(run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q"))
+    assert "NUL" in line and "line 2" in line
+
+
+def test_python_batch_of_one_path_is_one_scene(nimbus_py, scene, tmp_path):
+    # A str used to be iterated character by character; a .CSV manifest was not recognised.
+    outcomes = nimbus_py.batch(str(scene["s2"]), tmp_path / "out", progress=False, keep_probabilities=None)
+    assert len(outcomes) == 1 and outcomes[0]["id"] == "s2"
+    # Without a product mask the raster (not a SAFE product) fails cleanly, as one scene.
+    assert outcomes[0]["status"] == "failed" and "product mask" in outcomes[0]["error"]
+    manifest = tmp_path / "M.CSV"
+    manifest.write_text(f"s2_raster,product_mask,id\n{scene['s2']},{scene['product_mask']},a\n")
+    assert [o["status"] for o in nimbus_py.batch(str(manifest), tmp_path / "out", progress=False)] == ["done"]

@@ -38,6 +38,11 @@ bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& li
   const int start_line = line + 1;
   for (int c = in.get(); c != EOF; c = in.get()) {
     any = true;
+    if (c == '\0') {  // a path would end there for the file system: never a silent other file
+      throw InputError(fmt::format("manifest '{}' line {}: contains a NUL byte; save the manifest as plain UTF-8 "
+                                   "text",
+                                   path, line + 1));
+    }
     if (quoted) {
       if (c == '"') {
         if (in.peek() == '"') {

@@ -74,6 +74,9 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     }
   }
   ensure_directory(options.out_dir, "--out-dir");
+  for (const auto& [sink, port] : graph.sinks) {  // e.g. <out_dir>/mask.tif is a directory or a FIFO
+    check_output_path((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink));
+  }
 
   const bool use_cache = !options.cache_dir.empty();
   const std::string scratch = use_cache ? options.cache_dir : (fs::path(options.out_dir) / ".nimbus-work").string();
