@@ -551,3 +551,17 @@ def test_python_batch_of_one_path_is_one_scene(nimbus_py, scene, tmp_path):
     manifest = tmp_path / "M.CSV"
     manifest.write_text(f"s2_raster,product_mask,id\n{scene['s2']},{scene['product_mask']},a\n")
     assert [o["status"] for o in nimbus_py.batch(str(manifest), tmp_path / "out", progress=False)] == ["done"]
+
+
+def test_report_with_a_latin1_model_name(nimbus_bin, scene, default_models, tmp_path):
+    # File names are bytes; the report's JSON must not fail (exit 1 after all the work) on them.
+    model = os.path.join(os.fsencode(tmp_path), b"mod\xe8le.onnx")
+    with open(model, "wb") as f:
+        f.write(default_models["cloud"].read_bytes())
+    proc = subprocess.run([os.fsencode(str(nimbus_bin)), b"improve-cloud-mask", b"--s2-raster",
+                           os.fsencode(scene["s2"]), b"--product-mask", os.fsencode(scene["product_mask"]), b"--out",
+                           os.fsencode(tmp_path / "m.tif"), b"--cloud-model", model, b"--report",
+                           os.fsencode(tmp_path / "r.json"), b"-q"], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    import json
+    assert "mod" in json.loads((tmp_path / "r.json").read_text())["cloud_model"]

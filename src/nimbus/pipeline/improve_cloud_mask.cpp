@@ -254,7 +254,9 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
   if (report_out) {
     try {
-      write_whole_file(report_out->temp_path(), "--report", report_json(report).dump(2) + "\n");
+      // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
+      write_whole_file(report_out->temp_path(), "--report",
+                       report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
     } catch (const InputError&) {
       throw InputError(fmt::format("--report '{}' could not be written; check disk space and permissions",
                                    options.report_path));
