@@ -293,8 +293,14 @@ PYBIND11_MODULE(_nimbus, m) {
 
   m.def(
       "run_op",
-      [](const std::string& op, const std::map<std::string, std::string>& inputs, const py::dict& parameters,
-         const std::string& output_dir) {
+      [](const std::string& op, const py::dict& input_paths, const py::dict& parameters,
+         const py::object& output_dir_path) {
+        std::map<std::string, std::string> inputs;
+        for (const auto& [port, path] : input_paths) {
+          const std::string name = py::str(port);
+          inputs[name] = path_text(path, fmt::format("input {}", name));
+        }
+        const std::string output_dir = path_text(output_dir_path, "output_dir");
         const nimbus::Json params = to_json(parameters);
         nimbus::CancelCheck cancel;
         const nimbus::OpOutputs outputs =
@@ -342,8 +348,9 @@ PYBIND11_MODULE(_nimbus, m) {
 
   m.def(
       "write_raster",
-      [](const std::string& path, const py::array& array, const py::object& geotransform, const std::string& crs,
+      [](const py::object& path_arg, const py::array& array, const py::object& geotransform, const std::string& crs,
          const py::object& nodata) {
+        const std::string path = path_text(path_arg, "path");
         if (array.ndim() != 2 && array.ndim() != 3) {
           throw nimbus::InputError("rasters are 2-D (height, width) or 3-D (bands, height, width) arrays");
         }
@@ -369,7 +376,8 @@ PYBIND11_MODULE(_nimbus, m) {
 
   m.def(
       "read_raster",
-      [](const std::string& path) {
+      [](const py::object& path_arg) {
+        const std::string path = path_text(path_arg, "path");
         const nimbus::RasterLayout layout = nimbus::read_raster_layout(path, "raster");
         py::array array(numpy_type_of(layout.data_type), {layout.bands, layout.height, layout.width});
         {
