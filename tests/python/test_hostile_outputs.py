@@ -453,11 +453,15 @@ def test_special_output_paths_are_refused(kind, nimbus_bin, scene, tmp_path):
     else:
         target.mkdir()
     before = os.lstat(target).st_mode if kind != "dash" else None
-    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], target))
+    # In tmp_path, so that a regression writing a file named '-' leaves it there, not in the checkout.
+    proc = subprocess.run([str(nimbus_bin), "improve-cloud-mask", "--s2-raster", str(scene["s2"]), "--product-mask",
+                           str(scene["product_mask"]), "--out", str(target), "-q"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    line = _one_error_line(proc)
     assert "--out" in line
     if kind != "dash":
         assert os.lstat(target).st_mode == before  # still the special file, not replaced by a mask
-    assert _leftovers(tmp_path) == []
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "-").exists()
 
 
 def test_newline_in_a_path_keeps_the_error_on_one_line(nimbus_bin, scene, tmp_path):
