@@ -580,3 +580,17 @@ def test_python_path_like_arguments_everywhere(nimbus_py, scene, tmp_path):
     assert Path(out["cloud_probability"]).exists()
     with pytest.raises(nimbus_py.InputError, match="input sentinel_raster"):
         nimbus_py.run_op("compute_cloud_prob", {"sentinel_raster": 3}, {}, tmp_path / "op")
+
+
+def test_batch_output_replaced_by_a_fifo_does_not_hang_the_resume(nimbus_bin, scene, tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"s2_raster,product_mask,id\n{scene['s2']},{scene['product_mask']},a\n")
+    out = tmp_path / "out"
+    assert run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "-q").returncode == 0
+    (out / "a.tif").unlink()
+    os.mkfifo(out / "a.tif")  # the resume used to block forever checksumming it
+    proc = subprocess.run([str(nimbus_bin), "batch", str(manifest), "--out-dir", str(out), "-q"],
+                          capture_output=True, text=True, timeout=120)
+    line = _one_error_line(proc)
+    assert "scene a" in line and "FIFO" in line
+    assert stat.S_ISFIFO(os.lstat(out / "a.tif").st_mode)

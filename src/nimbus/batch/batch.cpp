@@ -114,6 +114,8 @@ struct SceneRecord {
 };
 
 bool read_record(const std::string& path, SceneRecord& record) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(path, ec))) return false;  // a FIFO would block the read
   std::ifstream in(path);
   if (!in) return false;
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -313,7 +315,11 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
     ensure_directory(out_dir, "--out-dir");
     const std::string recipe = scene_recipe(scene, options);
     SceneRecord record;
-    if (fs::exists(outcome.output) && read_record(scene_record_path(out_dir, scene.id), record) &&
+    // Only a regular file can be a finished output: a FIFO put in its place would block
+    // the checksum forever, a link or device is refused by the run below.
+    std::error_code ec;
+    if (fs::is_regular_file(fs::symlink_status(outcome.output, ec)) &&
+        read_record(scene_record_path(out_dir, scene.id), record) &&
         record.recipe == recipe && sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256) {
       outcome.status = "skipped";
       outcome.sha256 = record.sha256;
