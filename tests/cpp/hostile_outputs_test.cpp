@@ -146,7 +146,8 @@ TEST_F(OutputSetTest, SignalsRemoveGdalOverviewTemporariesToo) {
 TEST(CreationOptions, AreCheckedAgainstTheDriverAndNimbusLimits) {
   EXPECT_NO_THROW(validate_creation_options({"COMPRESS=DEFLATE", "blocksize=512", "LEVEL=6", "NUM_THREADS=2"}));
   for (const char* bad : {"BLOCKSIZE=0", "BLOCKSIZE=100000", "BLOCKSIZE=200", "COMPRESS=NOSUCH", "LEVEL=x",
-                          "COMPRESS=JPEG", "TARGET_SRS=EPSG:4326", "NOSUCH=1", "=1", "COMPRESS=", "NUM_THREADS=-3"}) {
+                          "COMPRESS=JPEG", "TARGET_SRS=EPSG:4326", "NOSUCH=1", "=1", "COMPRESS=", "NUM_THREADS=-3",
+                          "PREDICTOR=3", "OVERVIEW_COMPRESS=WEBP"}) {
     EXPECT_THROW(validate_creation_options({bad}), InputError) << bad;
   }
 }

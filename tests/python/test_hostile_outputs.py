@@ -185,6 +185,8 @@ def test_stack_safe_outputs_that_collide_are_refused(nimbus_bin, tmp_path):
     ("TILING_SCHEME=GoogleMapsCompatible", "grid"),
     ("RESAMPLING=NOSUCH", "resampling"),
     ("COMPRESS", "KEY=VALUE"),
+    ("PREDICTOR=FLOATING_POINT", "8-bit mask"),        # used to fail after all the work
+    ("OVERVIEW_COMPRESS=JPEG", "float32 probability"),  # idem, with --keep-probabilities
 ])
 def test_creation_options_are_validated_before_any_work(option, needle, nimbus_bin, scene, tmp_path):
     line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--co",

@@ -141,6 +141,14 @@ void validate_creation_options(const std::vector<std::string>& options) {
       throw InputError(fmt::format("{}: lossy compression would change mask and probability values; use a lossless "
                                    "one (ZSTD, DEFLATE, LZW, LZMA)",
                                    shown));
+    } else if (key == "OVERVIEW_COMPRESS" && (value == "JPEG" || value == "WEBP")) {
+      throw InputError(fmt::format("{}: JPEG/WEBP cannot hold the float32 probability rasters and would blur the "
+                                   "mask's overviews; use a lossless one (ZSTD, DEFLATE, LZW, LZMA)",
+                                   shown));
+    } else if ((key == "PREDICTOR" || key == "OVERVIEW_PREDICTOR") && (value == "FLOATING_POINT" || value == "3")) {
+      throw InputError(fmt::format("{}: the floating-point predictor fails on the 8-bit mask; leave PREDICTOR to "
+                                   "Nimbus (2 for the mask, 3 for the probabilities) or use YES / NO",
+                                   shown));
     } else if (key == "MAX_Z_ERROR" && std::strtod(value.c_str(), nullptr) != 0.0) {
       throw InputError(fmt::format("{}: LERC with a non-zero error is lossy and would change the values; leave it 0",
                                    shown));
