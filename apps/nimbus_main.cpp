@@ -220,13 +220,15 @@ void run_stack_command(const StackCommand& s) {
     throw nimbus::InputError(fmt::format("'{}' has no MSK_CLASSI, cloud GML or SCL layer; no product mask to write",
                                          s.product));
   }
-  nimbus::write_safe_stack(scene, out.temp_path(), "stack (--out)");
+  out.write_with([&](const std::string& path) { nimbus::write_safe_stack(scene, path, "stack (--out)"); });
   if (pm_out) {
     const nimbus::RasterReader pm(scene.product_mask_path, "derived product mask");
     const nimbus::MaskBuffer mask = pm.read_band_nonzero(1);
     nimbus::GeoTiffOptions options = nimbus::mask_geotiff_options();
     options.metadata["NIMBUS_PRODUCT_MASK_SOURCE"] = scene.product_mask_source;
-    nimbus::write_single_band_geotiff(pm_out->temp_path(), "--product-mask-out", pm.grid(), mask.data(), options);
+    pm_out->write_with([&](const std::string& path) {
+      nimbus::write_single_band_geotiff(path, "--product-mask-out", pm.grid(), mask.data(), options);
+    });
   }
   outputs.commit();
   spdlog::info("wrote {} (processing baseline {}, product mask from {})", s.out,

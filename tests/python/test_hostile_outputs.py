@@ -596,3 +596,19 @@ def test_batch_output_replaced_by_a_fifo_does_not_hang_the_resume(nimbus_bin, sc
     line = _one_error_line(proc)
     assert "scene a" in line and "FIFO" in line
     assert stat.S_ISFIFO(os.lstat(out / "a.tif").st_mode)
+
+
+def test_write_failures_name_the_output_not_its_hidden_temporary(nimbus_bin, make_scene, tmp_path):
+    import resource
+    scene = make_scene(1100, 1000, seed=7)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # the mask cannot be written
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    proc = subprocess.run([str(nimbus_bin), "improve-cloud-mask", "--s2-raster", str(scene["s2"]), "--product-mask",
+                           str(scene["product_mask"]), "--out", str(tmp_path / "mask.tif"), "-q"],
+                          capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    line = _one_error_line(proc)
+    assert str(tmp_path / "mask.tif") in line and "nimbus-partial" not in line
+    assert _created(tmp_path) == []

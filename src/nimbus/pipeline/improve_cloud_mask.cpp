@@ -221,17 +221,21 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   mask_options.metadata = provenance;
   mask_options.creation_options = options.creation_options;
   mask_options.cancel = options.cancel;
-  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(), mask_options);
+  mask_out.write_with([&](const std::string& path) {
+    write_single_band_geotiff(path, "output mask (--out)", scene.grid(), mask.data(), mask_options);
+  });
 
   if (cloud_prob_out) {
     GeoTiffOptions prob_options = probability_geotiff_options();
     prob_options.metadata = provenance;
     prob_options.creation_options = options.creation_options;
     prob_options.cancel = options.cancel;
-    write_single_band_geotiff(cloud_prob_out->temp_path(), "--keep-probabilities", scene.grid(), cloud.data(),
-                              prob_options);
-    write_single_band_geotiff(shadow_prob_out->temp_path(), "--keep-probabilities", scene.grid(), shadow.data(),
-                              prob_options);
+    cloud_prob_out->write_with([&](const std::string& path) {
+      write_single_band_geotiff(path, "--keep-probabilities", scene.grid(), cloud.data(), prob_options);
+    });
+    shadow_prob_out->write_with([&](const std::string& path) {
+      write_single_band_geotiff(path, "--keep-probabilities", scene.grid(), shadow.data(), prob_options);
+    });
   }
   if (preview_out) {
     try {

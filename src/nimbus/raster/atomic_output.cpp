@@ -135,6 +135,14 @@ AtomicOutput::AtomicOutput(std::string final_path, std::string role)
   for (const char* suffix : kGdalTemporarySuffixes) interrupt_slots_.push_back(register_temporary(temp_path_ + suffix));
 }
 
+std::string AtomicOutput::in_terms_of_final_path(std::string message) const {
+  for (std::size_t at = message.find(temp_path_); at != std::string::npos;
+       at = message.find(temp_path_, at + final_path_.size())) {
+    message.replace(at, temp_path_.size(), final_path_);
+  }
+  return message;
+}
+
 void AtomicOutput::remove_temporaries() {
   std::remove(temp_path_.c_str());
   for (const char* suffix : kGdalTemporarySuffixes) std::remove((temp_path_ + suffix).c_str());

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "nimbus/core/error.h"
+
 namespace nimbus {
 
 // Throws InputError naming `role` unless `path` can be an output file: not empty,
@@ -37,6 +39,17 @@ class AtomicOutput {
   const std::string& temp_path() const { return temp_path_; }
   const std::string& final_path() const { return final_path_; }
   const std::string& role() const { return role_; }
+  // Runs `write(temp_path())`; an InputError from it names the final path, not the
+  // hidden temporary one (GDAL's messages quote the file they were writing).
+  template <typename Write>
+  void write_with(Write&& write) const {
+    try {
+      write(temp_path_);
+    } catch (const InputError& e) {
+      throw InputError(in_terms_of_final_path(e.what()));
+    }
+  }
+  std::string in_terms_of_final_path(std::string message) const;
   // Renames the temporary file to the final path (atomic on one filesystem).
   void commit();
 
