@@ -88,7 +88,7 @@ void write_array_raster_at(const std::string& path, const std::string& role, con
 
 void write_array_raster(const std::string& path, const std::string& role, const void* data,
                         const RasterLayout& layout) {
-  if (path.rfind("/vsimem/", 0) == 0) {  // GDAL's memory: nothing on disk to protect
+  if (path.rfind("/vsi", 0) == 0) {  // GDAL's virtual file systems (memory, cloud): written as before
     write_array_raster_at(path, role, data, layout);
     return;
   }
