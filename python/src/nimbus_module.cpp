@@ -151,8 +151,16 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
           (key == "in_memory" && !py::isinstance<py::bool_>(v))) {
         throw py::cast_error();
       }
-      if (key == "cloud_model") o.cloud_model = path_text(v, key);
-      else if (key == "shadow_model") o.shadow_model = path_text(v, key);
+      // An empty path would silently mean "not given" (no probabilities, no preview).
+      const auto non_empty_path = [&] {
+        std::string path = path_text(v, key);
+        if (path.empty()) {
+          throw nimbus::InputError(fmt::format("option {} is an empty path; give a path or leave it out (None)", key));
+        }
+        return path;
+      };
+      if (key == "cloud_model") o.cloud_model = non_empty_path();
+      else if (key == "shadow_model") o.shadow_model = non_empty_path();
       else if (key == "cloud_thr") o.merge.cloud_prob_threshold = v.cast<double>();
       else if (key == "shadow_thr") o.merge.shadow_prob_threshold = v.cast<double>();
       else if (key == "closing_size") o.merge.closing_size = v.cast<int>();
@@ -167,9 +175,9 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
         }
         o.chips.blend = blend == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
       }
-      else if (key == "keep_probabilities") o.keep_probabilities_dir = path_text(v, key);
-      else if (key == "preview") o.preview_png = path_text(v, key);
-      else if (key == "report") o.report_path = path_text(v, key);
+      else if (key == "keep_probabilities") o.keep_probabilities_dir = non_empty_path();
+      else if (key == "preview") o.preview_png = non_empty_path();
+      else if (key == "report") o.report_path = non_empty_path();
       else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
       else if (key == "threads") o.threads = v.cast<int>();
       else {

@@ -411,6 +411,8 @@ def test_bytes_paths_in_python(nimbus_py, scene, tmp_path):
     ({"in_memory": "no"}, "in_memory"),
     ({"creation_options": "COMPRESS=ZSTD"}, "creation_options"),
     ({"preview": 3}, "preview"),
+    ({"keep_probabilities": ""}, "keep_probabilities"),  # used to mean "not given"
+    ({"report": b""}, "report"),
 ])
 def test_wrongly_typed_python_options_name_the_option(kwargs, needle, nimbus_py, scene, tmp_path):
     with pytest.raises(nimbus_py.InputError, match=needle):
