@@ -130,11 +130,17 @@ auto run_cancellable(nimbus::CancelCheck& slot, Call&& call) {
   cancel.raise();
 }
 
-bool is_number(const py::handle& v) {
-  return !py::isinstance<py::bool_>(v) && (py::isinstance<py::int_>(v) || py::isinstance<py::float_>(v) ||
-                                           py::hasattr(v, "__index__") || py::hasattr(v, "__float__"));
+// Python and numpy booleans (numpy.bool_ is not a bool subclass).
+bool is_boolean(const py::handle& v) {
+  if (py::isinstance<py::bool_>(v)) return true;
+  return py::hasattr(v, "dtype") && py::hasattr(v, "shape") && py::len(v.attr("shape")) == 0 &&
+         py::str(v.attr("dtype").attr("kind")).cast<std::string>() == "b";
 }
-bool is_integer(const py::handle& v) { return !py::isinstance<py::bool_>(v) && py::hasattr(v, "__index__"); }
+bool is_number(const py::handle& v) {
+  return !is_boolean(v) && (py::isinstance<py::int_>(v) || py::isinstance<py::float_>(v) ||
+                            py::hasattr(v, "__index__") || py::hasattr(v, "__float__"));
+}
+bool is_integer(const py::handle& v) { return !is_boolean(v) && py::hasattr(v, "__index__"); }
 
 // Options of improve-cloud-mask from keyword arguments, named as the CLI flags.
 nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
@@ -148,7 +154,7 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
       const bool real = key == "cloud_thr" || key == "shadow_thr" || key == "overlap";
       const bool integer = key == "closing_size" || key == "min_area" || key == "window" || key == "threads";
       if ((real && !is_number(v)) || (integer && !is_integer(v)) ||
-          (key == "in_memory" && !py::isinstance<py::bool_>(v))) {
+          (key == "in_memory" && !is_boolean(v))) {
         throw py::cast_error();
       }
       // An empty path would silently mean "not given" (no probabilities, no preview).

@@ -413,6 +413,7 @@ def test_bytes_paths_in_python(nimbus_py, scene, tmp_path):
     ({"preview": 3}, "preview"),
     ({"keep_probabilities": ""}, "keep_probabilities"),  # used to mean "not given"
     ({"report": b""}, "report"),
+    ({"cloud_thr": np.bool_(True)}, "cloud_thr"),
 ])
 def test_wrongly_typed_python_options_name_the_option(kwargs, needle, nimbus_py, scene, tmp_path):
     with pytest.raises(nimbus_py.InputError, match=needle):
@@ -614,3 +615,13 @@ def test_write_failures_name_the_output_not_its_hidden_temporary(nimbus_bin, mak
     line = _one_error_line(proc)
     assert str(tmp_path / "mask.tif") in line and "nimbus-partial" not in line
     assert _created(tmp_path) == []
+
+
+def test_numpy_scalars_are_accepted_as_options(nimbus_py, scene, tmp_path):
+    nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "a.tif", product_mask=scene["product_mask"])
+    nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "b.tif", product_mask=scene["product_mask"],
+                                 window=np.int64(512), cloud_thr=np.float32(0.3), closing_size=np.int32(5),
+                                 in_memory=np.bool_(True))
+    assert _sha(tmp_path / "a.tif") != "" and (tmp_path / "b.tif").exists()
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert (a.read() == b.read()).all()
