@@ -474,6 +474,14 @@ def test_newline_in_a_path_keeps_the_error_on_one_line(nimbus_bin, scene, tmp_pa
     assert "a\\nb" in line
 
 
+@pytest.mark.parametrize("name", ["mask.tif\n", "mask\t.tif", "mask.tif\r"])
+def test_control_characters_in_output_names_are_refused(name, nimbus_bin, scene, tmp_path):
+    # "mask.tif\n" (an unstripped line of a file) used to become a file with a newline in its name.
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / name))
+    assert "control character" in line
+    assert _created(tmp_path) == []
+
+
 @pytest.mark.parametrize("bad_id,needle", [("a\tb", "control"), ("x" * 250, "bytes")])
 def test_batch_ids_that_cannot_name_files(bad_id, needle, nimbus_bin, scene, tmp_path):
     manifest = tmp_path / "m.csv"

@@ -62,6 +62,11 @@ void check_output_path(const std::string& path, const std::string& role) {
     throw InputError(fmt::format("{} '{}' contains a NUL character; give a plain file path", role,
                                  path.substr(0, path.find('\0'))));
   }
+  // Legal on Linux but never meant: "mask.tif\n" from an unstripped line of a file.
+  if (std::any_of(path.begin(), path.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    throw InputError(fmt::format("{} '{}' contains a control character (newline, tab, …); remove it from the path",
+                                 role, path));
+  }
   if (path == "-") {
     throw InputError(fmt::format("{} '-': writing to standard output is not supported; give a file path", role));
   }
@@ -199,7 +204,8 @@ void InputFiles::check_not_an_input(const std::string& path, const std::string& 
   if (same) {
     throw InputError(fmt::format("{} '{}' is the input {} '{}'{}; writing it would replace the input: choose "
                                  "another output path",
-                                 role, path, same->role, same->path, through_link ? " (the same file through a link)" : ""));
+                                 role, path, same->role, same->path,
+                                 through_link ? " (the same file through a link)" : ""));
   }
   for (fs::path dir = out.parent_path(); !dir.empty(); dir = dir.parent_path()) {
     if (const auto it = directories_.find(dir.string()); it != directories_.end()) {

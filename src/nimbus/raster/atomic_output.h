@@ -15,7 +15,7 @@
 namespace nimbus {
 
 // Throws InputError naming `role` unless `path` can be an output file: not empty,
-// not '-', not a GDAL virtual path, no NUL byte, not a directory, not an existing
+// not '-', not a GDAL virtual path, no NUL byte or other control character, not a directory, not an existing
 // symbolic link or special file (device, FIFO, socket: Nimbus replaces outputs by
 // renaming and never renames over those), a file name the file system accepts, in
 // an existing, writable directory.
