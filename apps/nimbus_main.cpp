@@ -38,8 +38,36 @@ namespace {
 constexpr int kExitInputError = 2;
 constexpr int kExitInternalError = 1;
 
-void write_report(const nimbus::ImproveCloudMaskReport& r, const std::string& path) {
-  nimbus::write_file_atomically(path, "--report", nimbus::report_json(r).dump(2) + "\n");
+// The error contract's one line: control characters in names (a newline in a
+// path) are shown escaped instead of breaking the line.
+std::string one_line(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += c;
+  }
+  return out;
+}
+
+void print_error(const std::string& message) {
+  std::fprintf(stderr, "nimbus: error: %s\n", one_line(message).c_str());
+}
+
+// An option given with an empty value (`--keep-probabilities "$UNSET_VAR"`) would
+// silently mean "not given" (no probabilities, no preview): refused instead.
+void refuse_empty_values(const CLI::App& app) {
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const std::string& value : opt->results()) {
+      if (value.empty()) {
+        throw nimbus::InputError(fmt::format("{} was given an empty value; give a value or leave the option out",
+                                             opt->get_name()));
+      }
+    }
+  }
+  for (const CLI::App* sub : app.get_subcommands()) refuse_empty_values(*sub);
 }
 
 // Model and parameter options shared by improve-cloud-mask and batch.
@@ -82,7 +110,6 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
 
 struct ImproveCommand {
   nimbus::ImproveCloudMaskOptions options;
-  std::string report_path;
 };
 
 void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c) {
@@ -102,7 +129,7 @@ void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c) {
   cmd->add_option("--keep-probabilities", o.keep_probabilities_dir,
                   "Also write cloud_probability.tif and shadow_probability.tif into this directory");
   cmd->add_option("--preview", o.preview_png, "Also write a PNG quicklook (true colour, mask in magenta)");
-  cmd->add_option("--report", c.report_path, "Also write timings, chip counts and peak memory as JSON here");
+  cmd->add_option("--report", o.report_path, "Also write timings, chip counts and peak memory as JSON here");
 }
 
 struct BatchCommand {
@@ -144,6 +171,9 @@ void show_progress(int done, int total, const nimbus::SceneOutcome& o, double el
 int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
   const std::vector<nimbus::BatchScene> scenes = nimbus::read_batch_manifest(b.manifest);
   nimbus::validate(b.options.merge);
+  nimbus::validate_creation_options(b.options.creation_options);
+  const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
+  nimbus::check_batch_outputs(scenes, b.out_dir, b.options, {{b.manifest, "manifest"}}, {report});
   // The per-scene pipeline logs would break the progress bar; -v brings them back.
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   const auto start = std::chrono::steady_clock::now();
@@ -155,7 +185,6 @@ int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
                                                               std::chrono::steady_clock::now() - start)
                                                               .count());
                                           });
-  const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
   nimbus::write_file_atomically(report, "batch report", nimbus::batch_report_csv(outcomes));
   int done = 0, skipped = 0, failed = 0;
   for (const auto& o : outcomes) {
@@ -164,7 +193,7 @@ int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
     failed += o.status == "failed";
   }
   for (const auto& o : outcomes) {
-    if (o.status == "failed") std::fprintf(stderr, "nimbus: error: scene %s: %s\n", o.id.c_str(), o.error.c_str());
+    if (o.status == "failed") print_error(fmt::format("scene {}: {}", o.id, o.error));
   }
   if (!quiet) {
     std::fprintf(stderr, "batch: %d done, %d skipped (output verified), %d failed; per-scene status in %s\n", done,
@@ -190,26 +219,31 @@ void add_stack_command(CLI::App& app, StackCommand& s) {
 }
 
 void run_stack_command(const StackCommand& s) {
-  const nimbus::SafeScene scene = nimbus::open_sentinel2_safe(s.product);
-  nimbus::AtomicOutput out(s.out, "stack (--out)");
-  std::optional<nimbus::AtomicOutput> pm_out;
-  if (!s.product_mask_out.empty()) {
-    if (scene.product_mask_source == "none") {
-      throw nimbus::InputError(fmt::format("'{}' has no MSK_CLASSI, cloud GML or SCL layer; no product mask to write",
-                                           s.product));
-    }
-    pm_out.emplace(s.product_mask_out, "--product-mask-out");
+  std::vector<nimbus::RunInput> inputs{{s.product, "product"}};
+  if (std::filesystem::path(s.product).filename() == "MTD_MSIL2A.xml") {
+    const std::string dir = std::filesystem::path(s.product).parent_path().string();
+    inputs.push_back({dir.empty() ? "." : dir, "product (its SAFE directory)"});
   }
-  nimbus::write_safe_stack(scene, out.temp_path(), "stack (--out)");
+  nimbus::OutputSet outputs(inputs);
+  nimbus::AtomicOutput& out = outputs.add_file(s.out, "stack (--out)");
+  nimbus::AtomicOutput* pm_out =
+      s.product_mask_out.empty() ? nullptr : &outputs.add_file(s.product_mask_out, "--product-mask-out");
+  const nimbus::SafeScene scene = nimbus::open_sentinel2_safe(s.product);
+  if (pm_out && scene.product_mask_source == "none") {
+    throw nimbus::InputError(fmt::format("'{}' has no MSK_CLASSI, cloud GML or SCL layer; no product mask to write",
+                                         s.product));
+  }
+  out.write_with([&](const std::string& path) { nimbus::write_safe_stack(scene, path, "stack (--out)"); });
   if (pm_out) {
     const nimbus::RasterReader pm(scene.product_mask_path, "derived product mask");
     const nimbus::MaskBuffer mask = pm.read_band_nonzero(1);
     nimbus::GeoTiffOptions options = nimbus::mask_geotiff_options();
     options.metadata["NIMBUS_PRODUCT_MASK_SOURCE"] = scene.product_mask_source;
-    nimbus::write_single_band_geotiff(pm_out->temp_path(), "--product-mask-out", pm.grid(), mask.data(), options);
-    pm_out->commit();
+    pm_out->write_with([&](const std::string& path) {
+      nimbus::write_single_band_geotiff(path, "--product-mask-out", pm.grid(), mask.data(), options);
+    });
   }
-  out.commit();
+  outputs.commit();
   spdlog::info("wrote {} (processing baseline {}, product mask from {})", s.out,
                scene.processing_baseline.empty() ? "unknown" : scene.processing_baseline, scene.product_mask_source);
 }
@@ -271,16 +305,21 @@ void add_workflow_commands(CLI::App& app, WorkflowCommands& w) {
 
   CLI::App* workflows = app.add_subcommand("workflows", "List and describe workflows");
   workflows->require_subcommand(1);
+  workflows->fallthrough();
   CLI::App* list = workflows->add_subcommand("list", "List available workflows");
+  list->fallthrough();
   list->add_option("--workflows-dir", w.workflows_dir, "Workflows directory");
   CLI::App* describe = workflows->add_subcommand("describe", "Describe a workflow and print its Mermaid graph");
   describe->add_option("workflow", w.describe_target, "Workflow name or YAML path")->required();
   describe->add_option("--workflows-dir", w.workflows_dir, "Workflows directory");
+  describe->fallthrough();
 
   CLI::App* ops = app.add_subcommand("ops", "List and describe the built-in ops");
   ops->require_subcommand(1);
-  ops->add_subcommand("list", "List ops");
+  ops->fallthrough();
+  ops->add_subcommand("list", "List ops")->fallthrough();
   CLI::App* op_describe = ops->add_subcommand("describe", "Ports, parameters and defaults of one op");
+  op_describe->fallthrough();
   op_describe->add_option("op", w.op_name, "Op name")->required();
 }
 
@@ -313,6 +352,11 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
   if (CLI::App* workflows = app.get_subcommand("workflows"); workflows->parsed()) {
     const std::string dir = workflows_dir_for(w.workflows_dir, w.describe_target);
     if (workflows->got_subcommand("list")) {
+      if (!std::filesystem::is_directory(dir)) {
+        throw nimbus::InputError(fmt::format("--workflows-dir '{}' is not a directory; give the folder that holds the "
+                                             "workflow YAML files",
+                                             dir));
+      }
       for (const std::string& name : nimbus::list_workflows(dir)) std::printf("%s\n", name.c_str());
     } else {
       std::fputs(nimbus::describe_workflow(w.describe_target, nimbus::WorkflowLibrary{dir}).c_str(), stdout);
@@ -419,18 +463,28 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Same contract as every other bad input: one line, exit 2.
+    print_error(fmt::format("{}; see `nimbus {}--help`", e.what(),
+                            app.get_subcommands().empty() ? std::string()
+                                                          : app.get_subcommands().front()->get_name() + " "));
+    return kExitInputError;
   }
   spdlog::set_level(quiet ? spdlog::level::err : verbose ? spdlog::level::debug : spdlog::level::info);
 
   try {
+    refuse_empty_values(app);
     if (app.got_subcommand("improve-cloud-mask")) {
       const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(improve.options);
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
                    improve.options.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction,
                    r.seconds_total, r.seconds_inference);
-      if (!improve.report_path.empty()) write_report(r, improve.report_path);
     } else if (app.got_subcommand("batch")) {
       return run_batch_command(batch, quiet, verbose);
     } else if (app.got_subcommand("stack-safe")) {
@@ -441,11 +495,11 @@ int main(int argc, char** argv) {
       return run_workflow_command(app, workflow);
     }
   } catch (const nimbus::InputError& e) {
-    std::fprintf(stderr, "nimbus: error: %s\n", e.what());
+    print_error(e.what());
     return kExitInputError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nimbus: internal error: %s; please report it with the command line that caused it\n",
-                 e.what());
+                 one_line(e.what()).c_str());
     return kExitInternalError;
   }
   return 0;

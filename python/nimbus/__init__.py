@@ -24,6 +24,7 @@ from ._nimbus import run_workflow as _run_workflow_files
 from ._nimbus import (  # noqa: F401  (re-exported API)
     InputError,
     __version__,
+    check_batch_outputs,
     check_scene_ids,
     improve_cloud_mask,
     merge_cloud_masks,
@@ -117,7 +118,7 @@ def improve_cloud_mask_array(s2, product_mask, geotransform=None, crs=None, out=
         s2_path = inputs.add("s2", s2, geotransform, crs, nodata)
         pm_path = inputs.add("product_mask", pm.astype(np.uint8, copy=False) if pm.dtype == bool else pm,
                              geotransform, crs, None)
-        target = os.fspath(out) if out is not None else os.path.join(tmp, "mask.tif")
+        target = os.fsdecode(out) if out is not None else os.path.join(tmp, "mask.tif")
         improve_cloud_mask(s2_path, target, product_mask=pm_path, **options)
         return read_raster(target)["array"][0]
 
@@ -147,21 +148,31 @@ def compute_shadow_prob(s2, geotransform=None, crs=None, nodata=0, model_path="e
 
 def normalise_scenes(scenes):
     """Scenes as dicts with s2_raster, product_mask (None: derived from a SAFE product) and id.
-    Accepts paths, (s2_raster, product_mask) pairs, dicts, or a manifest CSV path."""
-    if isinstance(scenes, (str, os.PathLike)) and os.fspath(scenes).endswith(".csv"):
-        return read_batch_manifest(os.fspath(scenes))
+    Accepts paths, (s2_raster, product_mask) pairs, dicts, a manifest CSV path or one scene's path."""
+    if isinstance(scenes, (str, bytes, os.PathLike)):
+        # One path: a manifest (.csv, any case) or a single scene, never its characters.
+        if os.fsdecode(scenes).lower().endswith(".csv"):
+            return read_batch_manifest(os.fsdecode(scenes))
+        scenes = [scenes]
     out = []
     for s in scenes:
-        if isinstance(s, dict):
-            d = {"s2_raster": os.fspath(s["s2_raster"]), "product_mask": s.get("product_mask"), "id": s.get("id")}
-        elif isinstance(s, (tuple, list)):
-            d = {"s2_raster": os.fspath(s[0]), "product_mask": s[1] if len(s) > 1 else None, "id": None}
-        else:
-            d = {"s2_raster": os.fspath(s), "product_mask": None, "id": None}
+        try:
+            if isinstance(s, dict):
+                d = {"s2_raster": os.fsdecode(s["s2_raster"]), "product_mask": s.get("product_mask"),
+                     "id": s.get("id")}
+            elif isinstance(s, (tuple, list)):
+                d = {"s2_raster": os.fsdecode(s[0]), "product_mask": s[1] if len(s) > 1 else None, "id": None}
+            else:
+                d = {"s2_raster": os.fsdecode(s), "product_mask": None, "id": None}
+        except (TypeError, KeyError, IndexError) as e:
+            raise InputError(f"scene {s!r} is not a path, a (s2_raster, product_mask) pair or a dict with "
+                             f"s2_raster ({e})") from None
+        if isinstance(d["id"], bytes):
+            d["id"] = os.fsdecode(d["id"])
         d["s2_raster"] = os.path.abspath(d["s2_raster"]) if "://" not in d["s2_raster"] and not d[
             "s2_raster"].startswith("/vsi") else d["s2_raster"]
         if d["product_mask"] is not None:
-            d["product_mask"] = os.path.abspath(os.fspath(d["product_mask"]))
+            d["product_mask"] = os.path.abspath(os.fsdecode(d["product_mask"]))
         if d["id"] is None:
             d["id"] = scene_id_from_path(d["s2_raster"])
         out.append(d)
@@ -175,8 +186,13 @@ def batch(scenes, out_dir, progress=True, **options):
     outcome dict per scene: id, status ('done', 'skipped', 'failed'), output, sha256, error,
     seconds. ``options`` as for :func:`improve_cloud_mask`."""
     scenes = normalise_scenes(scenes)
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.abspath(os.fsdecode(out_dir))
+    # Every output location is checked against every input before the first scene runs.
+    check_batch_outputs(scenes, out_dir, options)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"out_dir '{out_dir}' cannot be created ({e.strerror}); choose a writable directory") from None
     remove_stale_partials(scenes, out_dir, True)
     bar = _progress(len(scenes)) if progress else None
     outcomes = []

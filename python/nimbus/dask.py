@@ -47,7 +47,9 @@ def improve_cloud_masks(scenes, out_dir, client=None, threads_per_scene=1, retri
         from distributed import get_client
         client = get_client()
     scenes = nimbus.normalise_scenes(scenes)
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    out_dir = os.path.abspath(os.fsdecode(out_dir))
+    # Every output location is checked against every input before any task is submitted.
+    nimbus.check_batch_outputs(scenes, out_dir, options)
     os.makedirs(out_dir, exist_ok=True)
     options = dict(options)
     options.setdefault("threads", threads_per_scene)

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <string>
@@ -19,6 +20,7 @@
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
 #include "nimbus/raster/array_io.h"
+#include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/workflow/runner.h"
 #include "nimbus/workflow/single_op.h"
 #include "nimbus/workflow/workflow_graph.h"
@@ -47,7 +49,98 @@ nimbus::Json to_json(const py::handle& h) {
                                        py::repr(h).cast<std::string>(), py::type::of(h).attr("__name__").cast<std::string>()));
 }
 
-std::string path_text(const py::handle& h) { return py::str(py::module_::import("os").attr("fspath")(h)); }
+std::string type_name(const py::handle& h) { return py::type::of(h).attr("__name__").cast<std::string>(); }
+
+// A path argument as the file system's bytes: str (with surrogate escapes), bytes or
+// os.PathLike, never the text of a bytes object's repr. `what` names the argument.
+std::string path_text(const py::handle& h, const std::string& what) {
+  const py::module_ os = py::module_::import("os");
+  py::object path;
+  try {
+    path = os.attr("fspath")(h);
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_TypeError)) throw;
+    throw nimbus::InputError(fmt::format("{} = {} has the wrong type ({}); give a path (str, bytes or os.PathLike)",
+                                         what, py::repr(h).cast<std::string>(), type_name(h)));
+  }
+  const std::string bytes = os.attr("fsencode")(path).cast<py::bytes>();
+  if (bytes.find('\0') != std::string::npos) {
+    throw nimbus::InputError(fmt::format("{} = {} contains a NUL character; give a plain path", what,
+                                         py::repr(h).cast<std::string>()));
+  }
+  return bytes;
+}
+
+// Ctrl-C during a long call: the library polls this between chips and stages (from
+// the calling thread); it takes the GIL briefly and runs Python's signal handlers.
+// A raised exception (KeyboardInterrupt) is kept, the call stops (Cancelled, partial
+// outputs removed) and the exception is raised again in Python.
+class PythonCancel {
+ public:
+  PythonCancel() = default;
+  PythonCancel(const PythonCancel&) = delete;
+  PythonCancel& operator=(const PythonCancel&) = delete;
+  ~PythonCancel() {  // destroyed with the GIL held
+    Py_XDECREF(type_);
+    Py_XDECREF(value_);
+    Py_XDECREF(traceback_);
+  }
+
+  nimbus::CancelCheck check() {
+    return [this] { return poll(); };
+  }
+  bool fired() const { return fired_.load(); }
+  // With the GIL held: raises the kept Python exception.
+  [[noreturn]] void raise() {
+    PyErr_Restore(type_, value_, traceback_);
+    type_ = value_ = traceback_ = nullptr;
+    if (!PyErr_Occurred()) PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+  }
+
+ private:
+  bool poll() {
+    if (fired_.load()) return true;
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      PyErr_Fetch(&type_, &value_, &traceback_);
+      fired_.store(true);
+    }
+    return fired_.load();
+  }
+
+  std::atomic<bool> fired_{false};
+  PyObject* type_ = nullptr;
+  PyObject* value_ = nullptr;
+  PyObject* traceback_ = nullptr;
+};
+
+// Runs `call` without the GIL, cancellable with Ctrl-C (see PythonCancel).
+template <typename Call>
+auto run_cancellable(nimbus::CancelCheck& slot, Call&& call) {
+  PythonCancel cancel;
+  slot = cancel.check();
+  try {
+    py::gil_scoped_release release;
+    auto result = call();
+    if (!cancel.fired()) return result;
+  } catch (const nimbus::Cancelled&) {
+    if (!cancel.fired()) throw;
+  }
+  cancel.raise();
+}
+
+// Python and numpy booleans (numpy.bool_ is not a bool subclass).
+bool is_boolean(const py::handle& v) {
+  if (py::isinstance<py::bool_>(v)) return true;
+  return py::hasattr(v, "dtype") && py::hasattr(v, "shape") && py::len(v.attr("shape")) == 0 &&
+         py::str(v.attr("dtype").attr("kind")).cast<std::string>() == "b";
+}
+bool is_number(const py::handle& v) {
+  return !is_boolean(v) && (py::isinstance<py::int_>(v) || py::isinstance<py::float_>(v) ||
+                            py::hasattr(v, "__index__") || py::hasattr(v, "__float__"));
+}
+bool is_integer(const py::handle& v) { return !is_boolean(v) && py::hasattr(v, "__index__"); }
 
 // Options of improve-cloud-mask from keyword arguments, named as the CLI flags.
 nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
@@ -57,8 +150,23 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
     const py::handle v = item.second;
     if (v.is_none()) continue;  // keep the default
     try {
-      if (key == "cloud_model") o.cloud_model = path_text(v);
-      else if (key == "shadow_model") o.shadow_model = path_text(v);
+      // Numbers must be numbers: True is not a threshold, 512.7 is not a window.
+      const bool real = key == "cloud_thr" || key == "shadow_thr" || key == "overlap";
+      const bool integer = key == "closing_size" || key == "min_area" || key == "window" || key == "threads";
+      if ((real && !is_number(v)) || (integer && !is_integer(v)) ||
+          (key == "in_memory" && !is_boolean(v))) {
+        throw py::cast_error();
+      }
+      // An empty path would silently mean "not given" (no probabilities, no preview).
+      const auto non_empty_path = [&] {
+        std::string path = path_text(v, key);
+        if (path.empty()) {
+          throw nimbus::InputError(fmt::format("option {} is an empty path; give a path or leave it out (None)", key));
+        }
+        return path;
+      };
+      if (key == "cloud_model") o.cloud_model = non_empty_path();
+      else if (key == "shadow_model") o.shadow_model = non_empty_path();
       else if (key == "cloud_thr") o.merge.cloud_prob_threshold = v.cast<double>();
       else if (key == "shadow_thr") o.merge.shadow_prob_threshold = v.cast<double>();
       else if (key == "closing_size") o.merge.closing_size = v.cast<int>();
@@ -73,8 +181,9 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
         }
         o.chips.blend = blend == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
       }
-      else if (key == "keep_probabilities") o.keep_probabilities_dir = path_text(v);
-      else if (key == "preview") o.preview_png = path_text(v);
+      else if (key == "keep_probabilities") o.keep_probabilities_dir = non_empty_path();
+      else if (key == "preview") o.preview_png = non_empty_path();
+      else if (key == "report") o.report_path = non_empty_path();
       else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
       else if (key == "threads") o.threads = v.cast<int>();
       else if (key == "engine") o.engine = nimbus::parse_engine(py::str(v), "engine");
@@ -82,7 +191,8 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
       else {
         throw nimbus::InputError(fmt::format(
             "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
-            "window, overlap, blend, in_memory, keep_probabilities, preview, creation_options, threads, engine, downsampling",
+            "window, overlap, blend, in_memory, keep_probabilities, preview, report, creation_options, threads, engine, "
+            "downsampling",
             key));
       }
     } catch (const py::cast_error&) {
@@ -101,10 +211,22 @@ py::object to_python(const nimbus::Json& j) {
 
 nimbus::BatchScene scene_from(const py::dict& d) {
   nimbus::BatchScene s;
-  s.s2_raster = path_text(d["s2_raster"]);
-  if (d.contains("product_mask") && !d["product_mask"].is_none()) s.product_mask = path_text(d["product_mask"]);
-  s.id = d.contains("id") && !d["id"].is_none() ? py::str(d["id"]).cast<std::string>()
-                                                : nimbus::scene_id_from_path(s.s2_raster);
+  if (!d.contains("s2_raster")) throw nimbus::InputError("a scene has no 's2_raster'; give {'s2_raster': PATH, ...}");
+  s.s2_raster = path_text(d["s2_raster"], "s2_raster");
+  if (d.contains("product_mask") && !d["product_mask"].is_none()) {
+    s.product_mask = path_text(d["product_mask"], "product_mask");
+  }
+  if (d.contains("id") && !d["id"].is_none()) {
+    const py::handle id = d["id"];
+    if (py::isinstance<py::bytes>(id)) s.id = id.cast<std::string>();
+    else if (py::isinstance<py::str>(id)) s.id = path_text(id, "id");
+    else {
+      throw nimbus::InputError(fmt::format("scene id {} has the wrong type ({}); give a str",
+                                           py::repr(id).cast<std::string>(), type_name(id)));
+    }
+  } else {
+    s.id = nimbus::scene_id_from_path(s.s2_raster);
+  }
   return s;
 }
 
@@ -157,14 +279,11 @@ PYBIND11_MODULE(_nimbus, m) {
       "improve_cloud_mask",
       [](const py::object& s2_raster, const py::object& out, const py::object& product_mask, const py::kwargs& kw) {
         nimbus::ImproveCloudMaskOptions o = options_from(kw);
-        o.s2_raster = path_text(s2_raster);
-        o.out = path_text(out);
-        if (!product_mask.is_none()) o.product_mask = path_text(product_mask);
-        nimbus::ImproveCloudMaskReport r;
-        {
-          py::gil_scoped_release release;
-          r = nimbus::improve_cloud_mask(o);
-        }
+        o.s2_raster = path_text(s2_raster, "s2_raster");
+        o.out = path_text(out, "out");
+        if (!product_mask.is_none()) o.product_mask = path_text(product_mask, "product_mask");
+        const nimbus::ImproveCloudMaskReport r =
+            run_cancellable(o.cancel, [&o] { return nimbus::improve_cloud_mask(o); });
         return to_python(nimbus::report_json(r));
       },
       py::arg("s2_raster"), py::arg("out"), py::arg("product_mask") = py::none());
@@ -179,13 +298,11 @@ PYBIND11_MODULE(_nimbus, m) {
         options.out_dir = out_dir;
         options.cache_dir = cache_dir;
         options.max_parallel_tasks = parallel_tasks;
-        nimbus::RunReport report;
-        {
-          py::gil_scoped_release release;
+        const nimbus::RunReport report = run_cancellable(options.cancel, [&] {
           const nimbus::WorkflowLibrary library{workflows_dir.empty() ? NIMBUS_DEFAULT_WORKFLOWS_DIR : workflows_dir};
           const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(workflow, overrides, library);
-          report = nimbus::run_workflow(graph, options);
-        }
+          return nimbus::run_workflow(graph, options);
+        });
         return report.outputs;
       },
       py::arg("workflow"), py::arg("inputs"), py::arg("out_dir"), py::arg("params") = py::dict(),
@@ -193,14 +310,18 @@ PYBIND11_MODULE(_nimbus, m) {
 
   m.def(
       "run_op",
-      [](const std::string& op, const std::map<std::string, std::string>& inputs, const py::dict& parameters,
-         const std::string& output_dir) {
-        const nimbus::Json params = to_json(parameters);
-        nimbus::OpOutputs outputs;
-        {
-          py::gil_scoped_release release;
-          outputs = nimbus::run_single_op(op, inputs, params, output_dir);
+      [](const std::string& op, const py::dict& input_paths, const py::dict& parameters,
+         const py::object& output_dir_path) {
+        std::map<std::string, std::string> inputs;
+        for (const auto& [port, path] : input_paths) {
+          const std::string name = py::str(port);
+          inputs[name] = path_text(path, fmt::format("input {}", name));
         }
+        const std::string output_dir = path_text(output_dir_path, "output_dir");
+        const nimbus::Json params = to_json(parameters);
+        nimbus::CancelCheck cancel;
+        const nimbus::OpOutputs outputs =
+            run_cancellable(cancel, [&] { return nimbus::run_single_op(op, inputs, params, output_dir, cancel); });
         std::map<std::string, std::string> paths;
         for (const auto& [port, artifact] : outputs) paths[port] = artifact.path;
         return paths;
@@ -244,8 +365,9 @@ PYBIND11_MODULE(_nimbus, m) {
 
   m.def(
       "write_raster",
-      [](const std::string& path, const py::array& array, const py::object& geotransform, const std::string& crs,
+      [](const py::object& path_arg, const py::array& array, const py::object& geotransform, const std::string& crs,
          const py::object& nodata) {
+        const std::string path = path_text(path_arg, "path");
         if (array.ndim() != 2 && array.ndim() != 3) {
           throw nimbus::InputError("rasters are 2-D (height, width) or 3-D (bands, height, width) arrays");
         }
@@ -271,7 +393,8 @@ PYBIND11_MODULE(_nimbus, m) {
 
   m.def(
       "read_raster",
-      [](const std::string& path) {
+      [](const py::object& path_arg) {
+        const std::string path = path_text(path_arg, "path");
         const nimbus::RasterLayout layout = nimbus::read_raster_layout(path, "raster");
         py::array array(numpy_type_of(layout.data_type), {layout.bands, layout.height, layout.width});
         {
@@ -303,10 +426,20 @@ PYBIND11_MODULE(_nimbus, m) {
       },
       py::arg("scenes"));
   m.def(
+      "check_batch_outputs",
+      [](const std::vector<py::dict>& scenes, const py::object& out_dir, const py::dict& options) {
+        std::vector<nimbus::BatchScene> s;
+        for (const auto& d : scenes) s.push_back(scene_from(d));
+        const nimbus::ImproveCloudMaskOptions o = options_from(options);
+        nimbus::validate_creation_options(o.creation_options);
+        nimbus::check_batch_outputs(s, path_text(out_dir, "out_dir"), o);
+      },
+      py::arg("scenes"), py::arg("out_dir"), py::arg("options") = py::dict());
+  m.def(
       "read_batch_manifest",
-      [](const std::string& path) {
+      [](const py::object& manifest) {
         py::list out;
-        for (const auto& s : nimbus::read_batch_manifest(path)) {
+        for (const auto& s : nimbus::read_batch_manifest(path_text(manifest, "manifest"))) {
           py::dict d;
           d["id"] = s.id;
           d["s2_raster"] = s.s2_raster;
@@ -318,23 +451,21 @@ PYBIND11_MODULE(_nimbus, m) {
       py::arg("manifest"));
   m.def(
       "process_batch_scene",
-      [](const py::dict& scene, const std::string& out_dir, const py::dict& options) {
+      [](const py::dict& scene, const py::object& out_dir, const py::dict& options) {
         const nimbus::BatchScene s = scene_from(scene);
-        const nimbus::ImproveCloudMaskOptions o = options_from(options);
-        nimbus::SceneOutcome outcome;
-        {
-          py::gil_scoped_release release;
-          outcome = nimbus::process_batch_scene(s, out_dir, o);
-        }
+        nimbus::ImproveCloudMaskOptions o = options_from(options);
+        const std::string dir = path_text(out_dir, "out_dir");
+        const nimbus::SceneOutcome outcome =
+            run_cancellable(o.cancel, [&] { return nimbus::process_batch_scene(s, dir, o); });
         return to_python(nimbus::outcome_json(outcome));
       },
       py::arg("scene"), py::arg("out_dir"), py::arg("options") = py::dict());
   m.def(
       "remove_stale_partials",
-      [](const std::vector<py::dict>& scenes, const std::string& out_dir, bool only_dead_processes) {
+      [](const std::vector<py::dict>& scenes, const py::object& out_dir, bool only_dead_processes) {
         std::vector<nimbus::BatchScene> s;
         for (const auto& d : scenes) s.push_back(scene_from(d));
-        return nimbus::remove_stale_partials(s, out_dir, only_dead_processes);
+        return nimbus::remove_stale_partials(s, path_text(out_dir, "out_dir"), only_dead_processes);
       },
       py::arg("scenes"), py::arg("out_dir"), py::arg("only_dead_processes") = true);
 }

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -19,6 +20,7 @@
 #include "nimbus/core/version.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/raster/atomic_output.h"
+#include "nimbus/raster/geotiff_writer.h"
 
 namespace nimbus {
 namespace fs = std::filesystem;
@@ -26,13 +28,22 @@ namespace {
 
 // One CSV record per call (RFC 4180: quotes, doubled quotes, commas and newlines
 // inside quotes). Returns false at end of input.
+// One CSV record per call (RFC 4180: quotes, doubled quotes, commas and newlines
+// inside quotes). A quote opens a quoted field only at the start of the field; inside
+// an unquoted field it is an ordinary character (as Excel reads `my "best" scene.tif`).
+// Text after a closing quote is an error. Returns false at end of input.
 bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& line, const std::string& path) {
   fields.clear();
   std::string field;
-  bool quoted = false, any = false;
+  bool quoted = false, any = false, field_started = false, after_quote = false;
   const int start_line = line + 1;
   for (int c = in.get(); c != EOF; c = in.get()) {
     any = true;
+    if (c == '\0') {  // a path would end there for the file system: never a silent other file
+      throw InputError(fmt::format("manifest '{}' line {}: contains a NUL byte; save the manifest as plain UTF-8 "
+                                   "text",
+                                   path, line + 1));
+    }
     if (quoted) {
       if (c == '"') {
         if (in.peek() == '"') {
@@ -40,21 +51,33 @@ bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& li
           in.get();
         } else {
           quoted = false;
+          after_quote = true;
         }
       } else {
         if (c == '\n') ++line;
         field += static_cast<char>(c);
       }
-    } else if (c == '"') {
-      quoted = true;
     } else if (c == ',') {
       fields.push_back(field);
       field.clear();
+      field_started = after_quote = false;
     } else if (c == '\n') {
       ++line;
       fields.push_back(field);
       return true;
-    } else if (c != '\r') {
+    } else if (c == '\r') {
+      continue;
+    } else if (after_quote) {
+      if (c == ' ' || c == '\t') continue;  // spaces before the comma
+      throw InputError(fmt::format("manifest '{}' line {}: text after the closing quote of field {}; quote the "
+                                   "whole field and double the quotes inside it (\"\")",
+                                   path, line + 1, fields.size() + 1));
+    } else if (c == '"' && !field_started) {
+      quoted = true;
+      field_started = true;
+      field.clear();  // spaces before an opening quote are not part of the field
+    } else {
+      if (c != ' ' && c != '\t') field_started = true;
       field += static_cast<char>(c);
     }
   }
@@ -65,6 +88,8 @@ bool read_csv_record(std::istream& in, std::vector<std::string>& fields, int& li
   fields.push_back(field);
   return true;
 }
+
+constexpr std::size_t kMaxIdBytes = 255 - std::char_traits<char>::length(".tif.nimbus.json");
 
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t");
@@ -90,6 +115,8 @@ struct SceneRecord {
 };
 
 bool read_record(const std::string& path, SceneRecord& record) {
+  std::error_code ec;
+  if (!fs::is_regular_file(fs::symlink_status(path, ec))) return false;  // a FIFO would block the read
   std::ifstream in(path);
   if (!in) return false;
   const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
@@ -124,10 +151,19 @@ void check_scene_ids(const std::vector<BatchScene>& scenes) {
   std::map<std::string, std::size_t> seen;
   for (std::size_t i = 0; i < scenes.size(); ++i) {
     const std::string& id = scenes[i].id;
-    if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos || id[0] == '.') {
+    const bool control = std::any_of(id.begin(), id.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (id.empty() || id == "." || id == ".." || id.find('/') != std::string::npos || id[0] == '.' || control) {
       throw InputError(fmt::format("scene {} ('{}'): id '{}' cannot name an output file; give an id without '/' "
-                                   "that does not start with '.'",
+                                   "or control characters that does not start with '.'",
                                    i + 1, scenes[i].s2_raster, id));
+    }
+    // <id>.tif.nimbus.json must fit the usual 255-byte file-name limit.
+    if (id.size() > kMaxIdBytes) {
+      throw InputError(fmt::format("scene {} ('{}'): id '{}…' is {} bytes; file names allow {} for the id: give a "
+                                   "shorter id",
+                                   i + 1, scenes[i].s2_raster, id.substr(0, 40), id.size(), kMaxIdBytes));
     }
     const auto [it, inserted] = seen.emplace(id, i);
     if (!inserted) {
@@ -141,6 +177,20 @@ void check_scene_ids(const std::vector<BatchScene>& scenes) {
 std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path) {
   std::ifstream in(manifest_path, std::ios::binary);
   if (!in) throw InputError(fmt::format("manifest '{}' cannot be read; check the path", manifest_path));
+  // Excel's "CSV UTF-8" starts with a byte-order mark: skip it. UTF-16 ("Unicode
+  // text") is refused before its NUL bytes turn into confusing field errors.
+  char head[3] = {0, 0, 0};
+  in.read(head, 3);
+  const std::streamsize got = in.gcount();
+  const auto byte = [&](int i) { return static_cast<unsigned char>(head[i]); };
+  if (got >= 2 && ((byte(0) == 0xFF && byte(1) == 0xFE) || (byte(0) == 0xFE && byte(1) == 0xFF) ||
+                   (got == 3 && (byte(0) == 0 || byte(1) == 0)))) {
+    throw InputError(fmt::format("manifest '{}' is UTF-16 text; save it as UTF-8 (e.g. \"CSV UTF-8\" in Excel, or "
+                                 "iconv -f UTF-16 -t UTF-8)",
+                                 manifest_path));
+  }
+  in.clear();
+  in.seekg(got == 3 && byte(0) == 0xEF && byte(1) == 0xBB && byte(2) == 0xBF ? 3 : 0);
   const fs::path base = fs::absolute(manifest_path).parent_path();
   const auto resolve = [&](const std::string& p) {
     if (p.empty() || fs::path(p).is_absolute() || p.rfind("/vsi", 0) == 0) return p;
@@ -206,6 +256,28 @@ std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path) {
   return scenes;
 }
 
+void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::string& out_dir,
+                         const ImproveCloudMaskOptions& options, const std::vector<RunInput>& extra_inputs,
+                         const std::vector<std::string>& extra_outputs) {
+  std::vector<RunInput> inputs = extra_inputs;
+  inputs.push_back({options.cloud_model, "--cloud-model"});
+  inputs.push_back({options.shadow_model, "--shadow-model"});
+  for (const BatchScene& s : scenes) {
+    inputs.push_back({s.s2_raster, fmt::format("s2_raster of scene {}", s.id)});
+    inputs.push_back({s.product_mask, fmt::format("product_mask of scene {}", s.id)});
+    if (fs::path(s.s2_raster).filename() == "MTD_MSIL2A.xml") {
+      inputs.push_back({fs::path(s.s2_raster).parent_path().string(), fmt::format("SAFE product of scene {}", s.id)});
+    }
+  }
+  const InputFiles index(inputs);
+  index.check_not_an_input(out_dir, "--out-dir");
+  for (const BatchScene& s : scenes) {
+    index.check_not_an_input(scene_output_path(out_dir, s.id), fmt::format("the output of scene {}", s.id));
+    index.check_not_an_input(scene_record_path(out_dir, s.id), fmt::format("the record of scene {}", s.id));
+  }
+  for (const std::string& o : extra_outputs) index.check_not_an_input(o, "the batch report");
+}
+
 std::string scene_output_path(const std::string& out_dir, const std::string& id) {
   return (fs::path(out_dir) / (id + ".tif")).string();
 }
@@ -246,7 +318,11 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
     ensure_directory(out_dir, "--out-dir");
     const std::string recipe = scene_recipe(scene, options);
     SceneRecord record;
-    if (fs::exists(outcome.output) && read_record(scene_record_path(out_dir, scene.id), record) &&
+    // Only a regular file can be a finished output: a FIFO put in its place would block
+    // the checksum forever, a link or device is refused by the run below.
+    std::error_code ec;
+    if (fs::is_regular_file(fs::symlink_status(outcome.output, ec)) &&
+        read_record(scene_record_path(out_dir, scene.id), record) &&
         record.recipe == recipe && sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256) {
       outcome.status = "skipped";
       outcome.sha256 = record.sha256;
@@ -279,8 +355,8 @@ int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::stri
                           bool only_dead_processes) {
   std::set<std::string> prefixes;
   for (const auto& s : scenes) {
-    prefixes.insert("." + s.id + ".tif.nimbus-partial-");
-    prefixes.insert("." + s.id + ".tif.nimbus.json.nimbus-partial-");
+    prefixes.insert(partial_name_prefix(s.id + ".tif"));
+    prefixes.insert(partial_name_prefix(s.id + ".tif.nimbus.json"));
   }
   int removed = 0;
   std::error_code ec;
@@ -304,6 +380,8 @@ std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const
                                     const ImproveCloudMaskOptions& options,
                                     const std::function<void(int, int, const SceneOutcome&)>& progress) {
   check_scene_ids(scenes);
+  validate_creation_options(options.creation_options);
+  check_batch_outputs(scenes, out_dir, options);
   ensure_directory(out_dir, "--out-dir");
   remove_stale_partials(scenes, out_dir, /*only_dead_processes=*/true);
   std::vector<SceneOutcome> outcomes;

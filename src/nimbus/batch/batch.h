@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nimbus/pipeline/improve_cloud_mask.h"
+#include "nimbus/raster/atomic_output.h"
 
 namespace nimbus {
 
@@ -17,7 +18,8 @@ struct BatchScene {
   std::string product_mask;  // empty: derived from a SAFE product
 };
 
-// Reads a manifest: CSV with a header row naming the columns s2_raster (required),
+// Reads a manifest (UTF-8, with or without a byte-order mark; UTF-16 is refused with
+// the fix): CSV with a header row naming the columns s2_raster (required),
 // product_mask and id (optional); quoted fields as in RFC 4180; blank lines and lines
 // starting with '#' are skipped. Relative paths are relative to the manifest's
 // directory. A missing id is derived from the raster's name. Throws InputError with
@@ -28,8 +30,16 @@ std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path);
 // name ("S2A_MSIL2A_..."), also for their MTD_MSIL2A.xml and .zip.
 std::string scene_id_from_path(const std::string& s2_raster);
 
-// Throws InputError unless ids are non-empty, unique and usable as file names.
+// Throws InputError unless ids are non-empty, unique and usable as file names (no
+// '/', no leading '.', no control character, short enough for <id>.tif.nimbus.json).
 void check_scene_ids(const std::vector<BatchScene>& scenes);
+
+// Throws InputError, before any scene runs, when an output of the batch (<id>.tif,
+// its record, `extra_outputs`) would be an input of any scene (raster, product mask,
+// inside a SAFE product), a model of `options`, or one of `extra_inputs` (the manifest).
+void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::string& out_dir,
+                         const ImproveCloudMaskOptions& options, const std::vector<RunInput>& extra_inputs = {},
+                         const std::vector<std::string>& extra_outputs = {});
 
 // <out_dir>/<id>.tif and its record <out_dir>/<id>.tif.nimbus.json.
 std::string scene_output_path(const std::string& out_dir, const std::string& id);

@@ -12,7 +12,7 @@ namespace {
 
 // A fixed table, because the handler may only use async-signal-safe calls
 // (unlink, write, _exit): no allocation, no locks.
-constexpr int kSlots = 64;
+constexpr int kSlots = 256;  // three per output (file, GDAL's .ovr.tmp, .msk.ovr.tmp)
 constexpr std::size_t kPathMax = 4096;
 char g_paths[kSlots][kPathMax];
 std::atomic<bool> g_used[kSlots];
@@ -22,8 +22,9 @@ void on_signal(int sig) {
   for (int i = 0; i < kSlots; ++i) {
     if (g_used[i].load()) ::unlink(g_paths[i]);
   }
-  const char* msg = sig == SIGINT ? "nimbus: interrupted (SIGINT); partial outputs removed\n"
-                                  : "nimbus: terminated (SIGTERM); partial outputs removed\n";
+  const char* msg = sig == SIGINT   ? "nimbus: interrupted (SIGINT); partial outputs removed\n"
+                    : sig == SIGHUP ? "nimbus: hung up (SIGHUP); partial outputs removed\n"
+                                    : "nimbus: terminated (SIGTERM); partial outputs removed\n";
   ssize_t ignored = ::write(STDERR_FILENO, msg, std::strlen(msg));
   (void)ignored;
   ::_exit(128 + sig);
@@ -39,6 +40,13 @@ void install_interrupt_cleanup() {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    sigaction(SIGHUP, &sa, nullptr);  // the terminal closed (ssh dropped): same cleanup
+    // A closed stderr pipe (`nimbus … 2>&1 | head -1`) must not kill the run half-way
+    // through a write with its partial files left: failed writes of messages are ignored.
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, nullptr);
   });
 }
 

@@ -1,4 +1,4 @@
-// Clean interruption: on SIGINT/SIGTERM, partially written outputs are removed
+// Clean interruption: on SIGINT/SIGTERM/SIGHUP, partially written outputs are removed
 // before the process exits, so nothing half-written is ever left behind.
 #pragma once
 
@@ -6,8 +6,8 @@
 
 namespace nimbus {
 
-// Installs the SIGINT/SIGTERM handlers (idempotent). The handler removes every
-// registered path, prints one line and exits with 128 + signal.
+// Installs the SIGINT/SIGTERM/SIGHUP handlers (idempotent) and ignores SIGPIPE. The
+// handler removes every registered path, prints one line and exits with 128 + signal.
 void install_interrupt_cleanup();
 
 // Registers a temporary file to remove if the process is interrupted.

@@ -603,10 +603,14 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
                               role, engine);
     const RasterReader scene(ctx.inputs.at("sentinel_raster").path,
                              fmt::format("input sentinel_raster of task '{}'", ctx.task));
-    const FloatBuffer probability = predict_probability(scene, *model, *h, params);
+    const CancelCheck& cancel = ctx.cancel;
+    const FloatBuffer probability =
+        predict_probability(scene, *model, *h, params, [&cancel](int, int) { throw_if_cancelled(cancel); });
     const std::string path = ctx.output_dir + "/" + output_port + ".tif";
+    GeoTiffOptions tiff = probability_geotiff_options();
+    tiff.cancel = ctx.cancel;
     write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), scene.grid(), probability.data(),
-                              probability_geotiff_options());
+                              tiff);
     return OpOutputs{{output_port, Artifact{path, "Sentinel2CloudProbability", ""}}};
   };
   return op;

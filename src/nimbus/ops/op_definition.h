@@ -2,6 +2,8 @@
 // how the workflow engine calls it. Each op's source file defines one.
 #pragma once
 
+#include "nimbus/core/error.h"
+
 #include <functional>
 #include <map>
 #include <string>
@@ -41,6 +43,7 @@ struct OpRunContext {
   Json parameters;                         // resolved, every declared parameter present
   std::string output_dir;                  // empty directory owned by this run of the op
   std::string task;                        // task name, for messages
+  CancelCheck cancel;                      // polled between chips; true: stop with Cancelled
 };
 
 using OpOutputs = std::map<std::string, Artifact>;  // by output port (path and type; ids are set by the engine)

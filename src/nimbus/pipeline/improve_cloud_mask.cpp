@@ -33,10 +33,25 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-ChipProgress log_progress(const char* what) {
-  return [what](int done, int total) {
+ChipProgress log_progress(const char* what, const CancelCheck& cancel) {
+  return [what, &cancel](int done, int total) {
     if (done == total || done % 16 == 0) spdlog::info("{}: {}/{} chips", what, done, total);
+    throw_if_cancelled(cancel);
   };
+}
+
+// What the run reads; no output may be one of these or lie inside a SAFE product.
+std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
+  std::vector<RunInput> inputs{{o.s2_raster, "--s2-raster"},
+                               {o.product_mask, "--product-mask"},
+                               {o.cloud_model, "--cloud-model"},
+                               {o.shadow_model, "--shadow-model"}};
+  const std::filesystem::path raster(o.s2_raster);
+  if (raster.filename() == "MTD_MSIL2A.xml") {
+    inputs.push_back({raster.parent_path().empty() ? "." : raster.parent_path().string(),
+                      "--s2-raster (its SAFE product)"});
+  }
+  return inputs;
 }
 
 }  // namespace
@@ -48,6 +63,30 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   validate_creation_options(options.creation_options);
   chip_step(options.chips.window_size, options.chips.overlap);
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
+  if (options.threads < 0 || options.threads > 1024) {
+    throw InputError(fmt::format("--threads {}: use 0 (all cores) or a number of threads from 1 to 1024",
+                                 options.threads));
+  }
+
+  // Every output location is checked (and --keep-probabilities created) before any
+  // work; the files are published together at the very end.
+  OutputSet outputs(run_inputs(options));
+  AtomicOutput& mask_out = outputs.add_file(options.out, "output mask (--out)");
+  AtomicOutput* cloud_prob_out = nullptr;
+  AtomicOutput* shadow_prob_out = nullptr;
+  if (!options.keep_probabilities_dir.empty()) {
+    outputs.add_directory(options.keep_probabilities_dir, "--keep-probabilities");
+    const std::filesystem::path dir(options.keep_probabilities_dir);
+    cloud_prob_out = &outputs.add_file((dir / "cloud_probability.tif").string(),
+                                       "--keep-probabilities (cloud_probability.tif)");
+    shadow_prob_out = &outputs.add_file((dir / "shadow_probability.tif").string(),
+                                        "--keep-probabilities (shadow_probability.tif)");
+  }
+  AtomicOutput* preview_out =
+      options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (--preview)");
+  AtomicOutput* report_out =
+      options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "--report");
+  throw_if_cancelled(options.cancel);
 
   // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.
   std::string scene_path = options.s2_raster;
@@ -107,14 +146,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   check_model_fits_scene(*cloud_model, scene, cloud_head, options.chips);
   check_model_fits_scene(*shadow_model, scene, shadow_head, options.chips);
 
-  AtomicOutput mask_out(options.out, "output mask (--out)");
-  std::optional<AtomicOutput> cloud_prob_out, shadow_prob_out;
-  if (!options.keep_probabilities_dir.empty()) {
-    ensure_directory(options.keep_probabilities_dir, "--keep-probabilities");
-    const std::filesystem::path dir(options.keep_probabilities_dir);
-    cloud_prob_out.emplace((dir / "cloud_probability.tif").string(), "--keep-probabilities");
-    shadow_prob_out.emplace((dir / "shadow_probability.tif").string(), "--keep-probabilities");
-  }
+  throw_if_cancelled(options.cancel);
 
   ImproveCloudMaskReport report;
   report.width = scene.width();
@@ -133,7 +165,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
 
   // Without --keep-probabilities the floats are never stored: each model's
   // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
-  const bool keep = cloud_prob_out.has_value();
+  const bool keep = cloud_prob_out != nullptr;
   FloatBuffer cloud, shadow;
   MaskBuffer mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
   // Only the preview needs nodata apart from the mask (nodata passes every threshold).
@@ -144,7 +176,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                        options.merge.cloud_prob_threshold, options.preview_png.empty() ? nullptr : &nodata},
        ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
                        options.merge.shadow_prob_threshold}},
-      options.chips, log_progress("cloud+shadow"));
+      options.chips, log_progress("cloud+shadow", options.cancel));
   if (stats.chips_skipped == stats.chips) {
     throw InputError(fmt::format("{} '{}' has no valid pixel: in every pixel some band equals the nodata value; "
                                  "check the file's nodata value (gdalinfo) and that the scene covers data",
@@ -159,6 +191,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const auto merge_start = Clock::now();
   finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
   report.seconds_merge = seconds_since(merge_start);
+  throw_if_cancelled(options.cancel);
   const auto write_start = Clock::now();
 
   // Provenance: what produced this mask, so it can be reproduced and audited.
@@ -191,25 +224,33 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   GeoTiffOptions mask_options = mask_geotiff_options();
   mask_options.metadata = provenance;
   mask_options.creation_options = options.creation_options;
-  write_single_band_geotiff(mask_out.temp_path(), "output mask (--out)", scene.grid(), mask.data(), mask_options);
+  mask_options.cancel = options.cancel;
+  mask_out.write_with([&](const std::string& path) {
+    write_single_band_geotiff(path, "output mask (--out)", scene.grid(), mask.data(), mask_options);
+  });
 
   if (cloud_prob_out) {
     GeoTiffOptions prob_options = probability_geotiff_options();
     prob_options.metadata = provenance;
     prob_options.creation_options = options.creation_options;
-    write_single_band_geotiff(cloud_prob_out->temp_path(), "--keep-probabilities", scene.grid(), cloud.data(),
-                              prob_options);
-    write_single_band_geotiff(shadow_prob_out->temp_path(), "--keep-probabilities", scene.grid(), shadow.data(),
-                              prob_options);
+    prob_options.cancel = options.cancel;
+    cloud_prob_out->write_with([&](const std::string& path) {
+      write_single_band_geotiff(path, "--keep-probabilities", scene.grid(), cloud.data(), prob_options);
+    });
+    shadow_prob_out->write_with([&](const std::string& path) {
+      write_single_band_geotiff(path, "--keep-probabilities", scene.grid(), shadow.data(), prob_options);
+    });
   }
-  if (!options.preview_png.empty()) write_mask_preview(scene, mask, nodata, options.preview_png);
-
-  // Every file is complete; publish them together.
-  if (cloud_prob_out) {
-    cloud_prob_out->commit();
-    shadow_prob_out->commit();
+  if (preview_out) {
+    try {
+      write_mask_preview(scene, mask, nodata, preview_out->temp_path());
+    } catch (const InputError&) {
+      throw InputError(fmt::format("preview PNG (--preview) '{}' could not be written; check disk space and "
+                                   "permissions",
+                                   options.preview_png));
+    }
   }
-  mask_out.commit();
+  throw_if_cancelled(options.cancel);
   report.seconds_write = seconds_since(write_start);
 
   std::size_t masked = 0;
@@ -219,6 +260,19 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  if (report_out) {
+    try {
+      // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
+      write_whole_file(report_out->temp_path(), "--report",
+                       report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+    } catch (const InputError&) {
+      throw InputError(fmt::format("--report '{}' could not be written; check disk space and permissions",
+                                   options.report_path));
+    }
+  }
+
+  // Every file is complete; publish them together (or none of them).
+  outputs.commit();
   return report;
 }
 

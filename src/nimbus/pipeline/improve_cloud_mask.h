@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "nimbus/core/error.h"
 #include "nimbus/ops/chip_prediction.h"
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 
@@ -21,9 +22,11 @@ struct ImproveCloudMaskOptions {
   MergeParams merge;
   std::string keep_probabilities_dir;  // when set, also write cloud/shadow probability GeoTIFFs here
   std::string preview_png;             // when set, also write an RGB + mask quicklook
+  std::string report_path;             // when set, also write the report as JSON (published with the mask)
   std::vector<std::string> creation_options;  // GDAL COG -co KEY=VALUE for every raster written
   int threads = 0;                     // 0 = all cores
   InferenceEngine engine = InferenceEngine::Auto;  // oneDNN, falling back to OpenCV DNN per model
+  CancelCheck cancel;                  // polled between chips and stages; true: throw Cancelled, no output left
 };
 
 struct ImproveCloudMaskReport {
@@ -47,9 +50,11 @@ struct ImproveCloudMaskReport {
   double peak_rss_mb = 0.0;         // of the whole process so far
 };
 
-// Validates every input before reading pixels, then runs the job. All outputs
-// appear at once at the end (temporary names, renamed); on any failure none do.
-// Throws InputError with the file, option and fix on bad input.
+// Validates every input and output location before reading pixels, then runs the
+// job. All outputs (mask, probabilities, preview, report) appear together at the end
+// (temporary names, renamed); on any failure or cancellation none do. No output may
+// be an input (same file, link, or inside a SAFE product). Throws InputError with
+// the file, option and fix on bad input, Cancelled when options.cancel says so.
 ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options);
 
 // The report as JSON (the CLI's --report file, the Python API's return value).

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/raster/atomic_output.h"
 
 namespace nimbus {
 namespace {
@@ -40,8 +41,10 @@ std::string crs_to_wkt(const std::string& crs, const std::string& role) {
   return out;
 }
 
-void write_array_raster(const std::string& path, const std::string& role, const void* data,
-                        const RasterLayout& layout) {
+namespace {
+
+void write_array_raster_at(const std::string& path, const std::string& role, const void* data,
+                           const RasterLayout& layout) {
   ensure_gdal_initialised();
   const GDALDataType type = data_type_from_name(layout.data_type, role);
   if (layout.bands <= 0 || layout.width <= 0 || layout.height <= 0) {
@@ -79,6 +82,25 @@ void write_array_raster(const std::string& path, const std::string& role, const 
     VSIUnlink(path.c_str());
     throw InputError(fmt::format("{} '{}': writing failed ({}); check free space", role, path, message));
   }
+}
+
+}  // namespace
+
+void write_array_raster(const std::string& path, const std::string& role, const void* data,
+                        const RasterLayout& layout) {
+  if (path.rfind("/vsi", 0) == 0) {  // GDAL's virtual file systems (memory, cloud): written as before
+    write_array_raster_at(path, role, data, layout);
+    return;
+  }
+  // On disk: all or nothing, never over a special file or a link (see AtomicOutput).
+  AtomicOutput out(path, role);
+  try {
+    write_array_raster_at(out.temp_path(), role, data, layout);
+  } catch (const InputError&) {
+    throw InputError(fmt::format("{} '{}' could not be written; check the directory, free space and permissions",
+                                 role, path));
+  }
+  out.commit();
 }
 
 RasterLayout read_raster_layout(const std::string& path, const std::string& role) {

@@ -4,6 +4,12 @@
 #include <cpl_string.h>
 #include <gdal_priv.h>
 
+#include <cctype>
+#include <cstdlib>
+#include <map>
+#include <set>
+
+#include <cpl_minixml.h>
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
@@ -37,18 +43,121 @@ GeoTiffOptions mask_geotiff_options() {
   return o;
 }
 
+namespace {
+
+std::string upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// GDAL's own check of one KEY=VALUE against the driver's option list (type, value
+// list, min/max); returns its complaint, empty when the option is valid.
+std::string gdal_complaint(GDALDriver* driver, const std::string& option) {
+  struct Collector {
+    std::string messages;
+  } collector;
+  CPLPushErrorHandlerEx(
+      [](CPLErr, CPLErrorNum, const char* msg) {
+        auto* c = static_cast<Collector*>(CPLGetErrorHandlerUserData());
+        if (c->messages.empty() && msg) c->messages = msg;
+      },
+      &collector);
+  const char* const list[] = {option.c_str(), nullptr};
+  const int ok = GDALValidateCreationOptions(driver, const_cast<char**>(list));
+  CPLPopErrorHandler();
+  if (ok) return "";
+  std::string m = collector.messages.empty() ? "not accepted by GDAL's COG driver" : collector.messages;
+  while (!m.empty() && (m.back() == '.' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+}  // namespace
+
 void validate_creation_options(const std::vector<std::string>& options) {
-  const char* allowed = cog_driver()->GetMetadataItem(GDAL_DMD_CREATIONOPTIONLIST);
+  GDALDriver* driver = cog_driver();
+  const char* list_xml = driver->GetMetadataItem(GDAL_DMD_CREATIONOPTIONLIST);
+  std::set<std::string> known;
+  if (CPLXMLNode* root = list_xml ? CPLParseXMLString(list_xml) : nullptr) {
+    for (const CPLXMLNode* n = root->psChild; n; n = n->psNext) {
+      if (n->eType == CXT_Element && EQUAL(n->pszValue, "Option")) {
+        if (const char* name = CPLGetXMLValue(n, "name", nullptr)) known.insert(upper(name));
+      }
+    }
+    CPLDestroyXMLNode(root);
+  }
+  std::map<std::string, std::string> given;
   for (const std::string& o : options) {
     const auto eq = o.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw InputError(fmt::format("creation option '{}' must be KEY=VALUE, e.g. --co COMPRESS=DEFLATE", o));
+      throw InputError(fmt::format("--co '{}' must be KEY=VALUE, e.g. --co COMPRESS=DEFLATE", o));
     }
-    const std::string key = o.substr(0, eq);
-    if (allowed && std::string(allowed).find("name='" + key + "'") == std::string::npos) {
-      throw InputError(fmt::format("creation option '{}' is not a COG option; see `gdalinfo --format COG` "
+    const std::string key = upper(o.substr(0, eq));
+    const std::string value = o.substr(eq + 1);
+    if (!known.empty() && !known.count(key)) {
+      throw InputError(fmt::format("--co {}: not a COG creation option; see `gdalinfo --format COG` "
                                    "(e.g. COMPRESS, LEVEL, PREDICTOR, BLOCKSIZE, OVERVIEWS)",
                                    key));
+    }
+    if (value.empty()) throw InputError(fmt::format("--co {}= has no value; give KEY=VALUE", key));
+    if (const std::string complaint = gdal_complaint(driver, key + "=" + value); !complaint.empty()) {
+      throw InputError(fmt::format("--co {}={}: {}; see `gdalinfo --format COG` for the accepted values", key, value,
+                                   complaint));
+    }
+    given[key] = upper(value);
+  }
+  // Nimbus' own limits: what GDAL accepts but would exhaust memory, change the grid or lose data.
+  for (const auto& [key, value] : given) {
+    const std::string shown = fmt::format("--co {}={}", key, value);
+    if (key == "BLOCKSIZE") {
+      char* end = nullptr;
+      const long v = std::strtol(value.c_str(), &end, 10);
+      if (*end != '\0' || v < 128 || v > 4096 || v % 16 != 0) {
+        throw InputError(fmt::format("{}: the tile size must be a multiple of 16 from 128 to 4096 pixels (default "
+                                     "256); larger tiles need gigabytes per tile",
+                                     shown));
+      }
+    } else if (key == "LEVEL" || key == "QUALITY" || key == "OVERVIEW_QUALITY") {
+      char* end = nullptr;
+      const long v = std::strtol(value.c_str(), &end, 10);
+      const long hi = key == "LEVEL" ? 22 : 100;
+      if (*end != '\0' || v < 1 || v > hi) {
+        throw InputError(fmt::format("{}: use a whole number from 1 to {}", shown, hi));
+      }
+    } else if (key == "NUM_THREADS") {
+      char* end = nullptr;
+      const long v = std::strtol(value.c_str(), &end, 10);
+      if (value != "ALL_CPUS" && (*end != '\0' || v < 1 || v > 1024)) {
+        throw InputError(fmt::format("{}: use ALL_CPUS or a number of threads from 1 to 1024", shown));
+      }
+    } else if (key == "RESAMPLING" || key == "OVERVIEW_RESAMPLING") {
+      static const std::set<std::string> methods{"NEAREST", "BILINEAR", "CUBIC", "CUBICSPLINE", "LANCZOS",
+                                                 "AVERAGE", "RMS",      "MODE",  "GAUSS"};
+      if (!methods.count(value)) {
+        throw InputError(fmt::format("{}: unknown resampling; use NEAREST, AVERAGE, BILINEAR, CUBIC, CUBICSPLINE, "
+                                     "LANCZOS, RMS, MODE or GAUSS",
+                                     shown));
+      }
+    } else if (key == "COMPRESS" && (value == "JPEG" || value == "WEBP")) {
+      throw InputError(fmt::format("{}: lossy compression would change mask and probability values; use a lossless "
+                                   "one (ZSTD, DEFLATE, LZW, LZMA)",
+                                   shown));
+    } else if (key == "OVERVIEW_COMPRESS" && (value == "JPEG" || value == "WEBP")) {
+      throw InputError(fmt::format("{}: JPEG/WEBP cannot hold the float32 probability rasters and would blur the "
+                                   "mask's overviews; use a lossless one (ZSTD, DEFLATE, LZW, LZMA)",
+                                   shown));
+    } else if ((key == "PREDICTOR" || key == "OVERVIEW_PREDICTOR") && (value == "FLOATING_POINT" || value == "3")) {
+      throw InputError(fmt::format("{}: the floating-point predictor fails on the 8-bit mask; leave PREDICTOR to "
+                                   "Nimbus (2 for the mask, 3 for the probabilities) or use YES / NO",
+                                   shown));
+    } else if (key == "MAX_Z_ERROR" && std::strtod(value.c_str(), nullptr) != 0.0) {
+      throw InputError(fmt::format("{}: LERC with a non-zero error is lossy and would change the values; leave it 0",
+                                   shown));
+    } else if ((key == "TILING_SCHEME" && value != "CUSTOM") || key == "TARGET_SRS" || key == "RES" ||
+               key == "EXTENT" || key == "ZOOM_LEVEL" || key == "ZOOM_LEVEL_STRATEGY" || key == "ALIGNED_LEVELS" ||
+               key == "ADD_ALPHA" || key == "WARP_RESAMPLING") {
+      throw InputError(fmt::format("{}: this option reprojects the raster, so it would no longer be on the scene's "
+                                   "grid; reproject the finished mask with gdalwarp instead",
+                                   shown));
     }
   }
 }
@@ -86,12 +195,25 @@ void write_single_band_geotiff(const std::string& path, const std::string& role,
     create_options.SetNameValue(o.substr(0, eq).c_str(), o.substr(eq + 1).c_str());
   }
 
+  // GDAL's progress callback is where a write is cancelled (returns FALSE to stop).
+  struct CancelState {
+    const CancelCheck* cancel;
+    bool fired;
+  } cancel_state{&options.cancel, false};
+  const GDALProgressFunc progress = [](double, const char*, void* data) -> int {
+    auto* state = static_cast<CancelState*>(data);
+    state->fired = state->fired || (*state->cancel)();
+    return state->fired ? FALSE : TRUE;
+  };
   CPLErrorReset();
-  GDALDataset* out = cog->CreateCopy(path.c_str(), src, FALSE, create_options.List(), nullptr, nullptr);
+  GDALDataset* out = cog->CreateCopy(path.c_str(), src, FALSE, create_options.List(),
+                                     options.cancel ? progress : nullptr,
+                                     options.cancel ? &cancel_state : nullptr);
   bool ok = out != nullptr && CPLGetLastErrorType() < CE_Failure;
   if (out) GDALClose(out);
   ok = ok && CPLGetLastErrorType() < CE_Failure;
   GDALClose(src);
+  if (cancel_state.fired) throw Cancelled();
   if (!ok) {
     const char* msg = CPLGetLastErrorMsg();
     throw InputError(fmt::format("{} '{}': writing the GeoTIFF failed ({}); check free disk space, permissions and "

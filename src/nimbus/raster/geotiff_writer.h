@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "nimbus/core/error.h"
 #include "nimbus/raster/raster_reader.h"
 
 namespace nimbus {
@@ -23,6 +24,7 @@ struct GeoTiffOptions {
   // GDAL COG creation options (KEY=VALUE, as gdal_translate -co) overriding the defaults
   // COMPRESS=ZSTD LEVEL=9 PREDICTOR=… BLOCKSIZE=256 OVERVIEWS=AUTO BIGTIFF=IF_SAFER.
   std::vector<std::string> creation_options;
+  CancelCheck cancel;  // polled by GDAL while writing; true stops the write (throws Cancelled)
 };
 
 // FarmVibes' probability rasters: float32, nodata 100, ZSTD 9, floating-point predictor.
@@ -30,7 +32,9 @@ GeoTiffOptions probability_geotiff_options();
 // FarmVibes' merged mask: uint8, nodata tag 100, ZSTD 9, horizontal predictor.
 GeoTiffOptions mask_geotiff_options();
 
-// Throws InputError for a malformed or unknown creation option (checked before any work).
+// Throws InputError for a malformed or unknown creation option, a value GDAL's COG
+// driver refuses, and values Nimbus refuses (BLOCKSIZE outside 128..4096 or not a
+// multiple of 16, lossy compression, reprojection): checked before any work.
 void validate_creation_options(const std::vector<std::string>& options);
 
 // Writes `data` (grid.width*grid.height samples of options.type, row-major) as

@@ -14,7 +14,8 @@ namespace nimbus {
 // (bands 4, 3, 2 of the 12-band stack; band 1 grey for fewer bands) with
 // mask pixels tinted magenta and nodata pixels drawn as a grey diagonal hatch.
 // `mask` and `nodata` are scene.width()*scene.height() 0/1; a preview pixel is
-// hatched when about half or more of the scene pixels it covers are nodata.
+// hatched when about half or more of the scene pixels it covers are nodata. Writes
+// `path` directly: give it an AtomicOutput's temporary path.
 void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const MaskBuffer& nodata,
                         const std::string& path, int max_size = 1024);
 

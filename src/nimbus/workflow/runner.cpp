@@ -1,5 +1,6 @@
 #include "nimbus/workflow/runner.h"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <exception>
@@ -21,13 +22,22 @@ namespace nimbus {
 namespace fs = std::filesystem;
 namespace {
 
-void copy_into_place(const std::string& from, const std::string& to) {
-  AtomicOutput out(to, "--out-dir");
+void copy_into(const std::string& from, const AtomicOutput& out) {
   std::error_code ec;
   fs::copy_file(from, out.temp_path(), fs::copy_options::overwrite_existing, ec);
-  if (ec) throw InputError(fmt::format("cannot write '{}' ({}); check disk space and permissions", to, ec.message()));
-  out.commit();
+  if (ec) {
+    throw InputError(fmt::format("cannot write '{}' ({}); check disk space and permissions", out.final_path(),
+                                 ec.message()));
+  }
 }
+
+std::vector<RunInput> run_inputs(const RunOptions& options) {
+  std::vector<RunInput> inputs;
+  for (const auto& [name, path] : options.inputs) inputs.push_back({path, fmt::format("--input {}", name)});
+  return inputs;
+}
+
+std::string sink_role(const std::string& sink) { return fmt::format("--out-dir (sink {})", sink); }
 
 }  // namespace
 
@@ -55,7 +65,18 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     for (const PortRef& t : targets) port_values[t.str()] = a;
   }
   if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
+  {
+    // Sinks are written as <out_dir>/<sink>.tif: refuse up front what would replace an input.
+    const InputFiles inputs(run_inputs(options));
+    inputs.check_not_an_input(options.out_dir, "--out-dir");
+    for (const auto& [sink, port] : graph.sinks) {
+      inputs.check_not_an_input((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink));
+    }
+  }
   ensure_directory(options.out_dir, "--out-dir");
+  for (const auto& [sink, port] : graph.sinks) {  // e.g. <out_dir>/mask.tif is a directory or a FIFO
+    check_output_path((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink));
+  }
 
   const bool use_cache = !options.cache_dir.empty();
   const std::string scratch = use_cache ? options.cache_dir : (fs::path(options.out_dir) / ".nimbus-work").string();
@@ -72,6 +93,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   std::set<std::string> done, started;
   int running = 0;
   std::exception_ptr failure;
+  std::atomic<bool> cancelled{false};
 
   const auto run_node = [&](const GraphNode& node) {
     TaskRun tr;
@@ -81,6 +103,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     OpRunContext ctx;
     ctx.task = node.name;
     ctx.parameters = node.parameters;
+    ctx.cancel = [&cancelled] { return cancelled.load(); };
     std::map<std::string, std::string> ids;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -131,7 +154,20 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
         }
       }
       if (!ready) {
-        cv.wait(lock);
+        if (!options.cancel) {
+          cv.wait(lock);
+          continue;
+        }
+        cv.wait_for(lock, std::chrono::milliseconds(100));
+        if (!cancelled.load()) {
+          lock.unlock();  // the check may take a while (Python takes its GIL)
+          const bool stop = options.cancel();
+          lock.lock();
+          if (stop) {
+            cancelled.store(true);
+            if (!failure) failure = std::make_exception_ptr(Cancelled());
+          }
+        }
         continue;
       }
       started.insert(ready->name);
@@ -157,13 +193,15 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     std::rethrow_exception(failure);
   }
 
-  // Publish sinks only once everything succeeded.
+  // Publish sinks only once everything succeeded, all together.
+  OutputSet published(run_inputs(options));
   for (const auto& [sink, port] : graph.sinks) {
     const Artifact& a = port_values.at(port.str());
     const std::string dest = (fs::path(options.out_dir) / (sink + fs::path(a.path).extension().string())).string();
-    copy_into_place(a.path, dest);
+    copy_into(a.path, published.add_file(dest, sink_role(sink)));
     report.outputs[sink] = dest;
   }
+  published.commit();
   if (!use_cache) OpCache::discard(scratch);
   return report;
 }

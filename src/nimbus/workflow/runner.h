@@ -2,6 +2,8 @@
 // once per distinct cache key, sinks copied into the output directory.
 #pragma once
 
+#include "nimbus/core/error.h"
+
 #include <functional>
 #include <map>
 #include <string>
@@ -16,6 +18,9 @@ struct RunOptions {
   std::string out_dir;
   std::string cache_dir;  // empty = no cache (ops run in a scratch directory)
   int max_parallel_tasks = 2;
+  // Polled from the calling thread about every 100 ms; true stops the run (running
+  // tasks stop at their next chip), discards its work and throws Cancelled.
+  CancelCheck cancel;
 };
 
 struct TaskRun {

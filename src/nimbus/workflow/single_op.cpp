@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -16,7 +19,7 @@ namespace nimbus {
 namespace fs = std::filesystem;
 
 OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, std::string>& inputs,
-                        const Json& parameters, const std::string& output_dir) {
+                        const Json& parameters, const std::string& output_dir, const CancelCheck& cancel) {
   const OpDefinition* op = find_op(op_name);
   if (op == nullptr) {
     std::vector<std::string> names;
@@ -65,13 +68,23 @@ OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, 
   const fs::path work = fs::path(output_dir) / fmt::format(".{}.nimbus-partial-{}-{}", op_name, ::getpid(), counter++);
   fs::create_directories(work);
   ctx.output_dir = work.string();
+  ctx.cancel = cancel;
   try {
     OpOutputs outputs = op->run(ctx);
+    // Published together; none may replace an input, a link or a special file.
+    std::vector<RunInput> input_files;
+    for (const auto& [port, path] : inputs) input_files.push_back({path, fmt::format("input {}", port)});
+    OutputSet published(input_files);
     for (auto& [port, artifact] : outputs) {
       const fs::path final_path = fs::path(output_dir) / fs::path(artifact.path).filename();
-      fs::rename(artifact.path, final_path);
+      const AtomicOutput& out = published.add_file(final_path.string(), fmt::format("output {}", port));
+      if (std::rename(artifact.path.c_str(), out.temp_path().c_str()) != 0) {
+        throw InputError(fmt::format("output {} '{}' could not be moved into place ({}); check permissions", port,
+                                     final_path.string(), std::strerror(errno)));
+      }
       artifact.path = final_path.string();
     }
+    published.commit();
     fs::remove_all(work);
     return outputs;
   } catch (...) {
