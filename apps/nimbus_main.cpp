@@ -131,6 +131,7 @@ void show_progress(int done, int total, const nimbus::SceneOutcome& o, double el
 int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
   const std::vector<nimbus::BatchScene> scenes = nimbus::read_batch_manifest(b.manifest);
   nimbus::validate(b.options.merge);
+  nimbus::validate(b.options.chips);
   // The per-scene pipeline logs would break the progress bar; -v brings them back.
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   const auto start = std::chrono::steady_clock::now();

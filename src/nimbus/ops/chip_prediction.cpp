@@ -9,11 +9,16 @@
 #include <mutex>
 #include <thread>
 
+#include <regex>
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "nimbus/core/error.h"
 #include "nimbus/models/default_models.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/raster/geotiff_writer.h"
+#include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/tiling/chip_grid.h"
 
 namespace nimbus {
@@ -112,6 +117,50 @@ float activate(const ProbabilityHead& head, const float* scores, std::size_t pla
   return e1 / (e0 + e1);
 }
 
+namespace {
+
+// "B1", "b01", " B8A " -> "B01" / "B8A"; empty when the text is not a Sentinel-2 band name.
+std::string sentinel2_band_name(const std::string& text) {
+  static const std::regex band_re(R"(\s*[Bb]0?([0-9]{1,2}|8[Aa])\s*)");
+  std::smatch m;
+  if (!std::regex_match(text, m, band_re)) return {};
+  std::string id = m[1].str();
+  if (id == "8a") id = "8A";
+  if (id.size() == 1) id = "0" + id;
+  return "B" + id;
+}
+
+}  // namespace
+
+void check_band_order(const RasterReader& scene) {
+  const std::vector<std::string>& expected = farmvibes_band_order();
+  if (scene.band_count() != static_cast<int>(expected.size())) return;
+  const std::vector<std::string> descriptions = scene.band_descriptions();
+  std::vector<std::string> found;
+  bool wrong = false;
+  for (std::size_t i = 0; i < descriptions.size(); ++i) {
+    const std::string name = sentinel2_band_name(descriptions[i]);
+    found.push_back(name.empty() ? "?" : name);
+    wrong = wrong || (!name.empty() && name != expected[i]);
+  }
+  if (wrong) {
+    throw InputError(fmt::format("{} '{}' labels its bands {} but the models expect {}: the stack is in another band "
+                                 "order and would give a wrong mask; re-stack it in that order (e.g. gdalbuildvrt "
+                                 "-separate, or `nimbus stack-safe` from the SAFE product)",
+                                 scene.role(), scene.path(), fmt::join(found, ","), fmt::join(expected, ",")));
+  }
+}
+
+void validate(const ChipPredictionParams& params) {
+  if (params.window_size < kMinWindowSize) {
+    throw InputError(fmt::format("window size (--window, window_size) = {} is below the minimum of {} pixels: the "
+                                 "models need that much context and smaller chips multiply the run time; use e.g. "
+                                 "--window 512 (FarmVibes' default)",
+                                 params.window_size, kMinWindowSize));
+  }
+  chip_step(params.window_size, params.overlap);
+}
+
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
                             const ChipPredictionParams& params) {
   scene.require_digital_numbers();
@@ -123,6 +172,7 @@ void check_model_fits_scene(const InferenceBackend& model, const RasterReader& s
                                  head.role, model.model().origin, c.channels, scene.role(), scene.path(),
                                  scene.band_count(), scene.band_count()));
   }
+  check_band_order(scene);
   int mh = 0, mw = 0;
   model_input_size(model, params.window_size, mh, mw);
   if (mh < params.window_size || mw < params.window_size) {
@@ -206,6 +256,7 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
                                       const ChipPredictionParams& params, const ChipProgress& progress) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
+  validate(params);
   for (const ProbabilityTask& t : tasks) check_model_fits_scene(*t.model, scene, *t.head, params);
   const ChipGrid grid(scene.width(), scene.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
@@ -213,6 +264,12 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   const std::size_t width = static_cast<std::size_t>(scene.width());
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
   const std::size_t npix = width * static_cast<std::size_t>(scene.height());
+  {
+    std::uint64_t per_pixel = params.in_memory ? static_cast<std::uint64_t>(bands) * 4 + 1 : 0;
+    for (const ProbabilityTask& t : tasks) per_pixel += t.output ? 4 : 0;
+    require_memory(per_pixel * npix, fmt::format("{} '{}' ({}x{} pixels)", scene.role(), scene.path(), scene.width(),
+                                                 scene.height()));
+  }
   for (const ProbabilityTask& t : tasks) {
     if (t.output) t.output->assign(npix, kProbabilityNodata);
     if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
@@ -401,17 +458,19 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
   op.inputs = {{"sentinel_raster", "Sentinel2Raster", "Sentinel-2 L2A raster, 12 bands, nodata 0"}};
   op.outputs = {{output_port, "Sentinel2CloudProbability", "Probability raster, float32, nodata 100"}};
   op.parameters = {
-      {"downsampling", ParamType::Int, 1, "Chip downsampling factor; Nimbus supports 1 (all FarmVibes workflows)"},
+      {"downsampling", ParamType::Int, 1, "Chip downsampling factor; Nimbus supports 1 (all FarmVibes workflows)",
+       1.0},
       {"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
       {"model_path", ParamType::String, default_model,
        "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"},
-      {"window_size", ParamType::Int, 512, "Chip size in pixels"},
-      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)"},
-      {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass"},
-      {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus"},
+      {"window_size", ParamType::Int, 512, "Chip size in pixels", static_cast<double>(kMinWindowSize)},
+      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)", 0.0, 1.0},
+      {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass", 1.0},
+      {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus", 0.0},
       {"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},
   };
   op.dependencies = {"model_path", "downsampling", "window_size", "overlap"};
+  op.output_grid_of = {{output_port, "sentinel_raster"}};
   const ProbabilityHead* h = &head;
   op.run = [h, output_port](const OpRunContext& ctx) {
     const Json& p = ctx.parameters;

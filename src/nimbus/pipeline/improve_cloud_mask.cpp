@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/core/version.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/models/default_models.h"
@@ -47,7 +48,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Everything that can be checked without reading pixels is checked first.
   validate(options.merge);
   validate_creation_options(options.creation_options);
-  chip_step(options.chips.window_size, options.chips.overlap);
+  validate(options.chips);
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
 
   // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.
@@ -84,7 +85,18 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
   const RasterReader product(product_path, product_role);
   require_same_grid(scene, product);
+  product.require_product_mask();
   const ChipGrid grid(scene.width(), scene.height(), options.chips.window_size, options.chips.overlap);
+  {
+    // Per pixel: the mask and the product mask (bytes), the dilation (at most 4 bytes
+    // whatever the radius), the kept probabilities, the in-memory copy of the scene.
+    const std::uint64_t npix = static_cast<std::uint64_t>(scene.width()) * static_cast<std::uint64_t>(scene.height());
+    std::uint64_t per_pixel = 2 + 4;
+    if (!options.keep_probabilities_dir.empty()) per_pixel += 8;
+    if (options.chips.in_memory) per_pixel += static_cast<std::uint64_t>(scene.band_count()) * 4 + 1;
+    require_memory(per_pixel * npix, fmt::format("{} '{}' ({}x{} pixels, {} bands)", scene.role(), options.s2_raster,
+                                                 scene.width(), scene.height(), scene.band_count()));
+  }
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();

@@ -13,6 +13,8 @@
 #include <fmt/ranges.h>
 
 #include "nimbus/core/checksum.h"
+#include "nimbus/core/input_files.h"
+#include "nimbus/raster/raster_reader.h"
 #include "nimbus/inference/onnx_model.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/workflow/cache.h"
@@ -27,6 +29,41 @@ void copy_into_place(const std::string& from, const std::string& to) {
   fs::copy_file(from, out.temp_path(), fs::copy_options::overwrite_existing, ec);
   if (ec) throw InputError(fmt::format("cannot write '{}' ({}); check disk space and permissions", to, ec.message()));
   out.commit();
+}
+
+// Follows each source's grid through the graph (an op's output has the grid of one
+// of its inputs) and, where an op needs inputs on one grid that come from different
+// sources, compares those sources' grids now: before any task runs, naming the
+// user's files rather than intermediate results.
+void require_matching_source_grids(const WorkflowGraph& graph, const std::map<std::string, std::string>& inputs) {
+  std::map<std::string, std::string> grid_source;  // "node.port" -> source name
+  for (const auto& [name, targets] : graph.sources) {
+    for (const PortRef& t : targets) grid_source[t.str()] = name;
+  }
+  for (const GraphNode& node : graph.nodes) {  // topological order
+    std::map<std::string, std::string> sources;  // source name -> input port
+    for (const std::string& port : node.op->same_grid_inputs) {
+      if (auto it = grid_source.find(node.name + "." + port); it != grid_source.end()) sources.emplace(it->second, port);
+    }
+    if (sources.size() >= 2) {
+      const auto role = [&](const std::string& source, const std::string& port) {
+        return fmt::format("--input {} (input {} of task '{}')", source, port, node.name);
+      };
+      const auto first = sources.begin();
+      const RasterReader reference(inputs.at(first->first), role(first->first, first->second));
+      for (auto it = std::next(first); it != sources.end(); ++it) {
+        const RasterReader other(inputs.at(it->first), role(it->first, it->second));
+        require_same_grid(reference, other);
+      }
+    }
+    for (const auto& [out, in] : node.op->output_grid_of) {
+      const auto it = grid_source.find(node.name + "." + in);
+      if (it == grid_source.end()) continue;
+      for (const GraphEdge& e : graph.edges) {
+        if (e.origin.node == node.name && e.origin.port == out) grid_source[e.destination.str()] = it->second;
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -48,12 +85,14 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
       throw InputError(fmt::format("workflow {} needs --input {}=FILE (sources: {})", graph.name, name,
                                    fmt::join(source_names, ", ")));
     }
+    require_not_special_file(it->second, fmt::format("--input {}", name));
     if (!fs::is_regular_file(it->second)) {
       throw InputError(fmt::format("--input {}='{}': file does not exist; check the path", name, it->second));
     }
     const Artifact a{it->second, "", file_artifact_id(it->second)};
     for (const PortRef& t : targets) port_values[t.str()] = a;
   }
+  require_matching_source_grids(graph, options.inputs);
   if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
   ensure_directory(options.out_dir, "--out-dir");
 
