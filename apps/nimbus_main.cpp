@@ -348,7 +348,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A malformed command line is bad input like any other: one line, exit 2
+    // (CLI11's own codes, e.g. 104 for an unconvertible number, would read as crashes).
+    std::fprintf(stderr, "nimbus: error: %s; see nimbus --help (or nimbus COMMAND --help)\n", e.what());
+    return kExitInputError;
   }
   spdlog::set_level(quiet ? spdlog::level::err : verbose ? spdlog::level::debug : spdlog::level::info);
 

@@ -6,6 +6,8 @@
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
+#include <cpl_vsi.h>
+#include <cpl_vsi_error.h>
 #include <gdal_priv.h>
 #include <ogr_spatialref.h>
 
@@ -36,15 +38,17 @@ void quiet_gdal_handler(CPLErr level, CPLErrorNum, const char* msg) {
   if (level >= CE_Warning) spdlog::debug("GDAL: {}", msg);
 }
 
-// Defaults for GDAL's HTTP options: a connection must open within 30 s and a
-// transfer may not stall (under 1 byte/s) for 30 s; transient HTTP errors are retried.
+// Defaults for GDAL's HTTP options: a connection must open within 20 s and a
+// transfer may not stall (under 1 byte/s) for 20 s; transient HTTP errors are retried.
 constexpr std::pair<const char*, const char*> kNetworkDefaults[] = {
-    {"GDAL_HTTP_CONNECTTIMEOUT", "30"},
-    {"GDAL_HTTP_LOW_SPEED_TIME", "30"},
+    {"GDAL_HTTP_CONNECTTIMEOUT", "20"},
+    {"GDAL_HTTP_LOW_SPEED_TIME", "20"},
     {"GDAL_HTTP_LOW_SPEED_LIMIT", "1"},
     {"GDAL_HTTP_MAX_RETRY", "2"},
     {"GDAL_HTTP_RETRY_DELAY", "1"},
 };
+
+}  // namespace
 
 bool is_network_path(const std::string& path) {
   for (const char* prefix : {"/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
@@ -54,7 +58,23 @@ bool is_network_path(const std::string& path) {
   return false;
 }
 
-}  // namespace
+void require_network_path_answers(const std::string& path, const std::string& role) {
+  if (!is_network_path(path)) return;
+  const NetworkTimeoutScope timeouts;
+  CPLErrorReset();
+  VSIErrorReset();
+  VSIStatBufL st;
+  if (VSIStatExL(path.c_str(), &st, VSI_STAT_EXISTS_FLAG | VSI_STAT_SET_ERROR_FLAG) == 0) return;
+  std::string error = CPLGetLastErrorMsg();
+  if (error.empty()) error = VSIGetLastErrorMsg();
+  for (const char* symptom : {"CURL error", "timed out", "too slow", "Could not resolve", "Connection refused"}) {
+    if (error.find(symptom) != std::string::npos) {
+      throw InputError(fmt::format("{} '{}' cannot be read over the network ({}); check the URL and that the server "
+                                   "answers (timeouts: GDAL_HTTP_CONNECTTIMEOUT, GDAL_HTTP_LOW_SPEED_TIME)",
+                                   role, path, error));
+    }
+  }
+}
 
 NetworkTimeoutScope::NetworkTimeoutScope() {
   for (const auto& [key, value] : kNetworkDefaults) {
@@ -83,6 +103,7 @@ void ensure_gdal_initialised() {
 RasterReader::RasterReader(std::string path, std::string role) : path_(std::move(path)), role_(std::move(role)) {
   ensure_gdal_initialised();
   require_not_special_file(path_, role_);
+  require_network_path_answers(path_, role_);
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   dataset_ = static_cast<GDALDataset*>(GDALOpenEx(path_.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR,

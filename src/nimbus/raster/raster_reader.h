@@ -95,6 +95,14 @@ class RasterReader {
   bool has_float_bands_ = false;
 };
 
+// Whether a GDAL path reads over the network (/vsicurl/, /vsis3/, ...).
+bool is_network_path(const std::string& path);
+
+// For a network path, one request up front: throws InputError naming the URL when the
+// server cannot be reached or does not answer in time (rather than once per request
+// GDAL would make). Other paths, and files merely missing, pass.
+void require_network_path_answers(const std::string& path, const std::string& role);
+
 // GDAL network paths (/vsicurl/, /vsis3/, ...) by default wait for ever on a server
 // that accepts and never answers. While alive, sets on the calling thread the
 // connect / stall timeouts and retries the user has not set (their GDAL config

@@ -201,6 +201,12 @@ bool looks_like_sentinel2_safe(const std::string& path) {
   if (path.rfind("/vsi", 0) == 0) {  // GDAL virtual paths: /vsizip/, /vsicurl/, ...
     VSIStatBufL st;
     if (fs::path(path).filename() == "MTD_MSIL2A.xml") return true;
+    // A URL of a raster file is not a product folder: no request for a metadata file.
+    const std::string ext = fs::path(path).extension().string();
+    for (const char* raster_ext : {".tif", ".tiff", ".TIF", ".TIFF", ".vrt", ".jp2", ".img"}) {
+      if (ext == raster_ext) return false;
+    }
+    require_network_path_answers(path, "Sentinel-2 raster (--s2-raster)");
     return VSIStatL((path + "/MTD_MSIL2A.xml").c_str(), &st) == 0;
   }
   const fs::path p(path);
