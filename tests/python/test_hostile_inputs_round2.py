@@ -79,6 +79,7 @@ def _custom_workflow(tmp_path, merge_parameter, value_name="closing_size"):
 
 def _workflow_args(scene, tmp_path, workflow=SEED_YAML):
     return ["run", workflow, "--input", f"s2_raster={scene['s2']}", "--input", f"product_mask={scene['product_mask']}",
+            "--param", "cloud_model=embedded:nimbus_cloud_v1", "--param", "shadow_model=embedded:nimbus_shadow_v1",
             "--out-dir", tmp_path / "out", "--no-cache", "-q"]
 
 
@@ -397,7 +398,7 @@ def test_raster_as_product_mask_is_refused(nimbus_bin, scene, tmp_path):
 def test_product_mask_in_a_workflow_is_checked(nimbus_bin, scene, tmp_path):
     args = _workflow_args(dict(scene, product_mask=scene["s2"]), tmp_path)
     line = _one_error_line(_run(nimbus_bin, *args))
-    assert "12 bands" in line
+    assert "12 bands" in line and "--input product_mask" in line
 
 
 # --- B19: SAFE metadata ------------------------------------------------------------------------------------

@@ -471,6 +471,11 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
   };
   op.dependencies = {"model_path", "downsampling", "window_size", "overlap"};
   op.output_grid_of = {{output_port, "sentinel_raster"}};
+  op.input_checks["sentinel_raster"] = [](const std::string& path, const std::string& role) {
+    const RasterReader scene(path, role);
+    scene.require_digital_numbers();
+    check_band_order(scene);
+  };
   const ProbabilityHead* h = &head;
   op.run = [h, output_port](const OpRunContext& ctx) {
     const Json& p = ctx.parameters;

@@ -147,6 +147,9 @@ OpDefinition merge_cloud_masks_simple_definition() {
   op.dependencies = {"cloud_prob_threshold", "shadow_prob_threshold", "closing_size", "min_area"};
   op.same_grid_inputs = {"cloud_probability", "shadow_probability", "product_mask"};
   op.output_grid_of = {{"merged_cloud_mask", "cloud_probability"}};
+  op.input_checks["product_mask"] = [](const std::string& path, const std::string& role) {
+    RasterReader(path, role).require_product_mask();
+  };
   op.run = [](const OpRunContext& ctx) {
     const Json& p = ctx.parameters;
     MergeParams params;

@@ -63,6 +63,9 @@ struct OpDefinition {
   // whose rasters must match pixel for pixel, and the input whose grid each output has.
   std::vector<std::string> same_grid_inputs;
   std::map<std::string, std::string> output_grid_of;  // output port -> input port
+  // Checks of an input file the workflow engine runs before any task when the port
+  // is fed straight from a source (path, role naming the source); throw InputError.
+  std::map<std::string, std::function<void(const std::string& path, const std::string& role)>> input_checks;
   std::function<OpOutputs(const OpRunContext&)> run;
 
   const ParamSpec* parameter(const std::string& n) const {

@@ -31,14 +31,24 @@ void copy_into_place(const std::string& from, const std::string& to) {
   out.commit();
 }
 
-// Follows each source's grid through the graph (an op's output has the grid of one
-// of its inputs) and, where an op needs inputs on one grid that come from different
-// sources, compares those sources' grids now: before any task runs, naming the
-// user's files rather than intermediate results.
-void require_matching_source_grids(const WorkflowGraph& graph, const std::map<std::string, std::string>& inputs) {
+// Checks the source files before any task runs, naming the user's files rather
+// than intermediate results: each op's input checks on the ports sources feed, then
+// grids: each source's grid is followed through the graph (an op's output has the
+// grid of one of its inputs) and, where an op needs inputs on one grid that come
+// from different sources, those sources' grids are compared.
+void check_sources_before_any_task(const WorkflowGraph& graph, const std::map<std::string, std::string>& inputs) {
   std::map<std::string, std::string> grid_source;  // "node.port" -> source name
   for (const auto& [name, targets] : graph.sources) {
     for (const PortRef& t : targets) grid_source[t.str()] = name;
+  }
+  for (const auto& [name, targets] : graph.sources) {
+    for (const PortRef& t : targets) {
+      const GraphNode* node = graph.node(t.node);
+      if (!node) continue;
+      const auto check = node->op->input_checks.find(t.port);
+      if (check == node->op->input_checks.end()) continue;
+      check->second(inputs.at(name), fmt::format("--input {} (input {} of task '{}')", name, t.port, t.node));
+    }
   }
   for (const GraphNode& node : graph.nodes) {  // topological order
     std::map<std::string, std::string> sources;  // source name -> input port
@@ -92,7 +102,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     const Artifact a{it->second, "", file_artifact_id(it->second)};
     for (const PortRef& t : targets) port_values[t.str()] = a;
   }
-  require_matching_source_grids(graph, options.inputs);
+  check_sources_before_any_task(graph, options.inputs);
   if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
   ensure_directory(options.out_dir, "--out-dir");
 
