@@ -518,3 +518,41 @@ def test_workflow_grid_mismatch_is_reported_before_any_task(nimbus_bin, scene, m
     assert "different grids" in line and str(other["product_mask"]) in line and str(scene["s2"]) in line
     assert "--input product_mask" in line and "nimbus-work" not in line and "partial" not in line
     assert not list(cache.rglob("outputs.json")), "no task may run before the grids are checked"
+
+
+# --- Found while probing: more numbers and metadata without bounds, unicode paths ----------------------------
+
+@pytest.mark.parametrize("threads", ["-3", "100000"])
+def test_thread_count_out_of_range_is_refused(nimbus_bin, scene, tmp_path, threads):
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif",
+                                    "--threads", threads))
+    assert "--threads" in line and threads in line and "1024" in line
+
+
+def test_damaged_boa_offset_tag_is_refused(nimbus_bin, scene, tmp_path):
+    s2 = _rewrite(scene["s2"], tmp_path / "tagged.tif")
+    with rasterio.open(s2, "r+") as dst:
+        dst.update_tags(3, NIMBUS_BOA_ADD_OFFSET="nan")
+    line = _one_error_line(_improve(nimbus_bin, s2, scene["product_mask"], tmp_path / "m.tif"))
+    assert "tagged.tif" in line and "band 3" in line and "NIMBUS_BOA_ADD_OFFSET" in line
+
+
+def test_damaged_boa_offset_in_the_metadata_is_refused(nimbus_bin, small_safe, tmp_path):
+    safe, _, _ = small_safe
+    copy = tmp_path / safe.name
+    shutil.copytree(safe, copy)
+    mtd = copy / "MTD_MSIL2A.xml"
+    mtd.write_text(mtd.read_text().replace('<BOA_ADD_OFFSET band_id="3">-1000<', '<BOA_ADD_OFFSET band_id="3">1e300<'))
+    line = _one_error_line(_run(nimbus_bin, "improve-cloud-mask", "--s2-raster", copy, "--out", tmp_path / "m.tif",
+                                "-q"))
+    assert "1e300" in line and "re-download" in line
+
+
+def test_unicode_paths_work_and_are_named(nimbus_bin, make_scene, tmp_path):
+    scene = make_scene(600, 560, name="scène ☁ 雲")
+    out = tmp_path / "sortie ☀"
+    out.mkdir()
+    ok = _improve(nimbus_bin, scene["s2"], scene["product_mask"], out / "masque.tif")
+    assert ok.returncode == 0, ok.stderr
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["s2"], out / "m.tif"))
+    assert "scène ☁ 雲" in line

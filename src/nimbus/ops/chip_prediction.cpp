@@ -163,7 +163,6 @@ void validate(const ChipPredictionParams& params) {
 
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
                             const ChipPredictionParams& params) {
-  scene.require_digital_numbers();
   const OnnxInputContract& c = model.model().contract;
   if (c.channels > 0 && c.channels != scene.band_count()) {
     throw InputError(fmt::format("{} '{}' expects {} input channels but {} '{}' has {} bands; stack the scene as the "
@@ -172,6 +171,8 @@ void check_model_fits_scene(const InferenceBackend& model, const RasterReader& s
                                  head.role, model.model().origin, c.channels, scene.role(), scene.path(),
                                  scene.band_count(), scene.band_count()));
   }
+  // After the cheap channel check: this one reads a sample of every float band.
+  scene.require_digital_numbers();
   check_band_order(scene);
   int mh = 0, mw = 0;
   model_input_size(model, params.window_size, mh, mw);

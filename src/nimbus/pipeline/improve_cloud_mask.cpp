@@ -49,6 +49,10 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   validate(options.merge);
   validate_creation_options(options.creation_options);
   validate(options.chips);
+  if (options.threads < 0 || options.threads > kMaxThreads) {
+    throw InputError(fmt::format("threads (--threads) = {} is outside [0, {}]; use 0 for all cores", options.threads,
+                                 kMaxThreads));
+  }
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
 
   // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.

@@ -126,6 +126,15 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
     has_float_bands_ = has_float_bands_ || GDALDataTypeIsFloating(dataset_->GetRasterBand(b)->GetRasterDataType());
     const char* v = dataset_->GetRasterBand(b)->GetMetadataItem(kBandOffsetKey);
     band_offsets_.push_back(v ? CPLAtof(v) : 0.0);
+    // ESA's offsets are -1000; anything non-finite or beyond the DN range is a damaged tag.
+    if (!std::isfinite(band_offsets_.back()) || std::abs(band_offsets_.back()) > 10000.0) {
+      const std::string value = v;
+      GDALClose(dataset_);
+      dataset_ = nullptr;
+      throw InputError(fmt::format("{} '{}': band {} metadata {} = '{}' is not a BOA offset (Sentinel-2 uses -1000); "
+                                   "fix or remove the tag (gdal_edit.py), or re-create the stack with nimbus stack-safe",
+                                   role_, path_, b, kBandOffsetKey, value));
+    }
     any_offset = any_offset || band_offsets_.back() != 0.0;
   }
   if (!any_offset) band_offsets_.clear();

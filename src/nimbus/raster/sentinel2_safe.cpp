@@ -1,6 +1,7 @@
 #include "nimbus/raster/sentinel2_safe.h"
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <regex>
@@ -142,7 +143,15 @@ std::map<int, double> boa_offsets(const std::string& mtd, std::string& baseline)
   if (const CPLXMLNode* list = CPLSearchXMLNode(root, "=BOA_ADD_OFFSET_VALUES_LIST")) {
     for (const CPLXMLNode* n = list->psChild; n; n = n->psNext) {
       if (n->eType != CXT_Element || !EQUAL(n->pszValue, "BOA_ADD_OFFSET")) continue;
-      offsets[atoi(CPLGetXMLValue(n, "band_id", "-1"))] = CPLAtof(CPLGetXMLValue(n, nullptr, "0"));
+      const std::string text = CPLGetXMLValue(n, nullptr, "0");
+      const double offset = CPLAtof(text.c_str());
+      if (!std::isfinite(offset) || std::abs(offset) > 10000.0) {
+        CPLDestroyXMLNode(root);
+        throw InputError(fmt::format("metadata '{}': BOA_ADD_OFFSET '{}' is not a DN offset (Sentinel-2 uses -1000); "
+                                     "the file is damaged, re-download the product",
+                                     mtd, text));
+      }
+      offsets[atoi(CPLGetXMLValue(n, "band_id", "-1"))] = offset;
     }
   }
   CPLDestroyXMLNode(root);
