@@ -556,3 +556,16 @@ def test_unicode_paths_work_and_are_named(nimbus_bin, make_scene, tmp_path):
     assert ok.returncode == 0, ok.stderr
     line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["s2"], out / "m.tif"))
     assert "scène ☁ 雲" in line
+
+
+def test_model_with_a_huge_fixed_input_is_refused(nimbus_bin, scene, tmp_path):
+    w = numpy_helper.from_array(np.full((2, 12, 1, 1), 1e-4, np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["output"], kernel_shape=[1, 1])], "huge",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 12, 100000, 100000])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 2, 100000, 100000])],
+                              [w])
+    model = tmp_path / "huge_input.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), str(model))
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif",
+                                    "--cloud-model", model))
+    assert "huge_input.onnx" in line and "100000x100000" in line and "8192" in line

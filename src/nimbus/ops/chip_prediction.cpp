@@ -176,6 +176,11 @@ void check_model_fits_scene(const InferenceBackend& model, const RasterReader& s
   check_band_order(scene);
   int mh = 0, mw = 0;
   model_input_size(model, params.window_size, mh, mw);
+  if ((c.height > 0 && c.height > kMaxModelChip) || (c.width > 0 && c.width > kMaxModelChip)) {
+    throw InputError(fmt::format("{} '{}' declares a fixed input of {}x{} pixels, more than the {} Nimbus feeds a "
+                                 "model; export it with dynamic or smaller height and width",
+                                 head.role, model.model().origin, c.height, c.width, kMaxModelChip));
+  }
   if (mh < params.window_size || mw < params.window_size) {
     throw InputError(fmt::format("{} '{}' takes {}x{} chips, smaller than --window {}; use --window {} or less",
                                  head.role, model.model().origin, mh, mw, params.window_size, std::min(mh, mw)));
@@ -268,8 +273,17 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   {
     std::uint64_t per_pixel = params.in_memory ? static_cast<std::uint64_t>(bands) * 4 + 1 : 0;
     for (const ProbabilityTask& t : tasks) per_pixel += t.output ? 4 : 0;
-    require_memory(per_pixel * npix, fmt::format("{} '{}' ({}x{} pixels)", scene.role(), scene.path(), scene.width(),
-                                                 scene.height()));
+    // Chips in flight (queue, reader, consumer) and each model's input and scores.
+    std::uint64_t chip_bytes = static_cast<std::uint64_t>(std::max(1, params.prefetch_chips) + 2) *
+                               static_cast<std::uint64_t>(bands) * chip_pixels * 4;
+    for (const ProbabilityTask& t : tasks) {
+      int mh = 0, mw = 0;
+      model_input_size(*t.model, chip, mh, mw);
+      chip_bytes += static_cast<std::uint64_t>(bands + 2) * static_cast<std::uint64_t>(mh) * static_cast<std::uint64_t>(mw) * 4;
+    }
+    require_memory(per_pixel * npix + chip_bytes,
+                   fmt::format("{} '{}' ({}x{} pixels, {} bands, {}-pixel chips)", scene.role(), scene.path(),
+                               scene.width(), scene.height(), bands, chip));
   }
   for (const ProbabilityTask& t : tasks) {
     if (t.output) t.output->assign(npix, kProbabilityNodata);

@@ -43,6 +43,10 @@ enum class ChipBlend {
 // grows with 1/window^2 - a 1-pixel window would run for days on a tile.
 inline constexpr int kMinWindowSize = 64;
 
+// The largest fixed model input accepted (a model declaring more would need
+// gigabytes per chip); FarmVibes' models take 512.
+inline constexpr int kMaxModelChip = 8192;
+
 struct ChipPredictionParams {
   int window_size = 512;
   double overlap = 0.25;

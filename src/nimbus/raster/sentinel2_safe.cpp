@@ -167,11 +167,17 @@ const std::map<std::string, int>& esa_band_id() {
 }
 
 // Writes a uint8 mask (non-zero = cloud) computed from `source` pixels to /vsimem.
+// Only the first `max_bands` bands of the source are read (a damaged file may declare thousands).
 template <typename Classify>
 std::string classify_to_mask(const std::string& source, const GridInfo& grid, const std::string& stem,
-                             Classify classify) {
+                             int max_bands, Classify classify) {
   GDALDataset* src = static_cast<GDALDataset*>(GDALOpen(source.c_str(), GA_ReadOnly));
-  const int bands = src->GetRasterCount();
+  if (!src) {
+    throw InputError(fmt::format("the product mask source '{}' cannot be opened ({}); the product may be damaged, "
+                                 "re-download it",
+                                 source, CPLGetLastErrorMsg()));
+  }
+  const int bands = std::min(src->GetRasterCount(), max_bands);
   std::vector<std::vector<std::uint16_t>> planes(bands, std::vector<std::uint16_t>(std::size_t(grid.width) * grid.height));
   for (int b = 0; b < bands; ++b) {
     if (src->GetRasterBand(b + 1)->RasterIO(GF_Read, 0, 0, grid.width, grid.height, planes[b].data(), grid.width,
@@ -328,12 +334,12 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   if (!classi.empty()) {
     // Bands: 1 opaque clouds, 2 cirrus, 3 snow; clouds are the first two.
     const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", path);
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", [](const auto& p, std::size_t i) {
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", 2, [](const auto& p, std::size_t i) {
       return p[0][i] != 0 || (p.size() > 1 && p[1][i] != 0);
     });
     scene.product_mask_source = "MSK_CLASSI";
   } else if (!gml.empty() && GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr, nullptr) != nullptr) {
-    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", [](const auto&, std::size_t) {
+    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", 1, [](const auto&, std::size_t) {
       return false;
     });
     CPLStringList args;
@@ -351,7 +357,7 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   } else if (!scl.empty()) {
     const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", path);
     // Scene classification: 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus.
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", [](const auto& p, std::size_t i) {
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", 1, [](const auto& p, std::size_t i) {
       const int c = p[0][i];
       return c == 3 || c == 8 || c == 9 || c == 10;
     });
