@@ -48,12 +48,12 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--shadow-thr", o.merge.shadow_prob_threshold, "Shadow probability threshold (strict >)")
       ->capture_default_str();
   cmd->add_flag("--in-memory", o.chips.in_memory, "Read the whole raster once instead of once per chip");
-  cmd->add_option("--closing-size", o.merge.closing_size, "Radius of the disk the mask is dilated with")
+  cmd->add_option("--closing-size", o.merge.closing_size, "Radius of the disk the mask is dilated with (0-16384)")
       ->capture_default_str();
   cmd->add_option("--min-area", o.merge.min_area,
                   "Drop cloud specks and fill clear holes smaller than this many pixels (0 = off)")
       ->capture_default_str();
-  cmd->add_option("--window", o.chips.window_size, "Chip size in pixels")->capture_default_str();
+  cmd->add_option("--window", o.chips.window_size, "Chip size in pixels (at least 64)")->capture_default_str();
   cmd->add_option("--overlap", o.chips.overlap, "Chip overlap fraction in [0, 1)")->capture_default_str();
   cmd->add_option_function<std::string>(
          "--blend",
@@ -64,7 +64,7 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
       ->check(CLI::IsMember({"midpoint", "linear"}));
   cmd->add_option("--co", o.creation_options,
                   "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
-  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores, at most 1024)")->capture_default_str();
 }
 
 struct ImproveCommand {
