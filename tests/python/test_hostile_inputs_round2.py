@@ -569,3 +569,17 @@ def test_model_with_a_huge_fixed_input_is_refused(nimbus_bin, scene, tmp_path):
     line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif",
                                     "--cloud-model", model))
     assert "huge_input.onnx" in line and "100000x100000" in line and "8192" in line
+
+
+@pytest.mark.parametrize("overlap", ["0.9", "0.998"])
+def test_overlap_that_leaves_a_tiny_step_is_refused(nimbus_bin, scene, tmp_path, overlap):
+    # 0.998 on 512-pixel chips is a 1-pixel step: millions of chips on a tile.
+    line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif",
+                                    "--overlap", overlap))
+    assert "overlap" in line and overlap in line and "0.875" in line
+
+
+def test_directory_as_workflow_input_is_named(nimbus_bin, scene, tmp_path):
+    args = _workflow_args(dict(scene, s2=tmp_path), tmp_path)
+    line = _one_error_line(_run(nimbus_bin, *args))
+    assert "--input s2_raster" in line and "directory" in line

@@ -158,7 +158,14 @@ void validate(const ChipPredictionParams& params) {
                                  "--window 512 (FarmVibes' default)",
                                  params.window_size, kMinWindowSize));
   }
-  chip_step(params.window_size, params.overlap);
+  const int step = chip_step(params.window_size, params.overlap);
+  if (static_cast<long long>(step) * kMaxChipRedundancy < params.window_size) {
+    throw InputError(fmt::format("overlap (--overlap, overlap) = {} leaves a step of {} pixels for {}-pixel chips: "
+                                 "every pixel would be predicted more than {} times; use an overlap of at most "
+                                 "{} (default 0.25)",
+                                 params.overlap, step, params.window_size, kMaxChipRedundancy * kMaxChipRedundancy,
+                                 1.0 - 1.0 / kMaxChipRedundancy));
+  }
 }
 
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
@@ -479,7 +486,7 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
       {"model_path", ParamType::String, default_model,
        "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"},
       {"window_size", ParamType::Int, 512, "Chip size in pixels", static_cast<double>(kMinWindowSize)},
-      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)", 0.0, 1.0},
+      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)", 0.0, 1.0 - 1.0 / kMaxChipRedundancy},
       {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass", 1.0},
       {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus", 0.0},
       {"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},

@@ -47,6 +47,10 @@ inline constexpr int kMinWindowSize = 64;
 // gigabytes per chip); FarmVibes' models take 512.
 inline constexpr int kMaxModelChip = 8192;
 
+// The chip step may not fall below window / kMaxChipRedundancy (overlap 0.875):
+// past that each pixel is predicted more than 64 times and a tile runs for hours.
+inline constexpr int kMaxChipRedundancy = 8;
+
 struct ChipPredictionParams {
   int window_size = 512;
   double overlap = 0.25;

@@ -96,6 +96,9 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
                                    fmt::join(source_names, ", ")));
     }
     require_not_special_file(it->second, fmt::format("--input {}", name));
+    if (fs::is_directory(it->second)) {
+      throw InputError(fmt::format("--input {}='{}' is a directory; pass a raster file", name, it->second));
+    }
     if (!fs::is_regular_file(it->second)) {
       throw InputError(fmt::format("--input {}='{}': file does not exist; check the path", name, it->second));
     }
