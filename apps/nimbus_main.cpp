@@ -16,6 +16,7 @@
 
 #include "nimbus/batch/batch.h"
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/core/utf8.h"
 #include "nimbus/core/interrupt.h"
 #include "nimbus/core/version.h"
@@ -358,6 +359,11 @@ int main(int argc, char** argv) {
 
   try {
     if (app.got_subcommand("improve-cloud-mask")) {
+      nimbus::require_not_an_input(improve.report_path, "--report",
+                                   {{improve.options.s2_raster, "Sentinel-2 raster (--s2-raster)"},
+                                    {improve.options.product_mask, "product mask (--product-mask)"},
+                                    {improve.options.cloud_model, "cloud model (--cloud-model)"},
+                                    {improve.options.shadow_model, "shadow model (--shadow-model)"}});
       const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(improve.options);
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
                    improve.options.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction,

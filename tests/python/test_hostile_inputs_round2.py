@@ -583,3 +583,38 @@ def test_directory_as_workflow_input_is_named(nimbus_bin, scene, tmp_path):
     args = _workflow_args(dict(scene, s2=tmp_path), tmp_path)
     line = _one_error_line(_run(nimbus_bin, *args))
     assert "--input s2_raster" in line and "is a directory" in line
+
+
+def _digest(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("output", ["--out", "--report", "--keep-probabilities"])
+def test_an_output_never_replaces_an_input(nimbus_bin, scene, tmp_path, output):
+    before = {k: _digest(scene[k]) for k in ("s2", "product_mask")}
+    if output == "--out":
+        proc = _improve(nimbus_bin, scene["s2"], scene["product_mask"], scene["product_mask"])
+    elif output == "--report":
+        proc = _improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif", "--report", scene["s2"])
+    else:
+        victim = tmp_path / "cloud_probability.tif"
+        shutil.copy(scene["product_mask"], victim)
+        before["victim"] = _digest(victim)
+        proc = _improve(nimbus_bin, scene["s2"], victim, tmp_path / "m.tif", "--keep-probabilities", tmp_path)
+        scene = dict(scene, victim=victim)
+    line = _one_error_line(proc)
+    assert "same file" in line and "replace" in line
+    assert {k: _digest(scene[k]) for k in before} == before
+
+
+def test_a_workflow_sink_never_replaces_an_input(nimbus_bin, scene, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pm = out / "mask.tif"
+    shutil.copy(scene["product_mask"], pm)
+    before = _digest(pm)
+    args = _workflow_args(dict(scene, product_mask=pm), tmp_path)
+    line = _one_error_line(_run(nimbus_bin, *args))
+    assert "sink mask" in line and "same file" in line
+    assert _digest(pm) == before

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -26,6 +27,20 @@ void require_not_special_file(const std::string& path, const std::string& role) 
     throw InputError(fmt::format("{} '{}' is {}, not a regular file: Nimbus reads files it can seek and size; save "
                                  "the data to a file first and pass that",
                                  role, path, kind));
+  }
+}
+
+void require_not_an_input(const std::string& output, const std::string& output_role,
+                          const std::vector<std::pair<std::string, std::string>>& inputs) {
+  if (output.empty()) return;
+  for (const auto& [path, role] : inputs) {
+    if (path.empty() || path.rfind("/vsi", 0) == 0) continue;
+    std::error_code ec;
+    if (std::filesystem::equivalent(output, path, ec) && !ec) {
+      throw InputError(fmt::format("{} '{}' is the same file as the {} '{}': writing it would replace that input; "
+                                   "choose another output path",
+                                   output_role, output, role, path));
+    }
   }
 }
 

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace nimbus {
 
@@ -11,6 +13,11 @@ namespace nimbus {
 // for ever or reads without end. GDAL virtual paths (/vsi...), missing paths and
 // directories pass (the opener reports or handles them).
 void require_not_special_file(const std::string& path, const std::string& role);
+
+// Throws InputError when the output file `output` is the same file as one of the
+// inputs (path, role): writing it would replace that input.
+void require_not_an_input(const std::string& output, const std::string& output_role,
+                          const std::vector<std::pair<std::string, std::string>>& inputs);
 
 // Bytes this process may use: physical memory, lowered by RLIMIT_AS and the
 // cgroup (container) memory limit when those are set.

@@ -112,6 +112,22 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   check_model_fits_scene(*cloud_model, scene, cloud_head, options.chips);
   check_model_fits_scene(*shadow_model, scene, shadow_head, options.chips);
 
+  {
+    // No output may replace an input (e.g. --out product_mask.tif).
+    const std::vector<std::pair<std::string, std::string>> inputs{
+        {options.s2_raster, "Sentinel-2 raster (--s2-raster)"},
+        {product_path, "product mask (--product-mask)"},
+        {options.cloud_model, "cloud model (--cloud-model)"},
+        {options.shadow_model, "shadow model (--shadow-model)"}};
+    require_not_an_input(options.out, "output mask (--out)", inputs);
+    require_not_an_input(options.preview_png, "preview (--preview)", inputs);
+    if (!options.keep_probabilities_dir.empty()) {
+      for (const char* name : {"cloud_probability.tif", "shadow_probability.tif"}) {
+        require_not_an_input((std::filesystem::path(options.keep_probabilities_dir) / name).string(),
+                             "--keep-probabilities output", inputs);
+      }
+    }
+  }
   AtomicOutput mask_out(options.out, "output mask (--out)");
   std::optional<AtomicOutput> cloud_prob_out, shadow_prob_out;
   if (!options.keep_probabilities_dir.empty()) {
