@@ -3,6 +3,7 @@ explode, inputs that look valid but are not. Each bad input gives one line
 `nimbus: error: ...` and exit 2 (never a crash, a hang or a silent wrong mask);
 valid inputs keep their exact results."""
 import os
+import re
 import shutil
 import socket
 import stat
@@ -618,3 +619,18 @@ def test_a_workflow_sink_never_replaces_an_input(nimbus_bin, scene, tmp_path):
     line = _one_error_line(_run(nimbus_bin, *args))
     assert "sink mask" in line and "same file" in line
     assert _digest(pm) == before
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_vrt_referencing_a_special_file_is_refused(nimbus_bin, scene, tmp_path, target):
+    if target == "fifo":
+        target = tmp_path / "pipe.tif"
+        os.mkfifo(target)
+    subprocess.run(["gdal_translate", "-q", "-of", "VRT", str(scene["s2"]), str(tmp_path / "base.vrt")], check=True)
+    text = (tmp_path / "base.vrt").read_text()
+    text = re.sub(r"<SourceFilename[^>]*>[^<]*</SourceFilename>",
+                  f'<SourceFilename relativeToVRT="0">{target}</SourceFilename>', text)
+    (tmp_path / "evil.vrt").write_text(text)
+    assert str(target) in text
+    line = _one_error_line(_improve(nimbus_bin, tmp_path / "evil.vrt", scene["product_mask"], tmp_path / "m.tif"))
+    assert "evil.vrt" in line and str(target) in line and "not a regular file" in line

@@ -115,6 +115,23 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
                                        "GDAL_HTTP_LOW_SPEED_TIME)"
                                      : "check the path and that it is a readable GeoTIFF or other GDAL raster"));
   }
+  // A VRT (or a dataset with sidecars) opens the files it references only when
+  // pixels are read: a FIFO or device among them would block or never end there.
+  if (char** files = is_network_path(path_) ? nullptr : dataset_->GetFileList()) {
+    try {
+      for (int i = 0; files[i]; ++i) {
+        if (path_ != files[i]) {
+          require_not_special_file(files[i], fmt::format("file referenced by {} '{}':", role_, path_));
+        }
+      }
+    } catch (...) {
+      CSLDestroy(files);
+      GDALClose(dataset_);
+      dataset_ = nullptr;
+      throw;
+    }
+    CSLDestroy(files);
+  }
   band_count_ = dataset_->GetRasterCount();
   if (band_count_ < 1) {
     GDALClose(dataset_);
