@@ -470,6 +470,10 @@ def test_huge_declared_safe_band_is_an_input_error(nimbus_bin, small_safe, tmp_p
 # --- B20: archives with many entries ----------------------------------------------------------------------
 
 def test_safe_zip_with_many_entries_is_read_in_proportion(nimbus_bin, small_safe, tmp_path):
+    if os.environ.get("NIMBUS_PYTHONPATH") == "" or "ASAN_OPTIONS" in os.environ:
+        # GDAL indexes an archive by growing an array with realloc, one entry at a time: cheap with
+        # glibc, quadratic under AddressSanitizer's allocator (minutes for 150 000 entries).
+        pytest.skip("archive indexing inside GDAL is quadratic under AddressSanitizer; covered by the Release run")
     safe, _, _ = small_safe
     archive = tmp_path / "product.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
