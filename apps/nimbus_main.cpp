@@ -17,6 +17,7 @@
 
 #include "nimbus/batch/batch.h"
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/core/utf8.h"
 #include "nimbus/core/interrupt.h"
 #include "nimbus/core/npy.h"
@@ -81,12 +82,12 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
   cmd->add_option("--shadow-thr", o.merge.shadow_prob_threshold, "Shadow probability threshold (strict >)")
       ->capture_default_str();
   cmd->add_flag("--in-memory", o.chips.in_memory, "Read the whole raster once instead of once per chip");
-  cmd->add_option("--closing-size", o.merge.closing_size, "Radius of the disk the mask is dilated with")
+  cmd->add_option("--closing-size", o.merge.closing_size, "Radius of the disk the mask is dilated with (0-16384)")
       ->capture_default_str();
   cmd->add_option("--min-area", o.merge.min_area,
                   "Drop cloud specks and fill clear holes smaller than this many pixels (0 = off)")
       ->capture_default_str();
-  cmd->add_option("--window", o.chips.window_size, "Chip size in pixels")->capture_default_str();
+  cmd->add_option("--window", o.chips.window_size, "Chip size in pixels (at least 64)")->capture_default_str();
   cmd->add_option("--overlap", o.chips.overlap, "Chip overlap fraction in [0, 1)")->capture_default_str();
   cmd->add_option("--downsampling", o.chips.downsampling,
                   "Run the models on the scene decimated by this factor (1-4; probabilities resampled back "
@@ -101,7 +102,7 @@ void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
       ->check(CLI::IsMember({"midpoint", "linear"}));
   cmd->add_option("--co", o.creation_options,
                   "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
-  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores)")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores, at most 1024)")->capture_default_str();
   cmd->add_option_function<std::string>(
          "--engine", [&o](const std::string& v) { o.engine = nimbus::parse_engine(v, "--engine"); },
          "Inference engine: auto (oneDNN; OpenCV DNN for a graph oneDNN cannot run; default), onednn or opencv")
@@ -174,6 +175,7 @@ int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
   nimbus::validate_creation_options(b.options.creation_options);
   const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
   nimbus::check_batch_outputs(scenes, b.out_dir, b.options, {{b.manifest, "manifest"}}, {report});
+  nimbus::validate(b.options.chips);
   // The per-scene pipeline logs would break the progress bar; -v brings them back.
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   const auto start = std::chrono::steady_clock::now();

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "nimbus/core/error.h"
 #include "nimbus/core/version.h"
 #include "nimbus/ops/merge_cloud_masks_simple.h"
+#include "nimbus/ops/morphology.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
 #include "nimbus/raster/array_io.h"
 #include "nimbus/raster/geotiff_writer.h"
@@ -332,21 +334,39 @@ PYBIND11_MODULE(_nimbus, m) {
       "merge_cloud_masks",
       [](py::array_t<float, py::array::c_style | py::array::forcecast> cloud,
          py::array_t<float, py::array::c_style | py::array::forcecast> shadow,
-         py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> product, double cloud_thr,
-         double shadow_thr, int closing_size, int min_area) {
-        if (cloud.ndim() != 2 || shadow.ndim() != 2 || product.ndim() != 2) {
+         const py::array& product_any, double cloud_thr, double shadow_thr, long long closing_size,
+         long long min_area) {
+        if (cloud.ndim() != 2 || shadow.ndim() != 2 || product_any.ndim() != 2) {
           throw nimbus::InputError("merge_cloud_masks takes 2-D arrays (height x width)");
         }
         const auto h = cloud.shape(0), w = cloud.shape(1);
-        if (shadow.shape(0) != h || shadow.shape(1) != w || product.shape(0) != h || product.shape(1) != w) {
+        if (shadow.shape(0) != h || shadow.shape(1) != w || product_any.shape(0) != h || product_any.shape(1) != w) {
           throw nimbus::InputError(fmt::format("cloud {}x{}, shadow {}x{} and product mask {}x{} differ in shape", h, w,
-                                               shadow.shape(0), shadow.shape(1), product.shape(0), product.shape(1)));
+                                               shadow.shape(0), shadow.shape(1), product_any.shape(0),
+                                               product_any.shape(1)));
         }
+        if (h < 1 || w < 1 || h > std::numeric_limits<int>::max() || w > std::numeric_limits<int>::max()) {
+          throw nimbus::InputError(fmt::format("merge_cloud_masks: arrays of {}x{} pixels; pass rasters of at least "
+                                               "1x1 and at most 2^31-1 pixels per side",
+                                               h, w));
+        }
+        // Non-zero means cloud whatever the dtype (QA60's 1024/2048, uint16 256, float 0.5, NaN): compared by
+        // numpy in the array's own type, never cast to uint8 first.
+        const py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast> product =
+            py::module_::import("numpy").attr("not_equal")(product_any, 0);
         nimbus::MergeParams p;
         p.cloud_prob_threshold = cloud_thr;
         p.shadow_prob_threshold = shadow_thr;
-        p.closing_size = closing_size;
-        p.min_area = min_area;
+        const auto as_int = [](long long v, const char* name) {
+          if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max()) {
+            throw nimbus::InputError(fmt::format("merge_cloud_masks: {} = {} is out of range; closing_size is at most "
+                                                 "{}, min_area at most 2^31-1",
+                                                 name, v, nimbus::kMaxClosingSize));
+          }
+          return static_cast<int>(v);
+        };
+        p.closing_size = as_int(closing_size, "closing_size");
+        p.min_area = as_int(min_area, "min_area");
         const std::size_t n = static_cast<std::size_t>(h) * static_cast<std::size_t>(w);
         py::array_t<std::uint8_t> out({h, w});
         {

@@ -17,6 +17,7 @@
 
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/core/version.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/raster/atomic_output.h"
@@ -175,6 +176,7 @@ void check_scene_ids(const std::vector<BatchScene>& scenes) {
 }
 
 std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path) {
+  require_not_special_file(manifest_path, "manifest");
   std::ifstream in(manifest_path, std::ios::binary);
   if (!in) throw InputError(fmt::format("manifest '{}' cannot be read; check the path", manifest_path));
   // Excel's "CSV UTF-8" starts with a byte-order mark: skip it. UTF-16 ("Unicode

@@ -1,6 +1,7 @@
 #include "nimbus/inference/onnx_model.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -12,6 +13,7 @@
 
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 
 namespace nimbus {
 namespace {
@@ -134,6 +136,37 @@ OnnxInputContract read_contract(const onnx::ModelProto& model) {
   return c;
 }
 
+// The first tensor (initializer, Constant value, or in a subgraph) whose data lives
+// in an external file, or null. Backends would read such a tensor as empty (OpenCV
+// divides by its size) or follow its location wherever it points (../../etc/passwd).
+const onnx::TensorProto* find_external_tensor(const onnx::GraphProto& g) {
+  const auto external = [](const onnx::TensorProto& t) {
+    return t.data_location() == onnx::TensorProto::EXTERNAL || t.external_data_size() > 0;
+  };
+  for (const auto& init : g.initializer()) {
+    if (external(init)) return &init;
+  }
+  for (const auto& sparse : g.sparse_initializer()) {
+    if (external(sparse.values())) return &sparse.values();
+    if (external(sparse.indices())) return &sparse.indices();
+  }
+  for (const auto& node : g.node()) {
+    for (const auto& attr : node.attribute()) {
+      if (attr.has_t() && external(attr.t())) return &attr.t();
+      for (const auto& t : attr.tensors()) {
+        if (external(t)) return &t;
+      }
+      if (attr.has_g()) {
+        if (const auto* t = find_external_tensor(attr.g())) return t;
+      }
+      for (const auto& sub : attr.graphs()) {
+        if (const auto* t = find_external_tensor(sub)) return t;
+      }
+    }
+  }
+  return nullptr;
+}
+
 OnnxModel parse_and_fix(const std::string& origin, const std::string& bytes, const std::string& role) {
   static constexpr char kLfsPointer[] = "version https://git-lfs";
   if (bytes.empty()) {
@@ -149,6 +182,16 @@ OnnxModel parse_and_fix(const std::string& origin, const std::string& bytes, con
     throw InputError(fmt::format("{} '{}' is not a valid ONNX model (protobuf parse failed); check that the file is "
                                  "complete and is an .onnx export",
                                  role, origin));
+  }
+  if (const onnx::TensorProto* t = find_external_tensor(model.graph())) {
+    std::string location = "?";
+    for (const auto& entry : t->external_data()) {
+      if (entry.key() == "location") location = entry.value();
+    }
+    throw InputError(fmt::format("{} '{}' keeps tensor '{}' in an external data file ('{}'); Nimbus loads only "
+                                 "self-contained models: save it as one file, e.g. in Python "
+                                 "onnx.save_model(onnx.load(path), out_path, save_as_external_data=False)",
+                                 role, origin, t->name(), location));
   }
   OnnxModel out;
   out.origin = origin;
@@ -174,6 +217,17 @@ OnnxModel parse_and_fix(const std::string& origin, const std::string& bytes, con
 }  // namespace
 
 OnnxModel load_onnx_file(const std::string& path, const std::string& role) {
+  require_not_special_file(path, role);
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw InputError(fmt::format("{} '{}' is a directory; pass the .onnx model file", role, path));
+  }
+  // Protobuf messages are limited to 2 GiB: a larger file is not a loadable model.
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > (std::uintmax_t{2} << 30)) {
+    throw InputError(fmt::format("{} '{}' is {} bytes, larger than an ONNX model can be (2 GiB); pass the model "
+                                 "file",
+                                 role, path, size));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw InputError(fmt::format("{} '{}' cannot be read (missing file or no permission); check the path", role, path));

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 
 namespace nimbus {
 namespace embedded {
@@ -53,6 +54,10 @@ OnnxModel load_model(const std::string& model_path, const std::string& root_dir,
   if (model_path.empty()) throw InputError(fmt::format("{} is empty; give a path to an .onnx file", role));
   const std::filesystem::path path =
       root_dir.empty() ? std::filesystem::path(model_path) : std::filesystem::path(root_dir) / model_path;
+  require_not_special_file(path.string(), role);
+  if (std::filesystem::is_directory(path)) {
+    throw InputError(fmt::format("{} '{}' is a directory; pass the .onnx model file", role, path.string()));
+  }
   if (!std::filesystem::is_regular_file(path)) {
     throw InputError(fmt::format("{} '{}' not found; pass the path of the .onnx file (FarmVibes models: "
                                  "op_resources/cloud_models/*.onnx and op_resources/shadow_models/shadow.onnx after "

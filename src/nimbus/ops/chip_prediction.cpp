@@ -9,11 +9,16 @@
 #include <mutex>
 #include <thread>
 
+#include <regex>
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "nimbus/core/error.h"
 #include "nimbus/models/default_models.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/raster/geotiff_writer.h"
+#include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/tiling/chip_grid.h"
 
 namespace nimbus {
@@ -160,9 +165,59 @@ float activate(const ProbabilityHead& head, const float* scores, std::size_t pla
   return e1 / (1.0f + e1);
 }
 
+namespace {
+
+// "B1", "b01", " B8A " -> "B01" / "B8A"; empty when the text is not a Sentinel-2 band name.
+std::string sentinel2_band_name(const std::string& text) {
+  static const std::regex band_re(R"(\s*[Bb]0?([0-9]{1,2}|8[Aa])\s*)");
+  std::smatch m;
+  if (!std::regex_match(text, m, band_re)) return {};
+  std::string id = m[1].str();
+  if (id == "8a") id = "8A";
+  if (id.size() == 1) id = "0" + id;
+  return "B" + id;
+}
+
+}  // namespace
+
+void check_band_order(const RasterReader& scene) {
+  const std::vector<std::string>& expected = farmvibes_band_order();
+  if (scene.band_count() != static_cast<int>(expected.size())) return;
+  const std::vector<std::string> descriptions = scene.band_descriptions();
+  std::vector<std::string> found;
+  bool wrong = false;
+  for (std::size_t i = 0; i < descriptions.size(); ++i) {
+    const std::string name = sentinel2_band_name(descriptions[i]);
+    found.push_back(name.empty() ? "?" : name);
+    wrong = wrong || (!name.empty() && name != expected[i]);
+  }
+  if (wrong) {
+    throw InputError(fmt::format("{} '{}' labels its bands {} but the models expect {}: the stack is in another band "
+                                 "order and would give a wrong mask; re-stack it in that order (e.g. gdalbuildvrt "
+                                 "-separate, or `nimbus stack-safe` from the SAFE product)",
+                                 scene.role(), scene.path(), fmt::join(found, ","), fmt::join(expected, ",")));
+  }
+}
+
+void validate(const ChipPredictionParams& params) {
+  if (params.window_size < kMinWindowSize) {
+    throw InputError(fmt::format("window size (--window, window_size) = {} is below the minimum of {} pixels: the "
+                                 "models need that much context and smaller chips multiply the run time; use e.g. "
+                                 "--window 512 (FarmVibes' default)",
+                                 params.window_size, kMinWindowSize));
+  }
+  const int step = chip_step(params.window_size, params.overlap);
+  if (static_cast<long long>(step) * kMaxChipRedundancy < params.window_size) {
+    throw InputError(fmt::format("overlap (--overlap, overlap) = {} leaves a step of {} pixels for {}-pixel chips: "
+                                 "every pixel would be predicted more than {} times; use an overlap of at most "
+                                 "{} (default 0.25)",
+                                 params.overlap, step, params.window_size, kMaxChipRedundancy * kMaxChipRedundancy,
+                                 1.0 - 1.0 / kMaxChipRedundancy));
+  }
+}
+
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
                             const ChipPredictionParams& params) {
-  scene.require_digital_numbers();
   const OnnxInputContract& c = model.model().contract;
   if (c.channels > 0 && c.channels != scene.band_count()) {
     throw InputError(fmt::format("{} '{}' expects {} input channels but {} '{}' has {} bands; stack the scene as the "
@@ -171,8 +226,16 @@ void check_model_fits_scene(const InferenceBackend& model, const RasterReader& s
                                  head.role, model.model().origin, c.channels, scene.role(), scene.path(),
                                  scene.band_count(), scene.band_count()));
   }
+  // After the cheap channel check: this one reads a sample of every float band.
+  scene.require_digital_numbers();
+  check_band_order(scene);
   int mh = 0, mw = 0;
   model_input_size(model, params.window_size, mh, mw);
+  if ((c.height > 0 && c.height > kMaxModelChip) || (c.width > 0 && c.width > kMaxModelChip)) {
+    throw InputError(fmt::format("{} '{}' declares a fixed input of {}x{} pixels, more than the {} Nimbus feeds a "
+                                 "model; export it with dynamic or smaller height and width",
+                                 head.role, model.model().origin, c.height, c.width, kMaxModelChip));
+  }
   if (mh < params.window_size || mw < params.window_size) {
     throw InputError(fmt::format("{} '{}' takes {}x{} chips, smaller than --window {}; use --window {} or less",
                                  head.role, model.model().origin, mh, mw, params.window_size, std::min(mh, mw)));
@@ -264,6 +327,21 @@ PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& sc
   const std::size_t width = static_cast<std::size_t>(reader.width());
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
   const std::size_t npix = width * static_cast<std::size_t>(reader.height());
+  {
+    std::uint64_t per_pixel = params.in_memory ? static_cast<std::uint64_t>(bands) * 4 + 1 : 0;
+    for (const ProbabilityTask& t : tasks) per_pixel += t.output ? 4 : 0;
+    // Chips in flight (queue, reader, consumer) and each model's input and scores.
+    std::uint64_t chip_bytes = static_cast<std::uint64_t>(std::max(1, params.prefetch_chips) + 2) *
+                               static_cast<std::uint64_t>(bands) * chip_pixels * 4;
+    for (const ProbabilityTask& t : tasks) {
+      int mh = 0, mw = 0;
+      model_input_size(*t.model, chip, mh, mw);
+      chip_bytes += static_cast<std::uint64_t>(bands + 2) * static_cast<std::uint64_t>(mh) * static_cast<std::uint64_t>(mw) * 4;
+    }
+    require_memory(per_pixel * npix + chip_bytes,
+                   fmt::format("{} '{}' ({}x{} pixels, {} bands, {}-pixel chips)", scene.role(), scene.path(),
+                               scene.width(), scene.height(), bands, chip));
+  }
   for (const ProbabilityTask& t : tasks) {
     if (t.output) t.output->assign(npix, kProbabilityNodata);
     if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
@@ -514,6 +592,7 @@ void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, 
 
 PredictionStats predict_probabilities(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
                                       const ChipPredictionParams& params, const ChipProgress& progress) {
+  validate(params);
   const int ds = params.downsampling;
   if (ds < 1 || ds > kMaxDownsampling) {
     throw InputError(fmt::format("downsampling is {}; use 1 (full resolution) to {}", ds, kMaxDownsampling));
@@ -564,19 +643,26 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
   op.outputs = {{output_port, "Sentinel2CloudProbability", "Probability raster, float32, nodata 100"}};
   op.parameters = {
       {"downsampling", ParamType::Int, 1,
-       "Run the model on the scene decimated by this factor (1 to 4), probabilities resampled back bilinearly"},
+       "Run the model on the scene decimated by this factor (1 to 4), probabilities resampled back bilinearly",
+       1.0, static_cast<double>(kMaxDownsampling)},
       {"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
       {"model_path", ParamType::String, default_model,
        "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"},
-      {"window_size", ParamType::Int, 512, "Chip size in pixels"},
-      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)"},
-      {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass"},
-      {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus"},
+      {"window_size", ParamType::Int, 512, "Chip size in pixels", static_cast<double>(kMinWindowSize)},
+      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)", 0.0, 1.0 - 1.0 / kMaxChipRedundancy},
+      {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass", 1.0},
+      {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus", 0.0},
       {"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},
       {"engine", ParamType::String, "auto",
        "Inference engine: auto (oneDNN, OpenCV DNN for graphs it cannot run), onednn or opencv"},
   };
   op.dependencies = {"model_path", "downsampling", "window_size", "overlap"};
+  op.output_grid_of = {{output_port, "sentinel_raster"}};
+  op.input_checks["sentinel_raster"] = [](const std::string& path, const std::string& role) {
+    const RasterReader scene(path, role);
+    scene.require_digital_numbers();
+    check_band_order(scene);
+  };
   const ProbabilityHead* h = &head;
   op.run = [h, output_port](const OpRunContext& ctx) {
     const Json& p = ctx.parameters;

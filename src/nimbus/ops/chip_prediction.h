@@ -41,6 +41,19 @@ enum class ChipBlend {
 // Largest `downsampling` factor accepted: at 4 a 512-pixel chip already spans 20 km.
 inline constexpr int kMaxDownsampling = 4;
 
+// The smallest chip (--window, window_size) accepted: the models downsample by up to
+// 32 (FPN), so a smaller chip has no context left, and the chip count (run time)
+// grows with 1/window^2 - a 1-pixel window would run for days on a tile.
+inline constexpr int kMinWindowSize = 64;
+
+// The largest fixed model input accepted (a model declaring more would need
+// gigabytes per chip); FarmVibes' models take 512.
+inline constexpr int kMaxModelChip = 8192;
+
+// The chip step may not fall below window / kMaxChipRedundancy (overlap 0.875):
+// past that each pixel is predicted more than 64 times and a tile runs for hours.
+inline constexpr int kMaxChipRedundancy = 8;
+
 struct ChipPredictionParams {
   int window_size = 512;
   // Models run on the scene decimated by this factor (FarmVibes' `downsampling`):
@@ -81,6 +94,15 @@ struct PredictionStats {
 // and as (chip - t - 0.5) / R over the R pixels shared with the next one. A pixel's
 // probability is sum(w_row * w_col * p) / sum(w_row * w_col) over the chips covering it.
 std::vector<std::vector<float>> blend_weights(const std::vector<ChipSpan>& spans, int chip);
+
+// Throws InputError naming the option when the window is below kMinWindowSize or
+// the overlap is outside [0, 1) or leaves no step.
+void validate(const ChipPredictionParams& params);
+
+// Throws InputError when a 12-band scene's band descriptions name Sentinel-2 bands
+// (as GDAL, rasterio and `nimbus stack-safe` write them) in another order than
+// FarmVibes' B01..B12; scenes without such descriptions pass.
+void check_band_order(const RasterReader& scene);
 
 // Throws InputError, before any pixel is read, when the model cannot serve this
 // scene: band count differs from the model's input channels, or the model's

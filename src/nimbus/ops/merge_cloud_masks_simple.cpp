@@ -49,6 +49,12 @@ void validate(const MergeParams& p) {
     throw InputError(fmt::format("parameter closing_size = {} is negative; use 0 (no dilation) or more, default 5",
                                  p.closing_size));
   }
+  if (p.closing_size > kMaxClosingSize) {
+    throw InputError(fmt::format("parameter closing_size = {} is larger than the maximum {} pixels (a disk wider than "
+                                 "a Sentinel-2 tile's diagonal would mask the whole tile from one cloudy pixel); use "
+                                 "a radius of at most {}, default 5",
+                                 p.closing_size, kMaxClosingSize, kMaxClosingSize));
+  }
   if (p.min_area < 0) {
     throw InputError(fmt::format("parameter min_area = {} is negative; use 0 (keep everything) or more", p.min_area));
   }
@@ -113,6 +119,7 @@ void finish_merge(MaskBuffer& mask, const MaskBuffer& product_nonzero, int width
 
 }  // namespace nimbus
 
+#include "nimbus/core/input_files.h"
 #include "nimbus/ops/registry.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/raster_reader.h"
@@ -129,12 +136,20 @@ OpDefinition merge_cloud_masks_simple_definition() {
                {"shadow_probability", "Sentinel2CloudProbability", "Shadow probability raster"}};
   op.outputs = {{"merged_cloud_mask", "Sentinel2CloudMask", "Merged mask, uint8 0/1, nodata tag 100"}};
   op.parameters = {
-      {"cloud_prob_threshold", ParamType::Float, 0.3, "Minimum probability to label a pixel as cloud (strict >)"},
-      {"shadow_prob_threshold", ParamType::Float, 0.2, "Minimum probability to label a pixel as shadow (strict >)"},
-      {"closing_size", ParamType::Int, 5, "Radius of the disk the merged mask is dilated with"},
-      {"min_area", ParamType::Int, 0, "Remove cloud components and fill holes smaller than this many pixels"},
+      {"cloud_prob_threshold", ParamType::Float, 0.3, "Minimum probability to label a pixel as cloud (strict >)", 0.0,
+       1.0},
+      {"shadow_prob_threshold", ParamType::Float, 0.2, "Minimum probability to label a pixel as shadow (strict >)",
+       0.0, 1.0},
+      {"closing_size", ParamType::Int, 5, "Radius of the disk the merged mask is dilated with", 0.0,
+       static_cast<double>(kMaxClosingSize)},
+      {"min_area", ParamType::Int, 0, "Remove cloud components and fill holes smaller than this many pixels", 0.0},
   };
   op.dependencies = {"cloud_prob_threshold", "shadow_prob_threshold", "closing_size", "min_area"};
+  op.same_grid_inputs = {"cloud_probability", "shadow_probability", "product_mask"};
+  op.output_grid_of = {{"merged_cloud_mask", "cloud_probability"}};
+  op.input_checks["product_mask"] = [](const std::string& path, const std::string& role) {
+    RasterReader(path, role).require_product_mask();
+  };
   op.run = [](const OpRunContext& ctx) {
     const Json& p = ctx.parameters;
     MergeParams params;
@@ -149,6 +164,9 @@ OpDefinition merge_cloud_masks_simple_definition() {
     const RasterReader product(ctx.inputs.at("product_mask").path, role("product_mask"));
     require_same_grid(cloud, shadow);
     require_same_grid(cloud, product);
+    product.require_product_mask();
+    require_memory(static_cast<std::uint64_t>(cloud.width()) * static_cast<std::uint64_t>(cloud.height()) * (4 + 4 + 1 + 1 + 4),
+                   fmt::format("{} '{}' ({}x{} pixels)", cloud.role(), cloud.path(), cloud.width(), cloud.height()));
     const MaskBuffer mask = merge_cloud_masks_simple(
         cloud.read_band(1), shadow.read_band(1), product.read_band_nonzero(1), cloud.width(), cloud.height(), params);
     const std::string path = ctx.output_dir + "/merged_cloud_mask.tif";

@@ -6,6 +6,8 @@
 
 #include <opencv2/core/utility.hpp>
 
+#include <fmt/format.h>
+
 #include "nimbus/core/error.h"
 #include "nimbus/ops/packed_mask.h"
 
@@ -130,11 +132,15 @@ void replace_small_components(std::uint8_t* mask, int width, int height, std::ui
 }  // namespace
 
 std::vector<std::uint8_t> disk_footprint(int radius) {
-  const int size = 2 * radius + 1;
-  std::vector<std::uint8_t> fp(static_cast<std::size_t>(size) * size, 0);
-  for (int dy = -radius; dy <= radius; ++dy) {
-    for (int dx = -radius; dx <= radius; ++dx) {
-      fp[static_cast<std::size_t>(dy + radius) * size + (dx + radius)] = (dx * dx + dy * dy <= radius * radius);
+  if (radius < 0 || radius > kMaxClosingSize) {
+    throw InputError(fmt::format("disk radius {} is outside [0, {}]", radius, kMaxClosingSize));
+  }
+  const std::size_t size = 2 * static_cast<std::size_t>(radius) + 1;
+  std::vector<std::uint8_t> fp(size * size, 0);
+  const std::int64_t r2 = static_cast<std::int64_t>(radius) * radius;
+  for (std::int64_t dy = -radius; dy <= radius; ++dy) {
+    for (std::int64_t dx = -radius; dx <= radius; ++dx) {
+      fp[static_cast<std::size_t>(dy + radius) * size + static_cast<std::size_t>(dx + radius)] = (dx * dx + dy * dy <= r2);
     }
   }
   return fp;

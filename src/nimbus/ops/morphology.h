@@ -8,7 +8,13 @@
 
 namespace nimbus {
 
+// The largest dilation radius accepted (closing_size): wider than a Sentinel-2
+// tile's diagonal (15 528 px at 10 m), so any larger disk would mask the whole tile
+// from one cloudy pixel.
+inline constexpr int kMaxClosingSize = 16384;
+
 // skimage.morphology.disk(radius): (2r+1)^2 footprint, offset (dy, dx) set iff dx^2 + dy^2 <= r^2.
+// radius in [0, kMaxClosingSize].
 std::vector<std::uint8_t> disk_footprint(int radius);
 
 // scipy.ndimage.binary_dilation(mask, disk(radius), border_value=0), in place.

@@ -5,6 +5,7 @@
 #include "nimbus/core/error.h"
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -30,6 +31,10 @@ struct ParamSpec {
   ParamType type;
   Json default_value;  // may be null
   std::string help;
+  // Accepted range of Int and Float values (ints are also bounded by the C++ int
+  // they are stored in, floats must be finite); checked before any task runs.
+  double min = std::numeric_limits<double>::lowest();
+  double max = std::numeric_limits<double>::max();
 };
 
 struct PortSpec {
@@ -57,6 +62,13 @@ struct OpDefinition {
   std::vector<PortSpec> outputs;
   std::vector<ParamSpec> parameters;
   std::vector<std::string> dependencies;  // parameters that enter the cache key
+  // Grids, so a workflow can check its inputs before any task runs: the input ports
+  // whose rasters must match pixel for pixel, and the input whose grid each output has.
+  std::vector<std::string> same_grid_inputs;
+  std::map<std::string, std::string> output_grid_of;  // output port -> input port
+  // Checks of an input file the workflow engine runs before any task when the port
+  // is fed straight from a source (path, role naming the source); throw InputError.
+  std::map<std::string, std::function<void(const std::string& path, const std::string& role)>> input_checks;
   std::function<OpOutputs(const OpRunContext&)> run;
 
   const ParamSpec* parameter(const std::string& n) const {
@@ -80,5 +92,9 @@ const char* param_type_name(ParamType t);
 
 // Whether a parameter value has the declared type (ints are valid floats).
 bool parameter_value_matches(const Json& value, ParamType type);
+
+// Empty when a value of the right type is within the parameter's range; else what
+// is wrong and the range to use, e.g. "= 4294967301 is outside [0, 16384]".
+std::string parameter_range_problem(const Json& value, const ParamSpec& spec);
 
 }  // namespace nimbus

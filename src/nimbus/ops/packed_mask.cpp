@@ -1,6 +1,8 @@
 #include "nimbus/ops/packed_mask.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -106,23 +108,100 @@ void unpack_mask(const PackedMask& mask, std::uint8_t* bytes) {
   });
 }
 
-PackedMask dilate_packed(const PackedMask& mask, int radius) {
+namespace {
+
+// floor(sqrt(v)), exact for 0 <= v < 2^62.
+std::int64_t integer_sqrt(std::int64_t v) {
+  auto r = static_cast<std::int64_t>(std::sqrt(static_cast<double>(v)));
+  while (r > 0 && r * r > v) --r;
+  while ((r + 1) * (r + 1) <= v) ++r;
+  return r;
+}
+
+// Half width of the disk's row at vertical offset d (0 <= d <= radius): the largest
+// dx with dx^2 + d^2 <= radius^2, as in skimage.morphology.disk. Exact in 64 bits.
+std::vector<int> disk_half_widths(int radius) {
+  std::vector<int> half(static_cast<std::size_t>(radius) + 1);
+  const std::int64_t r2 = static_cast<std::int64_t>(radius) * radius;
+  for (int d = 0; d <= radius; ++d) {
+    half[static_cast<std::size_t>(d)] = static_cast<int>(integer_sqrt(r2 - static_cast<std::int64_t>(d) * d));
+  }
+  return half;
+}
+
+// Large disks: a pixel is set iff some set pixel q in its column band satisfies
+// |dx| <= half[|dy|]. With dist = the distance to the nearest set pixel in each
+// column (capped at radius + 1), row y's pixel x' paints [x' - half[dist], x' + half[dist]].
+// Memory: one uint32 per pixel, whatever the radius; time: two passes over the pixels.
+PackedMask dilate_by_column_distance(const PackedMask& mask, int radius) {
   const int width = mask.width(), height = mask.height();
-  if (radius <= 0) return mask;
+  const std::vector<int> half = disk_half_widths(radius);
+  const std::uint32_t far = static_cast<std::uint32_t>(radius) + 1;
+  const std::size_t w = static_cast<std::size_t>(width);
+  LargeBuffer<std::uint32_t> dist(w * static_cast<std::size_t>(height));
+  const auto bit = [&](int y, int x) { return (mask.row(y)[x / 64] >> (x % 64)) & 1; };
+  cv::parallel_for_(cv::Range(0, width), [&](const cv::Range& cols) {
+    for (int x = cols.start; x < cols.end; ++x) {
+      std::uint32_t d = far;
+      for (int y = 0; y < height; ++y) {
+        d = bit(y, x) ? 0 : std::min(far, d + 1);
+        dist[static_cast<std::size_t>(y) * w + x] = d;
+      }
+      d = far;
+      for (int y = height - 1; y >= 0; --y) {
+        std::uint32_t& here = dist[static_cast<std::size_t>(y) * w + x];
+        d = here == 0 ? 0 : std::min(far, d + 1);
+        here = std::min(here, d);
+      }
+    }
+  });
+  PackedMask out(width, height);
+  cv::parallel_for_(cv::Range(0, height), [&](const cv::Range& rows) {
+    std::vector<int> reach(w);  // reach[lo] = the furthest right end of an interval starting at lo
+    for (int y = rows.start; y < rows.end; ++y) {
+      std::fill(reach.begin(), reach.end(), -1);
+      const std::uint32_t* row = dist.data() + static_cast<std::size_t>(y) * w;
+      for (int x = 0; x < width; ++x) {
+        if (row[x] > static_cast<std::uint32_t>(radius)) continue;
+        const int h = half[row[x]];
+        const int lo = std::max(0, x - h);
+        reach[static_cast<std::size_t>(lo)] = std::max(reach[static_cast<std::size_t>(lo)], std::min(width - 1, x + h));
+      }
+      std::uint64_t* dst = out.row(y);
+      int covered = -1;
+      for (int x = 0; x < width; ++x) {
+        covered = std::max(covered, reach[static_cast<std::size_t>(x)]);
+        if (covered >= x) dst[x / 64] |= std::uint64_t{1} << (x % 64);
+      }
+    }
+  });
+  return out;
+}
+
+// Above this many distinct row widths the per-width planes would cost more memory
+// than the column-distance method (4 bytes per pixel).
+constexpr std::size_t kMaxWidthPlanes = 24;
+
+}  // namespace
+
+PackedMask dilate_packed(const PackedMask& mask, int requested_radius) {
+  const int width = mask.width(), height = mask.height();
+  if (requested_radius <= 0 || width <= 0 || height <= 0) return mask;
+  // A disk reaching past the raster's diagonal covers the raster from any pixel:
+  // every larger radius gives the same mask, so the work never exceeds the raster's.
+  const double diagonal = std::hypot(static_cast<double>(width - 1), static_cast<double>(height - 1));
+  const int radius = static_cast<int>(std::min<double>(requested_radius, std::ceil(diagonal) + 1.0));
   // The disk is a stack of horizontal segments: row dy spans |dx| <= half_width[dy].
   // Each input row is dilated horizontally once per distinct half width; an output row
   // is the OR of those rows over dy.
   const int span = 2 * radius + 1;
-  const std::vector<std::uint8_t> footprint = disk_footprint(radius);
+  const std::vector<int> half = disk_half_widths(radius);
   std::vector<int> half_width(static_cast<std::size_t>(span), 0);
-  for (int dy = 0; dy < span; ++dy) {
-    for (int dx = 0; dx <= radius; ++dx) {
-      if (footprint[static_cast<std::size_t>(dy) * span + radius + dx]) half_width[static_cast<std::size_t>(dy)] = dx;
-    }
-  }
-  std::vector<int> widths(half_width);
+  for (int dy = 0; dy < span; ++dy) half_width[static_cast<std::size_t>(dy)] = half[static_cast<std::size_t>(std::abs(dy - radius))];
+  std::vector<int> widths(half);
   std::sort(widths.begin(), widths.end());
   widths.erase(std::unique(widths.begin(), widths.end()), widths.end());
+  if (widths.size() > kMaxWidthPlanes) return dilate_by_column_distance(mask, radius);
   std::vector<std::size_t> plane_of(static_cast<std::size_t>(span));
   for (int dy = 0; dy < span; ++dy) {
     plane_of[static_cast<std::size_t>(dy)] = static_cast<std::size_t>(

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/core/version.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/models/default_models.h"
@@ -61,7 +62,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Everything that can be checked without reading pixels is checked first.
   validate(options.merge);
   validate_creation_options(options.creation_options);
-  chip_step(options.chips.window_size, options.chips.overlap);
+  validate(options.chips);
+  if (options.threads < 0 || options.threads > kMaxThreads) {
+    throw InputError(fmt::format("threads (--threads) = {} is outside [0, {}]; use 0 for all cores", options.threads,
+                                 kMaxThreads));
+  }
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
   if (options.threads < 0 || options.threads > 1024) {
     throw InputError(fmt::format("--threads {}: use 0 (all cores) or a number of threads from 1 to 1024",
@@ -126,13 +131,24 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   if (ds < 1 || ds > kMaxDownsampling) {
     throw InputError(fmt::format("downsampling is {}; use 1 (full resolution) to {}", ds, kMaxDownsampling));
   }
-  if (scene.width() / ds < options.chips.window_size || scene.height() / ds < options.chips.window_size) {
+  if (ds > 1 && (scene.width() / ds < options.chips.window_size || scene.height() / ds < options.chips.window_size)) {
     throw InputError(fmt::format("{} '{}' is {}x{} pixels; decimated by downsampling {} it is {}x{}, smaller than the "
                                  "{}-pixel window; use a smaller downsampling or window",
                                  scene.role(), options.s2_raster, scene.width(), scene.height(), ds,
                                  scene.width() / ds, scene.height() / ds, options.chips.window_size));
   }
+  product.require_product_mask();
   const ChipGrid grid(scene.width() / ds, scene.height() / ds, options.chips.window_size, options.chips.overlap);
+  {
+    // Per pixel: the mask and the product mask (bytes), the dilation (at most 4 bytes
+    // whatever the radius), the kept probabilities, the in-memory copy of the scene.
+    const std::uint64_t npix = static_cast<std::uint64_t>(scene.width()) * static_cast<std::uint64_t>(scene.height());
+    std::uint64_t per_pixel = 2 + 4;
+    if (!options.keep_probabilities_dir.empty()) per_pixel += 8;
+    if (options.chips.in_memory) per_pixel += static_cast<std::uint64_t>(scene.band_count()) * 4 + 1;
+    require_memory(per_pixel * npix, fmt::format("{} '{}' ({}x{} pixels, {} bands)", scene.role(), options.s2_raster,
+                                                 scene.width(), scene.height(), scene.band_count()));
+  }
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();

@@ -12,6 +12,9 @@
 
 namespace nimbus {
 
+// The most worker threads accepted (--threads); more would only exhaust the system.
+inline constexpr int kMaxThreads = 1024;
+
 struct ImproveCloudMaskOptions {
   std::string s2_raster;     // 12-band L2A stack (FarmVibes band order), nodata 0
   std::string product_mask;  // the product's cloud mask on the same grid; non-zero = cloud

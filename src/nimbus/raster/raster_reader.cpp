@@ -6,6 +6,8 @@
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
+#include <cpl_vsi.h>
+#include <cpl_vsi_error.h>
 #include <gdal_priv.h>
 #include <ogr_spatialref.h>
 
@@ -14,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 
 namespace nimbus {
 namespace {
@@ -35,7 +38,55 @@ void quiet_gdal_handler(CPLErr level, CPLErrorNum, const char* msg) {
   if (level >= CE_Warning) spdlog::debug("GDAL: {}", msg);
 }
 
+// Defaults for GDAL's HTTP options: a connection must open within 20 s and a
+// transfer may not stall (under 1 byte/s) for 20 s; transient HTTP errors are retried.
+constexpr std::pair<const char*, const char*> kNetworkDefaults[] = {
+    {"GDAL_HTTP_CONNECTTIMEOUT", "20"},
+    {"GDAL_HTTP_LOW_SPEED_TIME", "20"},
+    {"GDAL_HTTP_LOW_SPEED_LIMIT", "1"},
+    {"GDAL_HTTP_MAX_RETRY", "2"},
+    {"GDAL_HTTP_RETRY_DELAY", "1"},
+};
+
 }  // namespace
+
+bool is_network_path(const std::string& path) {
+  for (const char* prefix : {"/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
+                             "/vsiwebhdfs", "/vsihdfs"}) {
+    if (path.find(prefix) != std::string::npos) return true;
+  }
+  return false;
+}
+
+void require_network_path_answers(const std::string& path, const std::string& role) {
+  if (!is_network_path(path)) return;
+  const NetworkTimeoutScope timeouts;
+  CPLErrorReset();
+  VSIErrorReset();
+  VSIStatBufL st;
+  if (VSIStatExL(path.c_str(), &st, VSI_STAT_EXISTS_FLAG | VSI_STAT_SET_ERROR_FLAG) == 0) return;
+  std::string error = CPLGetLastErrorMsg();
+  if (error.empty()) error = VSIGetLastErrorMsg();
+  for (const char* symptom : {"CURL error", "timed out", "too slow", "Could not resolve", "Connection refused"}) {
+    if (error.find(symptom) != std::string::npos) {
+      throw InputError(fmt::format("{} '{}' cannot be read over the network ({}); check the URL and that the server "
+                                   "answers (timeouts: GDAL_HTTP_CONNECTTIMEOUT, GDAL_HTTP_LOW_SPEED_TIME)",
+                                   role, path, error));
+    }
+  }
+}
+
+NetworkTimeoutScope::NetworkTimeoutScope() {
+  for (const auto& [key, value] : kNetworkDefaults) {
+    if (CPLGetConfigOption(key, nullptr) != nullptr) continue;  // the user's (or an enclosing scope's) value
+    CPLSetThreadLocalConfigOption(key, value);
+    set_.push_back(key);
+  }
+}
+
+NetworkTimeoutScope::~NetworkTimeoutScope() {
+  for (const char* key : set_) CPLSetThreadLocalConfigOption(key, nullptr);
+}
 
 void ensure_gdal_initialised() {
   static std::once_flag once;
@@ -51,13 +102,35 @@ void ensure_gdal_initialised() {
 
 RasterReader::RasterReader(std::string path, std::string role) : path_(std::move(path)), role_(std::move(role)) {
   ensure_gdal_initialised();
+  require_not_special_file(path_, role_);
+  require_network_path_answers(path_, role_);
+  const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   dataset_ = static_cast<GDALDataset*>(GDALOpenEx(path_.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR,
                                                   nullptr, nullptr, nullptr));
   if (!dataset_) {
-    throw InputError(fmt::format("{} '{}' cannot be opened as a raster ({}); check the path and that it is a "
-                                 "readable GeoTIFF or other GDAL raster",
-                                 role_, path_, last_gdal_message()));
+    throw InputError(fmt::format("{} '{}' cannot be opened as a raster ({}); {}", role_, path_, last_gdal_message(),
+                                 is_network_path(path_)
+                                     ? "check the URL and that the server answers (timeouts: GDAL_HTTP_CONNECTTIMEOUT, "
+                                       "GDAL_HTTP_LOW_SPEED_TIME)"
+                                     : "check the path and that it is a readable GeoTIFF or other GDAL raster"));
+  }
+  // A VRT (or a dataset with sidecars) opens the files it references only when
+  // pixels are read: a FIFO or device among them would block or never end there.
+  if (char** files = is_network_path(path_) ? nullptr : dataset_->GetFileList()) {
+    try {
+      for (int i = 0; files[i]; ++i) {
+        if (path_ != files[i]) {
+          require_not_special_file(files[i], fmt::format("file referenced by {} '{}':", role_, path_));
+        }
+      }
+    } catch (...) {
+      CSLDestroy(files);
+      GDALClose(dataset_);
+      dataset_ = nullptr;
+      throw;
+    }
+    CSLDestroy(files);
   }
   band_count_ = dataset_->GetRasterCount();
   if (band_count_ < 1) {
@@ -67,8 +140,18 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
   }
   bool any_offset = false;
   for (int b = 1; b <= band_count_; ++b) {
+    has_float_bands_ = has_float_bands_ || GDALDataTypeIsFloating(dataset_->GetRasterBand(b)->GetRasterDataType());
     const char* v = dataset_->GetRasterBand(b)->GetMetadataItem(kBandOffsetKey);
     band_offsets_.push_back(v ? CPLAtof(v) : 0.0);
+    // ESA's offsets are -1000; anything non-finite or beyond the DN range is a damaged tag.
+    if (!std::isfinite(band_offsets_.back()) || std::abs(band_offsets_.back()) > 10000.0) {
+      const std::string value = v;
+      GDALClose(dataset_);
+      dataset_ = nullptr;
+      throw InputError(fmt::format("{} '{}': band {} metadata {} = '{}' is not a BOA offset (Sentinel-2 uses -1000); "
+                                   "fix or remove the tag (gdal_edit.py), or re-create the stack with nimbus stack-safe",
+                                   role_, path_, b, kBandOffsetKey, value));
+    }
     any_offset = any_offset || band_offsets_.back() != 0.0;
   }
   if (!any_offset) band_offsets_.clear();
@@ -96,8 +179,13 @@ std::optional<double> RasterReader::nodata_value() const {
   return has ? std::optional<double>(value) : std::nullopt;
 }
 
+std::vector<std::string> RasterReader::band_descriptions() const {
+  std::vector<std::string> out;
+  for (int b = 1; b <= band_count_; ++b) out.emplace_back(dataset_->GetRasterBand(b)->GetDescription());
+  return out;
+}
+
 void RasterReader::require_digital_numbers() const {
-  bool float_values_checked = false;
   for (int b = 1; b <= band_count_; ++b) {
     GDALRasterBand* band = dataset_->GetRasterBand(b);
     const GDALDataType type = band->GetRasterDataType();
@@ -113,24 +201,87 @@ void RasterReader::require_digital_numbers() const {
           "looks like a visual (TCI) or rescaled export: pass the 16-bit L2A bands",
           role_, path_, b, name));
     }
-    if (GDALDataTypeIsFloating(type) && !float_values_checked) {
+    if (GDALDataTypeIsFloating(type)) {
       // Floats are accepted when they hold digital numbers; reflectance in [0, 1] is
-      // the usual mistake and would silently give wrong probabilities. One band tells
-      // (a stack is scaled as a whole), and an approximate max reads an overview if any.
-      float_values_checked = true;
-      double min_max[2] = {0, 0};
+      // the usual mistake and would silently give wrong probabilities. Every band is
+      // checked (bands may be scaled apart), on the median of its valid non-zero values
+      // in a decimated read (overviews when present): a few outliers cannot move it.
+      const NetworkTimeoutScope timeouts;
+      const double scale = std::max(1.0, std::max(grid_.width, grid_.height) / 256.0);
+      const int sw = std::max(1, static_cast<int>(grid_.width / scale));
+      const int sh = std::max(1, static_cast<int>(grid_.height / scale));
+      std::vector<double> sample(static_cast<std::size_t>(sw) * sh);
       CPLErrorReset();
-      if (band->ComputeRasterMinMax(TRUE, min_max) == CE_None && min_max[1] <= 2.0) {
+      if (band->RasterIO(GF_Read, 0, 0, grid_.width, grid_.height, sample.data(), sw, sh, GDT_Float64, 0, 0,
+                         nullptr) != CE_None) {
+        throw InputError(fmt::format("{} '{}': reading band {} failed ({}); the file may be truncated or corrupt, "
+                                     "re-create or re-download it",
+                                     role_, path_, b, last_gdal_message()));
+      }
+      int has_nodata = 0;
+      const double nodata = band->GetNoDataValue(&has_nodata);
+      std::vector<double> valid;
+      valid.reserve(sample.size());
+      for (double v : sample) {
+        if (std::isfinite(v) && v != 0.0 && !(has_nodata && v == nodata)) valid.push_back(v);
+      }
+      if (valid.empty()) continue;
+      auto middle = valid.begin() + static_cast<std::ptrdiff_t>(valid.size() / 2);
+      std::nth_element(valid.begin(), middle, valid.end());
+      if (std::abs(*middle) <= 2.0) {
         throw InputError(fmt::format(
-            "{} '{}': band {} is {} with values up to {:g}, which looks like reflectance (0-1); the models expect L2A "
-            "digital numbers (reflectance x 10000): scale it, e.g. gdal_calc.py --calc \"A*10000\" --type UInt16",
-            role_, path_, b, name, min_max[1]));
+            "{} '{}': band {} is {} with a median of {:g} over its valid pixels, which looks like reflectance (0-1); "
+            "the models expect L2A digital numbers (reflectance x 10000): scale it, e.g. gdal_calc.py --calc "
+            "\"A*10000\" --type UInt16",
+            role_, path_, b, name, *middle));
       }
     }
   }
 }
 
+void RasterReader::require_product_mask() const {
+  if (band_count_ != 1) {
+    throw InputError(fmt::format("{} '{}' has {} bands; a product cloud mask has one band (non-zero = cloud): pass the "
+                                 "product's mask (e.g. from `nimbus stack-safe --product-mask-out`), not the "
+                                 "Sentinel-2 raster",
+                                 role_, path_, band_count_));
+  }
+  GDALRasterBand* band = dataset_->GetRasterBand(1);
+  const GDALDataType type = band->GetRasterDataType();
+  if (GDALDataTypeIsComplex(type)) {
+    throw InputError(fmt::format("{} '{}' is complex ({}); a product cloud mask holds real values (non-zero = cloud)",
+                                 role_, path_, GDALGetDataTypeName(type)));
+  }
+  // A mask that is its own nodata everywhere carries no information, and would read
+  // as cloud everywhere; stop at the first pixel that is not nodata.
+  int has_nodata = 0;
+  const double nodata = band->GetNoDataValue(&has_nodata);
+  if (!has_nodata) return;
+  const NetworkTimeoutScope timeouts;
+  const int rows_per_block = std::max(1, std::min(grid_.height, static_cast<int>((1 << 22) / std::max(1, grid_.width))));
+  std::vector<double> buffer(static_cast<std::size_t>(grid_.width) * rows_per_block);
+  for (int y = 0; y < grid_.height; y += rows_per_block) {
+    const int rows = std::min(rows_per_block, grid_.height - y);
+    CPLErrorReset();
+    if (band->RasterIO(GF_Read, 0, y, grid_.width, rows, buffer.data(), grid_.width, rows, GDT_Float64, 0, 0,
+                       nullptr) != CE_None) {
+      throw InputError(fmt::format("{} '{}': reading rows {}..{} failed ({}); the file may be truncated or corrupt",
+                                   role_, path_, y, y + rows, last_gdal_message()));
+    }
+    const std::size_t n = static_cast<std::size_t>(grid_.width) * rows;
+    for (std::size_t i = 0; i < n; ++i) {
+      const double v = buffer[i];
+      if (std::isnan(nodata) ? !std::isnan(v) : v != nodata) return;
+    }
+  }
+  throw InputError(fmt::format("{} '{}': every pixel equals its nodata value ({}), so it says nothing about clouds "
+                               "(and would read as cloud everywhere); pass the product's real cloud mask, or remove "
+                               "the nodata tag if the values are meant (gdal_edit.py -unsetnodata)",
+                               role_, path_, nodata));
+}
+
 void RasterReader::read_band_window(int band, int x0, int y0, int w, int h, float* data) const {
+  const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
   if (b->RasterIO(GF_Read, x0, y0, w, h, data, w, h, GDT_Float32, 0, 0, nullptr) != CE_None) {
@@ -172,6 +323,25 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
     }
     for (std::size_t i = 0; i < npix; ++i) invalid[i] |= (mask_buffer[i] == 0) ? 1 : 0;
   }
+  if (has_float_bands_) {
+    // FarmVibes feeds nodata pixels' raw values to the model; a non-finite one would
+    // turn the whole chip's output into NaN, so those become 0. At a valid pixel a
+    // NaN or inf is an input problem.
+    for (int b = 0; b < band_count_; ++b) {
+      float* plane = data + static_cast<std::size_t>(b) * npix;
+      for (std::size_t i = 0; i < npix; ++i) {
+        if (std::isfinite(plane[i])) continue;
+        if (invalid[i]) {
+          plane[i] = 0.0f;
+          continue;
+        }
+        throw InputError(fmt::format("{} '{}': band {} holds {} at pixel x={} y={}, which is not marked as nodata; "
+                                     "declare the nodata value (e.g. gdal_edit.py -a_nodata nan) or fill the gaps",
+                                     role_, path_, b + 1, plane[i], x0 + static_cast<int>(i % static_cast<std::size_t>(w)),
+                                     y0 + static_cast<int>(i / static_cast<std::size_t>(w))));
+      }
+    }
+  }
   for (std::size_t b = 0; b < band_offsets_.size() && b < static_cast<std::size_t>(band_count_); ++b) {
     const float offset = static_cast<float>(band_offsets_[b]);
     if (offset == 0.0f) continue;
@@ -186,6 +356,7 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
 }
 
 void RasterReader::read_band_resampled(int band, int out_w, int out_h, float* data) const {
+  const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
   if (b->RasterIO(GF_Read, 0, 0, grid_.width, grid_.height, data, out_w, out_h, GDT_Float32, 0, 0, nullptr) !=
@@ -205,6 +376,7 @@ MaskBuffer RasterReader::read_band_nonzero(int band) const {
   const std::size_t w = static_cast<std::size_t>(grid_.width);
   MaskBuffer out(w * static_cast<std::size_t>(grid_.height));
   GDALRasterBand* b = dataset_->GetRasterBand(band);
+  const NetworkTimeoutScope timeouts;
   // Rows in blocks, read as float64 so no integer or float value collapses to 0.
   const int rows_per_block = 256;
   std::vector<double> buffer(w * rows_per_block);

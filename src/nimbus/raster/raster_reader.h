@@ -44,6 +44,8 @@ class RasterReader {
   std::string data_type_name() const;
   // Band 1's declared nodata value, if any.
   std::optional<double> nodata_value() const;
+  // Each band's description (GDAL band description, e.g. "B02"), empty where none.
+  std::vector<std::string> band_descriptions() const;
 
   // Additive DN offsets per band (Sentinel-2 BOA_ADD_OFFSET), applied by
   // read_window to valid pixels, clamped at 0. Taken from the band metadata
@@ -53,6 +55,8 @@ class RasterReader {
   // Reads the window [x0, x0+w) x [y0, y0+h) of every band as float32 into
   // `data` (band-major, band_count*w*h values) and sets invalid[i] = 1 where any
   // band is nodata at pixel i (the file's nodata value, else its GDAL mask).
+  // Non-finite values (NaN, inf) at nodata pixels become 0, so none reaches a model;
+  // at a valid pixel they throw InputError naming the band and pixel.
   // Returns the number of invalid pixels.
   std::size_t read_window(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const;
 
@@ -71,9 +75,15 @@ class RasterReader {
 
   // Input policy for Sentinel-2 scenes: integer bands wider than 8 bits are digital
   // numbers; 8-bit and complex bands are refused; floating-point bands are accepted
-  // unless their values look like reflectance (max <= 2). Throws InputError naming the
-  // file, the band and the conversion to do.
+  // unless their values look like reflectance (the median of a band's valid, non-zero
+  // values <= 2, so outliers cannot hide it). Throws InputError naming the file, the
+  // band and the conversion to do.
   void require_digital_numbers() const;
+
+  // Checks for a product cloud mask (non-zero = cloud): one band, real values, and
+  // not nodata everywhere (which would read as cloud everywhere). Throws InputError
+  // naming the file, what is wrong and the fix.
+  void require_product_mask() const;
 
  private:
   std::string path_;
@@ -82,6 +92,30 @@ class RasterReader {
   int band_count_ = 0;
   GridInfo grid_;
   std::vector<double> band_offsets_;
+  bool has_float_bands_ = false;
+};
+
+// Whether a GDAL path reads over the network (/vsicurl/, /vsis3/, ...).
+bool is_network_path(const std::string& path);
+
+// For a network path, one request up front: throws InputError naming the URL when the
+// server cannot be reached or does not answer in time (rather than once per request
+// GDAL would make). Other paths, and files merely missing, pass.
+void require_network_path_answers(const std::string& path, const std::string& role);
+
+// GDAL network paths (/vsicurl/, /vsis3/, ...) by default wait for ever on a server
+// that accepts and never answers. While alive, sets on the calling thread the
+// connect / stall timeouts and retries the user has not set (their GDAL config
+// options and environment win), and restores them on destruction.
+class NetworkTimeoutScope {
+ public:
+  NetworkTimeoutScope();
+  ~NetworkTimeoutScope();
+  NetworkTimeoutScope(const NetworkTimeoutScope&) = delete;
+  NetworkTimeoutScope& operator=(const NetworkTimeoutScope&) = delete;
+
+ private:
+  std::vector<const char*> set_;
 };
 
 // Throws InputError unless both rasters have the same size, geotransform and CRS,

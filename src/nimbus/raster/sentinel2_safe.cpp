@@ -1,8 +1,11 @@
 #include "nimbus/raster/sentinel2_safe.h"
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <map>
+#include <regex>
+#include <set>
 
 #include <cpl_conv.h>
 #include <cpl_minixml.h>
@@ -12,8 +15,10 @@
 #include <gdal_utils.h>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/core/input_files.h"
 #include "nimbus/raster/raster_reader.h"
 
 namespace nimbus {
@@ -25,22 +30,37 @@ std::string vsimem_name(const std::string& stem) {
   return fmt::format("/vsimem/nimbus_safe_{}_{}", counter++, stem);
 }
 
-// Recursively lists files under a GDAL path (works inside /vsizip/ too).
-void list_files(const std::string& dir, std::vector<std::string>& out, int depth = 0) {
-  if (depth > 8) return;
+// Whether a SAFE directory entry can hold files Nimbus reads: the product folder
+// (*.SAFE), GRANULE and each granule, IMG_DATA with its R10m/R20m/R60m, QI_DATA.
+bool leads_to_product_files(const std::string& name, const std::string& parent, int depth) {
+  static const std::set<std::string> folders{"GRANULE", "IMG_DATA", "QI_DATA", "R10m", "R20m", "R60m"};
+  if (folders.count(name)) return true;
+  if (parent == "GRANULE") return true;
+  return depth == 0 && name.size() > 5 && name.compare(name.size() - 5, 5, ".SAFE") == 0;
+}
+
+// Lists the files of a SAFE product under a GDAL path (works inside /vsizip/ too).
+// Only the folders that can hold product files are opened, and nothing is stat'ed:
+// archives answer each directory listing and stat by scanning every entry, so a
+// walk of the whole tree would cost entries^2 (minutes for 200 000 entries).
+void list_files(const std::string& dir, std::vector<std::string>& out, int depth = 0, const std::string& name = "") {
+  if (depth > 6) return;
   char** entries = VSIReadDir(dir.c_str());
-  for (int i = 0; entries && entries[i]; ++i) {
-    const std::string name = entries[i];
-    if (name == "." || name == "..") continue;
-    const std::string full = dir + "/" + name;
-    VSIStatBufL st;
-    if (VSIStatL(full.c_str(), &st) == 0 && VSI_ISDIR(st.st_mode)) {
-      list_files(full, out, depth + 1);
+  if (!entries) return;
+  std::vector<std::string> names;
+  for (int i = 0; entries[i]; ++i) names.emplace_back(entries[i]);
+  CSLDestroy(entries);
+  // An archive of one product folder not named *.SAFE (e.g. renamed): look inside it.
+  const bool single_folder = depth == 0 && names.size() == 1 && names[0].find('.') == std::string::npos;
+  for (const std::string& entry : names) {
+    if (entry == "." || entry == "..") continue;
+    const std::string full = dir + "/" + entry;
+    if (leads_to_product_files(entry, name, depth) || single_folder) {
+      list_files(full, out, depth + 1, entry);
     } else {
       out.push_back(full);
     }
   }
-  CSLDestroy(entries);
 }
 
 std::string ends_with_one_of(const std::vector<std::string>& files, const std::vector<std::string>& suffixes) {
@@ -103,6 +123,16 @@ std::string onto_grid(const std::string& file, const GridInfo& grid, const char*
   return dst;
 }
 
+// The processing baseline in a product name (..._N0400_R122_... -> "04.00"), or empty.
+std::string baseline_from_name(const std::string& path) {
+  static const std::regex baseline_re(R"(_N(\d\d)(\d\d)_)");
+  std::smatch m;
+  if (!std::regex_search(path, m, baseline_re)) return {};
+  return m[1].str() + "." + m[2].str();
+}
+
+// The BOA offsets by ESA band id and the processing baseline. A metadata file that
+// cannot be read (empty, truncated) leaves the baseline empty.
 std::map<int, double> boa_offsets(const std::string& mtd, std::string& baseline) {
   std::map<int, double> offsets;
   CPLXMLNode* root = CPLParseXMLFile(mtd.c_str());
@@ -113,7 +143,15 @@ std::map<int, double> boa_offsets(const std::string& mtd, std::string& baseline)
   if (const CPLXMLNode* list = CPLSearchXMLNode(root, "=BOA_ADD_OFFSET_VALUES_LIST")) {
     for (const CPLXMLNode* n = list->psChild; n; n = n->psNext) {
       if (n->eType != CXT_Element || !EQUAL(n->pszValue, "BOA_ADD_OFFSET")) continue;
-      offsets[atoi(CPLGetXMLValue(n, "band_id", "-1"))] = CPLAtof(CPLGetXMLValue(n, nullptr, "0"));
+      const std::string text = CPLGetXMLValue(n, nullptr, "0");
+      const double offset = CPLAtof(text.c_str());
+      if (!std::isfinite(offset) || std::abs(offset) > 10000.0) {
+        CPLDestroyXMLNode(root);
+        throw InputError(fmt::format("metadata '{}': BOA_ADD_OFFSET '{}' is not a DN offset (Sentinel-2 uses -1000); "
+                                     "the file is damaged, re-download the product",
+                                     mtd, text));
+      }
+      offsets[atoi(CPLGetXMLValue(n, "band_id", "-1"))] = offset;
     }
   }
   CPLDestroyXMLNode(root);
@@ -129,11 +167,17 @@ const std::map<std::string, int>& esa_band_id() {
 }
 
 // Writes a uint8 mask (non-zero = cloud) computed from `source` pixels to /vsimem.
+// Only the first `max_bands` bands of the source are read (a damaged file may declare thousands).
 template <typename Classify>
 std::string classify_to_mask(const std::string& source, const GridInfo& grid, const std::string& stem,
-                             Classify classify) {
+                             int max_bands, Classify classify) {
   GDALDataset* src = static_cast<GDALDataset*>(GDALOpen(source.c_str(), GA_ReadOnly));
-  const int bands = src->GetRasterCount();
+  if (!src) {
+    throw InputError(fmt::format("the product mask source '{}' cannot be opened ({}); the product may be damaged, "
+                                 "re-download it",
+                                 source, CPLGetLastErrorMsg()));
+  }
+  const int bands = std::min(src->GetRasterCount(), max_bands);
   std::vector<std::vector<std::uint16_t>> planes(bands, std::vector<std::uint16_t>(std::size_t(grid.width) * grid.height));
   for (int b = 0; b < bands; ++b) {
     if (src->GetRasterBand(b + 1)->RasterIO(GF_Read, 0, 0, grid.width, grid.height, planes[b].data(), grid.width,
@@ -167,9 +211,17 @@ const std::vector<std::string>& farmvibes_band_order() {
 }
 
 bool looks_like_sentinel2_safe(const std::string& path) {
+  ensure_gdal_initialised();
+  const NetworkTimeoutScope timeouts;
   if (path.rfind("/vsi", 0) == 0) {  // GDAL virtual paths: /vsizip/, /vsicurl/, ...
     VSIStatBufL st;
     if (fs::path(path).filename() == "MTD_MSIL2A.xml") return true;
+    // A URL of a raster file is not a product folder: no request for a metadata file.
+    const std::string ext = fs::path(path).extension().string();
+    for (const char* raster_ext : {".tif", ".tiff", ".TIF", ".TIFF", ".vrt", ".jp2", ".img"}) {
+      if (ext == raster_ext) return false;
+    }
+    require_network_path_answers(path, "Sentinel-2 raster (--s2-raster)");
     return VSIStatL((path + "/MTD_MSIL2A.xml").c_str(), &st) == 0;
   }
   const fs::path p(path);
@@ -185,6 +237,7 @@ bool looks_like_sentinel2_safe(const std::string& path) {
 
 SafeScene open_sentinel2_safe(const std::string& path) {
   ensure_gdal_initialised();
+  const NetworkTimeoutScope timeouts;
   SafeScene scene;
   scene.product = path;
   const std::string root = product_root(path);
@@ -196,7 +249,29 @@ SafeScene open_sentinel2_safe(const std::string& path) {
                                  "(L1C needs atmospheric correction first, e.g. with Sen2Cor)",
                                  path));
   }
-  const std::map<int, double> offsets = boa_offsets(mtd, scene.processing_baseline);
+  std::map<int, double> offsets = boa_offsets(mtd, scene.processing_baseline);
+  // From baseline 04.00 on, DN carry a -1000 offset; losing it (a truncated or empty
+  // MTD_MSIL2A.xml) would shift every band and silently change the mask.
+  if (scene.processing_baseline.empty()) {
+    const std::string from_name = baseline_from_name(path);
+    if (from_name.empty()) {
+      throw InputError(fmt::format("Sentinel-2 product '{}': its metadata '{}' cannot be read (empty or truncated) "
+                                   "and the product name carries no processing baseline (_Nxxxx_), so the BOA offset "
+                                   "is unknown; re-download the product",
+                                   path, mtd));
+    }
+    scene.processing_baseline = from_name;
+    if (from_name >= "04.00") {
+      for (const auto& [band, id] : esa_band_id()) offsets[id] = -1000.0;
+    }
+    spdlog::warn("Sentinel-2 product '{}': metadata '{}' cannot be read; using processing baseline {} from the "
+                 "product name (BOA offset {})",
+                 path, mtd, from_name, from_name >= "04.00" ? "-1000" : "0");
+  } else if (scene.processing_baseline >= "04.00" && offsets.empty()) {
+    throw InputError(fmt::format("Sentinel-2 product '{}': metadata '{}' declares processing baseline {} but no "
+                                 "BOA_ADD_OFFSET values (the file may be truncated); re-download the product",
+                                 path, mtd, scene.processing_baseline));
+  }
 
   // Band files, highest resolution first (compact SAFE naming: T31TDH_..._B02_10m.jp2).
   std::map<std::string, std::string> band_file;
@@ -216,6 +291,10 @@ SafeScene open_sentinel2_safe(const std::string& path) {
     RasterReader b02(band_file["B02"], fmt::format("Sentinel-2 product '{}' band B02", path));
     grid = b02.grid();
   }
+  // The product mask is classified from whole planes on this grid (up to 3 uint16
+  // bands and the result): check that it fits before anything is allocated.
+  require_memory(static_cast<std::uint64_t>(grid.width) * static_cast<std::uint64_t>(grid.height) * 8,
+                 fmt::format("Sentinel-2 product '{}' (B02 is {}x{} pixels)", path, grid.width, grid.height));
   std::vector<std::string> sources;
   for (const std::string& band : farmvibes_band_order()) {
     sources.push_back(onto_grid(band_file[band], grid, "bilinear", true, band, path));
@@ -255,12 +334,12 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   if (!classi.empty()) {
     // Bands: 1 opaque clouds, 2 cirrus, 3 snow; clouds are the first two.
     const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", path);
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", [](const auto& p, std::size_t i) {
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", 2, [](const auto& p, std::size_t i) {
       return p[0][i] != 0 || (p.size() > 1 && p[1][i] != 0);
     });
     scene.product_mask_source = "MSK_CLASSI";
   } else if (!gml.empty() && GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr, nullptr) != nullptr) {
-    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", [](const auto&, std::size_t) {
+    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", 1, [](const auto&, std::size_t) {
       return false;
     });
     CPLStringList args;
@@ -278,7 +357,7 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   } else if (!scl.empty()) {
     const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", path);
     // Scene classification: 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus.
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", [](const auto& p, std::size_t i) {
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", 1, [](const auto& p, std::size_t i) {
       const int c = p[0][i];
       return c == 3 || c == 8 || c == 9 || c == 10;
     });

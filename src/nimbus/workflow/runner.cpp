@@ -14,6 +14,8 @@
 #include <fmt/ranges.h>
 
 #include "nimbus/core/checksum.h"
+#include "nimbus/core/input_files.h"
+#include "nimbus/raster/raster_reader.h"
 #include "nimbus/inference/onnx_model.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/workflow/cache.h"
@@ -39,6 +41,51 @@ std::vector<RunInput> run_inputs(const RunOptions& options) {
 
 std::string sink_role(const std::string& sink) { return fmt::format("--out-dir (sink {})", sink); }
 
+// Checks the source files before any task runs, naming the user's files rather
+// than intermediate results: each op's input checks on the ports sources feed, then
+// grids: each source's grid is followed through the graph (an op's output has the
+// grid of one of its inputs) and, where an op needs inputs on one grid that come
+// from different sources, those sources' grids are compared.
+void check_sources_before_any_task(const WorkflowGraph& graph, const std::map<std::string, std::string>& inputs) {
+  std::map<std::string, std::string> grid_source;  // "node.port" -> source name
+  for (const auto& [name, targets] : graph.sources) {
+    for (const PortRef& t : targets) grid_source[t.str()] = name;
+  }
+  for (const auto& [name, targets] : graph.sources) {
+    for (const PortRef& t : targets) {
+      const GraphNode* node = graph.node(t.node);
+      if (!node) continue;
+      const auto check = node->op->input_checks.find(t.port);
+      if (check == node->op->input_checks.end()) continue;
+      check->second(inputs.at(name), fmt::format("--input {} (input {} of task '{}')", name, t.port, t.node));
+    }
+  }
+  for (const GraphNode& node : graph.nodes) {  // topological order
+    std::map<std::string, std::string> sources;  // source name -> input port
+    for (const std::string& port : node.op->same_grid_inputs) {
+      if (auto it = grid_source.find(node.name + "." + port); it != grid_source.end()) sources.emplace(it->second, port);
+    }
+    if (sources.size() >= 2) {
+      const auto role = [&](const std::string& source, const std::string& port) {
+        return fmt::format("--input {} (input {} of task '{}')", source, port, node.name);
+      };
+      const auto first = sources.begin();
+      const RasterReader reference(inputs.at(first->first), role(first->first, first->second));
+      for (auto it = std::next(first); it != sources.end(); ++it) {
+        const RasterReader other(inputs.at(it->first), role(it->first, it->second));
+        require_same_grid(reference, other);
+      }
+    }
+    for (const auto& [out, in] : node.op->output_grid_of) {
+      const auto it = grid_source.find(node.name + "." + in);
+      if (it == grid_source.end()) continue;
+      for (const GraphEdge& e : graph.edges) {
+        if (e.origin.node == node.name && e.origin.port == out) grid_source[e.destination.str()] = it->second;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, const TaskEvent& on_task_done) {
@@ -58,11 +105,25 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
       throw InputError(fmt::format("workflow {} needs --input {}=FILE (sources: {})", graph.name, name,
                                    fmt::join(source_names, ", ")));
     }
+    require_not_special_file(it->second, fmt::format("--input {}", name));
+    if (fs::is_directory(it->second)) {
+      throw InputError(fmt::format("--input {}='{}' is a directory; pass a raster file", name, it->second));
+    }
     if (!fs::is_regular_file(it->second)) {
       throw InputError(fmt::format("--input {}='{}': file does not exist; check the path", name, it->second));
     }
     const Artifact a{it->second, "", file_artifact_id(it->second)};
     for (const PortRef& t : targets) port_values[t.str()] = a;
+  }
+  check_sources_before_any_task(graph, options.inputs);
+  {
+    std::vector<std::pair<std::string, std::string>> inputs;
+    for (const auto& [name, path] : options.inputs) inputs.emplace_back(path, "--input " + name);
+    for (const auto& [sink, port] : graph.sinks) {
+      // Sinks are written as <out-dir>/<sink><extension of the op's file>; every op writes .tif.
+      require_not_an_input((fs::path(options.out_dir) / (sink + ".tif")).string(),
+                           fmt::format("sink {} in --out-dir", sink), inputs);
+    }
   }
   if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
   {

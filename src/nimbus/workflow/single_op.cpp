@@ -61,6 +61,9 @@ OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, 
       throw InputError(fmt::format("parameter {} of op {} must be of type {}, got {}", p.name, op_name,
                                    param_type_name(p.type), v.type_name()));
     }
+    if (const std::string problem = parameter_range_problem(v, p); !problem.empty()) {
+      throw InputError(fmt::format("parameter {} of op {} {}; pass a value in that range", p.name, op_name, problem));
+    }
   }
   ensure_directory(output_dir, "output directory");
   // A private work directory next to the outputs: renames into place stay on one file system.

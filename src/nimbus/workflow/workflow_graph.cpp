@@ -57,16 +57,34 @@ struct Expanded {
   std::vector<std::string> sink_order;
 };
 
+// Limits of one expanded workflow: FarmVibes' largest workflows have a few dozen
+// ops and a few levels of nesting; nested workflows referenced by several tasks
+// multiply, so a few tiny files could otherwise expand to millions of ops.
+constexpr std::size_t kMaxWorkflowOps = 2000;
+constexpr std::size_t kMaxWorkflowNesting = 32;
+
 class Builder {
  public:
   explicit Builder(const WorkflowLibrary& library) : library_(library) {}
 
+  // Each file is read and parsed once, however many tasks reference it.
+  const WorkflowSpec& load(const std::string& path) {
+    auto it = specs_.find(path);
+    if (it == specs_.end()) it = specs_.emplace(path, parse_workflow_file(path)).first;
+    return it->second;
+  }
+
   Expanded expand(const std::string& path, const Json& overrides, const std::string& prefix,
                   std::vector<std::string>& stack) {
-    const WorkflowSpec spec = parse_workflow_file(path);
+    const WorkflowSpec& spec = load(path);
     if (std::find(stack.begin(), stack.end(), spec.name) != stack.end()) {
       throw WorkflowError(spec.where("name"), "name",
                           fmt::format("Recursive definition of workflow {} is not supported", spec.name));
+    }
+    if (stack.size() >= kMaxWorkflowNesting) {
+      throw WorkflowError(spec.where("name"), "name",
+                          fmt::format("workflows are nested more than {} levels deep ({}); flatten the nesting",
+                                      kMaxWorkflowNesting, fmt::join(stack, " > ")));
     }
     stack.push_back(spec.name);
 
@@ -104,6 +122,12 @@ class Builder {
         for (auto& e : inner.edges) out.edges.push_back(e);
         nested[task.name] = std::move(inner);
         continue;
+      }
+      if (++op_count_ > kMaxWorkflowOps) {
+        throw WorkflowError(task.at, "tasks." + task.name,
+                            fmt::format("the workflow expands to more than {} ops (nested workflows referenced by "
+                                        "several tasks multiply); simplify the workflow",
+                                        kMaxWorkflowOps));
       }
       out.nodes.push_back(make_op_node(spec, task, full, params));
     }
@@ -278,11 +302,19 @@ class Builder {
                             fmt::format("parameter {} of op {} must be of type {}, got {} ({})", p.name, op->name,
                                         param_type_name(p.type), v.dump(), v.type_name()));
       }
+      if (const std::string problem = parameter_range_problem(v, p); !problem.empty()) {
+        const auto it = task.parameter_at.find(p.name);
+        throw WorkflowError(it != task.parameter_at.end() ? it->second : task.at, key + ".parameters." + p.name,
+                            fmt::format("parameter {} of op {} {}; pass a value in that range", p.name, op->name,
+                                        problem));
+      }
     }
     return node;
   }
 
   const WorkflowLibrary& library_;
+  std::map<std::string, WorkflowSpec> specs_;
+  std::size_t op_count_ = 0;
 };
 
 }  // namespace
@@ -317,7 +349,7 @@ WorkflowGraph build_workflow_graph(const std::string& name_or_path, const Json& 
   Builder builder(library);
   std::vector<std::string> stack;
   Expanded ex = builder.expand(path, overrides.is_null() ? Json::object() : overrides, "", stack);
-  const WorkflowSpec root = parse_workflow_file(path);
+  const WorkflowSpec& root = builder.load(path);
   const SourceLocation root_at{path, 0};
 
   WorkflowGraph g;

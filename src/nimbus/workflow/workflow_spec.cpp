@@ -19,26 +19,57 @@ SourceLocation at(const std::string& file, const YAML::Node& node) {
   return SourceLocation{file, node.Mark().is_null() ? 0 : node.Mark().line + 1};
 }
 
-Json to_json(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Scalar:
-      return n.Tag() == "!" ? Json(n.Scalar()) : yaml_scalar_to_json(n.Scalar());  // "!" = quoted
-    case YAML::NodeType::Sequence: {
-      Json a = Json::array();
-      for (const auto& item : n) a.push_back(to_json(item));
-      return a;
+// Limits of one workflow file. Real workflows are a few KB with a few hundred
+// values; YAML aliases can make a tiny file expand exponentially ("billion laughs").
+constexpr std::size_t kMaxWorkflowFileBytes = 1 << 20;
+constexpr std::size_t kMaxValuesPerFile = 100000;
+constexpr int kMaxValueDepth = 64;
+
+// YAML -> JSON with aliases expanded, within the file's value budget.
+class JsonConverter {
+ public:
+  explicit JsonConverter(const std::string& path) : path_(path) {}
+
+  Json operator()(const YAML::Node& n) { return convert(n, 0); }
+
+ private:
+  Json convert(const YAML::Node& n, int depth) {
+    if (++values_ > kMaxValuesPerFile || depth > kMaxValueDepth) {
+      throw WorkflowError(at(path_, n), "yaml",
+                          fmt::format("the values expand to more than {} items or {} levels of nesting (YAML aliases "
+                                      "referencing aliases?); write the workflow out plainly",
+                                      kMaxValuesPerFile, kMaxValueDepth));
     }
-    case YAML::NodeType::Map: {
-      Json o = Json::object();
-      for (const auto& kv : n) o[kv.first.as<std::string>()] = to_json(kv.second);
-      return o;
+    switch (n.Type()) {
+      case YAML::NodeType::Null:
+      case YAML::NodeType::Undefined:
+        return nullptr;
+      case YAML::NodeType::Scalar:
+        if (n.Tag() == "!") return Json(n.Scalar());  // "!" = quoted
+        try {
+          return yaml_scalar_to_json(n.Scalar());
+        } catch (const WorkflowError&) {
+          throw;
+        } catch (const InputError& e) {
+          throw WorkflowError(at(path_, n), "yaml", e.what());
+        }
+      case YAML::NodeType::Sequence: {
+        Json a = Json::array();
+        for (const auto& item : n) a.push_back(convert(item, depth + 1));
+        return a;
+      }
+      case YAML::NodeType::Map: {
+        Json o = Json::object();
+        for (const auto& kv : n) o[kv.first.as<std::string>()] = convert(kv.second, depth + 1);
+        return o;
+      }
     }
+    return nullptr;
   }
-  return nullptr;
-}
+
+  const std::string& path_;
+  std::size_t values_ = 0;
+};
 
 bool is_empty(const YAML::Node& n) { return !n || n.IsNull(); }
 
@@ -65,7 +96,13 @@ Json yaml_scalar_to_json(const std::string& s) {
       return s[0] == '-' ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
     if (s.find("nan") != std::string::npos || s.find("NaN") != std::string::npos || s.find("NAN") != std::string::npos)
       return std::numeric_limits<double>::quiet_NaN();
-    return std::stod(s);
+    try {
+      return std::stod(s);
+    } catch (const std::out_of_range&) {
+      throw InputError(fmt::format("number {} is out of the range of a 64-bit float (magnitude 2.2e-308 to 1.8e308); "
+                                   "pass a value in range",
+                                   s));
+    }
   }
   return s;
 }
@@ -103,6 +140,7 @@ namespace {
 WorkflowSpec parse_workflow_root(const std::string& path, const YAML::Node& root) {
   WorkflowSpec spec;
   spec.path = path;
+  JsonConverter to_json(path);
   const SourceLocation file_at{path, 0};
   if (!root.IsMap()) throw WorkflowError(file_at, "workflow", "the file must be a YAML mapping with name, sources, "
                                                               "sinks and tasks");
@@ -265,6 +303,12 @@ WorkflowSpec parse_workflow_file(const std::string& path) {
     throw InputError(fmt::format("workflow '{}' cannot be read; check the path (or use a name such as "
                                  "data_ingestion/sentinel2/improve_cloud_mask)",
                                  path));
+  }
+  std::error_code size_error;
+  if (const auto size = std::filesystem::file_size(path, size_error); !size_error && size > kMaxWorkflowFileBytes) {
+    throw InputError(fmt::format("workflow '{}' is {} bytes, more than the {} a workflow may have; pass the workflow "
+                                 "YAML, not a data file",
+                                 path, size, kMaxWorkflowFileBytes));
   }
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   if (const std::size_t bad = invalid_utf8_offset(text); bad != std::string_view::npos) {
