@@ -116,15 +116,6 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     for (const PortRef& t : targets) port_values[t.str()] = a;
   }
   check_sources_before_any_task(graph, options.inputs);
-  {
-    std::vector<std::pair<std::string, std::string>> inputs;
-    for (const auto& [name, path] : options.inputs) inputs.emplace_back(path, "--input " + name);
-    for (const auto& [sink, port] : graph.sinks) {
-      // Sinks are written as <out-dir>/<sink><extension of the op's file>; every op writes .tif.
-      require_not_an_input((fs::path(options.out_dir) / (sink + ".tif")).string(),
-                           fmt::format("sink {} in --out-dir", sink), inputs);
-    }
-  }
   if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
   {
     // Sinks are written as <out_dir>/<sink>.tif: refuse up front what would replace an input.
