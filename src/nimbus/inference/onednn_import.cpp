@@ -598,25 +598,21 @@ class Importer {
     const bool modern = !upsample && opset_ >= 11;
     const std::string coord = modern ? onnx_graph::attr_string(node, "coordinate_transformation_mode", "half_pixel")
                                      : std::string("asymmetric");
-    const std::map<std::string, kernels::CoordinateMode> coords{
-        {"half_pixel", kernels::CoordinateMode::HalfPixel},
-        {"pytorch_half_pixel", kernels::CoordinateMode::PytorchHalfPixel},
-        {"align_corners", kernels::CoordinateMode::AlignCorners},
-        {"asymmetric", kernels::CoordinateMode::Asymmetric},
-        {"tf_half_pixel_for_nn", kernels::CoordinateMode::TfHalfPixelForNn}};
-    auto cit = coords.find(coord);
-    if (cit == coords.end()) unsupported(node, fmt::format("coordinate_transformation_mode '{}'", coord));
-    p.coordinates = cit->second;
+    p.coordinates = named(node, "coordinate_transformation_mode", coord,
+                          std::map<std::string, kernels::CoordinateMode>{
+                              {"half_pixel", kernels::CoordinateMode::HalfPixel},
+                              {"pytorch_half_pixel", kernels::CoordinateMode::PytorchHalfPixel},
+                              {"align_corners", kernels::CoordinateMode::AlignCorners},
+                              {"asymmetric", kernels::CoordinateMode::Asymmetric},
+                              {"tf_half_pixel_for_nn", kernels::CoordinateMode::TfHalfPixelForNn}});
     const std::string nearest = modern ? onnx_graph::attr_string(node, "nearest_mode", "round_prefer_floor")
                                        : std::string("floor");
-    const std::map<std::string, kernels::NearestRounding> roundings{
-        {"round_prefer_floor", kernels::NearestRounding::RoundPreferFloor},
-        {"round_prefer_ceil", kernels::NearestRounding::RoundPreferCeil},
-        {"floor", kernels::NearestRounding::Floor},
-        {"ceil", kernels::NearestRounding::Ceil}};
-    auto rit = roundings.find(nearest);
-    if (rit == roundings.end()) unsupported(node, fmt::format("nearest_mode '{}'", nearest));
-    p.rounding = rit->second;
+    p.rounding = named(node, "nearest_mode", nearest,
+                       std::map<std::string, kernels::NearestRounding>{
+                           {"round_prefer_floor", kernels::NearestRounding::RoundPreferFloor},
+                           {"round_prefer_ceil", kernels::NearestRounding::RoundPreferCeil},
+                           {"floor", kernels::NearestRounding::Floor},
+                           {"ceil", kernels::NearestRounding::Ceil}});
     if (onnx_graph::attr_int(node, "antialias", 0) != 0) unsupported(node, "antialias");
     if (onnx_graph::has_attr(node, "axes")) unsupported(node, "the axes attribute");
     std::vector<float> scales;
@@ -647,6 +643,15 @@ class Importer {
       unsupported(node, fmt::format("an output of {} x {} pixels", out[2], out[3]));
     }
     emit(node, std::move(op), out);
+  }
+
+  // The enum value an attribute's text names; unsupported otherwise.
+  template <typename E>
+  E named(const onnx::NodeProto& node, const char* attribute, const std::string& value,
+          const std::map<std::string, E>& choices) const {
+    const auto it = choices.find(value);
+    if (it == choices.end()) unsupported(node, fmt::format("{} '{}'", attribute, value));
+    return it->second;
   }
 
   void reshape(const onnx::NodeProto& node) {

@@ -235,6 +235,17 @@ class Lowering {
     return add_tensor(out_md);
   }
 
+  // The output of an op that accumulates into op.sum_input when it has one: y's
+  // buffer itself when y dies here, else a copy of y; a fresh tensor otherwise.
+  int output_for(const IrOp& op, const memory::desc& dst_md) {
+    if (op.sum_input < 0) return add_tensor(dst_md);
+    const int y = get_as(op.sum_input, dst_md);
+    if (writable(op.sum_input, y)) return add_tensor(dst_md, y);
+    const int dst = add_tensor(dst_md);
+    add_reorder(y, dst, "copy of an accumulated operand");
+    return dst;
+  }
+
   void lower(const IrOp& op) {
     switch (op.kind) {
       case OpKind::Conv:
@@ -367,19 +378,8 @@ class Lowering {
     const int src = get_as(op.in[0], src_md);
     const int weights = add_constant_as(wei_md, memory::desc(wdims, f32, user_tag), op.weights.f.data());
     const int bias = add_constant(bias_md, op.bias.data());
-    int dst;
-    if (op.sum_input >= 0) {
-      // The sum post-op adds into what dst holds: y's values, in place when y dies here.
-      const int y = get_as(op.sum_input, dst_md);
-      if (writable(op.sum_input, y)) {
-        dst = add_tensor(dst_md, y);
-      } else {
-        dst = add_tensor(dst_md);
-        add_reorder(y, dst, "copy for residual sum");
-      }
-    } else {
-      dst = add_tensor(dst_md);
-    }
+    // The sum post-op adds into what dst holds.
+    const int dst = output_for(op, dst_md);
     Step s;
     s.what = deconv ? "deconvolution" : "convolution";
     s.prim = prim;
@@ -555,19 +555,7 @@ class Lowering {
     const Dims& x = dims(op.in[0]);
     const Dims& out = dims(op.out);
     const memory::desc dst_md = kernel_layout(md(src), out);
-    int dst;
-    if (op.sum_input >= 0) {
-      // Accumulate into y's buffer (in place when y dies here, else into a copy).
-      const int y = get_as(op.sum_input, dst_md);
-      if (writable(op.sum_input, y)) {
-        dst = add_tensor(dst_md, y);
-      } else {
-        dst = add_tensor(dst_md);
-        add_reorder(y, dst, "copy for accumulation");
-      }
-    } else {
-      dst = add_tensor(dst_md);
-    }
+    const int dst = output_for(op, dst_md);
     const kernels::BlockedShape shape{x[0], x[1], x[2], x[3], block};
     const kernels::ResizeParams params = op.resize;
     const std::int64_t oh = out[2], ow = out[3];
