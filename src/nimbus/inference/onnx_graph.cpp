@@ -109,6 +109,14 @@ const Tensor& need(const std::vector<const Tensor*>& inputs, std::size_t k, cons
 
 std::int64_t Tensor::numel() const { return product(dims); }
 
+void Tensor::push(double v) {
+  if (is_int) {
+    i.push_back(static_cast<std::int64_t>(v));
+  } else {
+    f.push_back(static_cast<float>(v));
+  }
+}
+
 std::vector<std::int64_t> Tensor::as_ints() const {
   if (is_int) return i;
   std::vector<std::int64_t> v;
@@ -495,7 +503,7 @@ bool fold_constant(const onnx::NodeProto& node, int opset, const std::vector<con
         for (std::int64_t k = 0; k < chunk; ++k) {
           const std::size_t idx = static_cast<std::size_t>(o * chunk + k);
           if (r.is_int) {
-            r.i.push_back(t->i[idx]);
+            r.i.push_back(t->i[idx]);  // not through double: INT64_MAX slice ends must survive
           } else {
             r.f.push_back(static_cast<float>(t->value(idx)));
           }
@@ -576,11 +584,7 @@ bool fold_constant(const onnx::NodeProto& node, int opset, const std::vector<con
     r.dims = {n};
     for (std::int64_t k = 0; k < n; ++k) {
       const double v = start + static_cast<double>(k) * delta;
-      if (r.is_int) {
-        r.i.push_back(static_cast<std::int64_t>(v));
-      } else {
-        r.f.push_back(static_cast<float>(v));
-      }
+      r.push(v);
     }
     out.push_back(std::move(r));
     return true;
@@ -625,11 +629,7 @@ bool fold_constant(const onnx::NodeProto& node, int opset, const std::vector<con
       const bool take_x = c.value(static_cast<std::size_t>(broadcast_index(k, dims, strides, c.dims))) != 0;
       const Tensor& src = take_x ? x : y;
       const double v = src.value(static_cast<std::size_t>(broadcast_index(k, dims, strides, src.dims)));
-      if (r.is_int) {
-        r.i.push_back(static_cast<std::int64_t>(v));
-      } else {
-        r.f.push_back(static_cast<float>(v));
-      }
+      r.push(v);
     }
     out.push_back(std::move(r));
     return true;

@@ -25,6 +25,8 @@ struct Tensor {
   double value(std::size_t k) const { return is_int ? static_cast<double>(i[k]) : static_cast<double>(f[k]); }
   std::vector<std::int64_t> as_ints() const;
   std::vector<float> as_floats() const;
+  // Appends one value in the tensor's own element type.
+  void push(double v);
   static Tensor ints(std::vector<std::int64_t> values, std::vector<std::int64_t> dims);
   static Tensor floats(std::vector<float> values, std::vector<std::int64_t> dims);
 };
