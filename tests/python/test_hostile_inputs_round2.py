@@ -469,6 +469,21 @@ def test_huge_declared_safe_band_is_an_input_error(nimbus_bin, small_safe, tmp_p
     assert "100000x100000" in line and "GiB" in line
 
 
+def test_raster_with_gigantic_blocks_is_refused_before_any_read(nimbus_bin, tmp_path):
+    # Found by the raster-header fuzzer: a header may declare blocks of any size, and GDAL
+    # decodes a whole block to read one chip (2 GiB per band here, for a 600x560 scene).
+    s2 = tmp_path / "bigblock.tif"
+    profile = dict(driver="GTiff", width=600, height=560, count=12, dtype="uint16", tiled=True, blockxsize=32768,
+                   blockysize=32768, sparse_ok=True, compress="deflate", crs="EPSG:32631",
+                   transform=rasterio.transform.from_origin(300000, 5000000, 10, 10))
+    with rasterio.open(s2, "w", **profile):
+        pass
+    pm = _sparse(tmp_path / "pm.tif", 600, 560, 1, "uint8")
+    line = _one_error_line(_improve(nimbus_bin, s2, pm, tmp_path / "m.tif"))
+    assert "bigblock.tif" in line and "32768x32768" in line and "re-tile" in line
+    assert not (tmp_path / "m.tif").exists()
+
+
 # --- B20: archives with many entries ----------------------------------------------------------------------
 
 def test_safe_zip_with_many_entries_is_read_in_proportion(nimbus_bin, small_safe, tmp_path):

@@ -48,6 +48,12 @@ constexpr std::pair<const char*, const char*> kNetworkDefaults[] = {
     {"GDAL_HTTP_RETRY_DELAY", "1"},
 };
 
+// GDAL decodes whole blocks (tiles or strips), so reading one chip allocates at
+// least one block of every band. A header may claim any block size; beyond this
+// a single chip read would need gigabytes. A full 10980-pixel tile stored as one
+// Float32 strip per band (482 MB) stays below it.
+constexpr std::int64_t kMaxBlockBytes = std::int64_t{1} << 30;
+
 }  // namespace
 
 bool is_network_path(const std::string& path) {
@@ -155,6 +161,7 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
     any_offset = any_offset || band_offsets_.back() != 0.0;
   }
   if (!any_offset) band_offsets_.clear();
+  require_decodable_blocks();
   grid_.width = dataset_->GetRasterXSize();
   grid_.height = dataset_->GetRasterYSize();
   grid_.has_geotransform = dataset_->GetGeoTransform(grid_.geotransform.data()) == CE_None;
@@ -162,6 +169,31 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
     char* wkt = nullptr;
     if (srs->exportToWkt(&wkt) == OGRERR_NONE && wkt) grid_.crs_wkt = wkt;
     CPLFree(wkt);
+  }
+}
+
+void RasterReader::require_decodable_blocks() {
+  const char* interleave = dataset_->GetMetadataItem("INTERLEAVE", "IMAGE_STRUCTURE");
+  const bool pixel_interleaved = interleave != nullptr && EQUAL(interleave, "PIXEL");
+  std::int64_t block_bytes_all_bands = 0;
+  for (int b = 1; b <= band_count_; ++b) {
+    GDALRasterBand* band = dataset_->GetRasterBand(b);
+    int block_x = 0, block_y = 0;
+    band->GetBlockSize(&block_x, &block_y);
+    const std::int64_t bytes = static_cast<std::int64_t>(std::max(block_x, 1)) * std::max(block_y, 1) *
+                               std::max(1, GDALGetDataTypeSizeBytes(band->GetRasterDataType()));
+    // Pixel-interleaved files keep all bands in one block, decoded together.
+    block_bytes_all_bands = pixel_interleaved ? block_bytes_all_bands + bytes : bytes;
+    if (block_bytes_all_bands > kMaxBlockBytes) {
+      const std::string message = fmt::format(
+          "{} '{}' is stored in blocks of {}x{} pixels ({}{} MB to decode for any read), more than the {} MB "
+          "Nimbus allows; re-tile it, e.g. gdal_translate -co TILED=YES -co COMPRESS=ZSTD in.tif out.tif",
+          role_, path_, block_x, block_y, pixel_interleaved ? "all bands interleaved, " : "",
+          block_bytes_all_bands >> 20, kMaxBlockBytes >> 20);
+      GDALClose(dataset_);
+      dataset_ = nullptr;
+      throw InputError(message);
+    }
   }
 }
 

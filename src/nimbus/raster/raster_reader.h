@@ -86,6 +86,9 @@ class RasterReader {
   void require_product_mask() const;
 
  private:
+  // Throws InputError (and closes the dataset) when a block is too large to decode.
+  void require_decodable_blocks();
+
   std::string path_;
   std::string role_;
   GDALDataset* dataset_ = nullptr;
