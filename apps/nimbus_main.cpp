@@ -2,6 +2,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <limits>
+#include <map>
+#include <set>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +31,7 @@
 #include "nimbus/core/version.h"
 #include "nimbus/ops/registry.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
+#include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/sentinel2_safe.h"
@@ -71,72 +76,119 @@ void refuse_empty_values(const CLI::App& app) {
   for (const CLI::App* sub : app.get_subcommands()) refuse_empty_values(*sub);
 }
 
-// Model and parameter options shared by improve-cloud-mask and batch.
-void add_scene_options(CLI::App* cmd, nimbus::ImproveCloudMaskOptions& o) {
-  cmd->add_option("--cloud-model", o.cloud_model,
-                  "Cloud ONNX model (e.g. FarmVibes cloud_model2_cpu.onnx); default: embedded nimbus_cloud_v2");
-  cmd->add_option("--shadow-model", o.shadow_model,
-                  "Shadow ONNX model (e.g. FarmVibes shadow.onnx); default: embedded nimbus_shadow_v1");
-  cmd->add_option("--cloud-thr", o.merge.cloud_prob_threshold, "Cloud probability threshold (strict >)")
-      ->capture_default_str();
-  cmd->add_option("--shadow-thr", o.merge.shadow_prob_threshold, "Shadow probability threshold (strict >)")
-      ->capture_default_str();
-  cmd->add_flag("--in-memory", o.chips.in_memory, "Read the whole raster once instead of once per chip");
-  cmd->add_option("--closing-size", o.merge.closing_size, "Radius of the disk the mask is dilated with (0-16384)")
-      ->capture_default_str();
-  cmd->add_option("--min-area", o.merge.min_area,
-                  "Drop cloud specks and fill clear holes smaller than this many pixels (0 = off)")
-      ->capture_default_str();
-  cmd->add_option("--window", o.chips.window_size, "Chip size in pixels (at least 64)")->capture_default_str();
-  cmd->add_option("--overlap", o.chips.overlap, "Chip overlap fraction in [0, 1)")->capture_default_str();
-  cmd->add_option("--downsampling", o.chips.downsampling,
-                  "Run the models on the scene decimated by this factor (1-4; probabilities resampled back "
-                  "bilinearly): about ds^2 times less inference, coarser masks")
-      ->capture_default_str();
-  cmd->add_option_function<std::string>(
-         "--blend",
-         [&o](const std::string& v) {
-           o.chips.blend = v == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
-         },
-         "How chip overlaps combine: midpoint (FarmVibes, exact; default) or linear (feathered ramps)")
-      ->check(CLI::IsMember({"midpoint", "linear"}));
-  cmd->add_option("--co", o.creation_options,
-                  "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. COMPRESS=DEFLATE");
-  cmd->add_option("--threads", o.threads, "Worker threads (0 = all cores, at most 1024)")->capture_default_str();
-  cmd->add_option_function<std::string>(
-         "--engine", [&o](const std::string& v) { o.engine = nimbus::parse_engine(v, "--engine"); },
-         "Inference engine: auto (oneDNN; OpenCV DNN for a graph oneDNN cannot run; default), onednn or opencv")
-      ->check(CLI::IsMember({"auto", "onednn", "opencv"}));
+// The CLI's spelling of a parameter named in a library message: the flag of a
+// declared option of improve-cloud-mask / batch, else the name itself (workflow
+// and op parameters are given by name with --param).
+std::string cli_spelling(const std::string& name) {
+  if (const nimbus::ParamSpec* p = nimbus::improve_cloud_mask_operation().parameter(name)) {
+    return nimbus::cli_flag_of(*p);
+  }
+  if (name == "out_dir") return "--out-dir";
+  return name;
+}
+
+// Options of a declared operation, taken as text and typed by the declaration.
+struct DeclaredOptions {
+  std::map<std::string, std::vector<std::string>> given;  // parameter -> the texts given
+  std::map<std::string, bool> flags;                      // Bool parameters given as flags
+
+  // The values by parameter name, converted to the declared types.
+  nimbus::Json values(const nimbus::OperationSpec& operation) const;
+};
+
+// "[0, 1]", "at least 64", ... for the help text.
+std::string range_text(const nimbus::ParamSpec& p) {
+  const bool has_min = p.min > std::numeric_limits<double>::lowest();
+  const bool has_max = p.max < std::numeric_limits<double>::max();
+  if (has_min && has_max) return fmt::format(" [{}, {}]", p.min, p.max);
+  if (has_min && p.min != 0.0) return fmt::format(" (at least {})", p.min);
+  return {};
+}
+
+// One CLI option per declared parameter (skipping `excluded`): flags for Bool,
+// repeatable for StringList; the help, default and range come from the declaration.
+void add_declared_options(CLI::App* cmd, const nimbus::OperationSpec& operation, DeclaredOptions& out,
+                          const std::set<std::string>& excluded = {}) {
+  for (const nimbus::ParamSpec& p : operation.parameters) {
+    if (excluded.count(p.name)) continue;
+    const std::string flag = nimbus::cli_flag_of(p);
+    std::string help = p.help;
+    if (!p.choices.empty()) help += fmt::format(" {{{}}}", fmt::join(p.choices, "|"));
+    if (p.type == nimbus::ParamType::Int || p.type == nimbus::ParamType::Float) help += range_text(p);
+    if (p.type == nimbus::ParamType::Bool) {
+      cmd->add_flag_callback(flag, [&out, name = p.name] { out.flags[name] = true; }, help);
+      continue;
+    }
+    CLI::Option* option = cmd->add_option(flag, out.given[p.name], help);
+    if (p.type != nimbus::ParamType::StringList) option->expected(1);  // a repeated option: the last one counts
+    if (p.required) option->required();
+    if (!p.default_value.is_null() && !(p.default_value.is_array() && p.default_value.empty())) {
+      option->default_str(nimbus::parameter_text(p.default_value));
+    }
+    option->type_name(p.type == nimbus::ParamType::Int     ? "INT"
+                      : p.type == nimbus::ParamType::Float ? "FLOAT"
+                      : p.type == nimbus::ParamType::Path  ? "PATH"
+                                                           : "TEXT");
+  }
+}
+
+nimbus::Json DeclaredOptions::values(const nimbus::OperationSpec& operation) const {
+  nimbus::Json values = nimbus::Json::object();
+  for (const auto& [name, on] : flags) values[name] = on;
+  for (const auto& [name, texts] : given) {
+    if (texts.empty()) continue;
+    const nimbus::ParamSpec& p = *operation.parameter(name);
+    const std::string& text = texts.back();
+    const auto not_a = [&](const char* what) {
+      return nimbus::ParameterError(name, fmt::format("= '{}' is not {}", text, what));
+    };
+    switch (p.type) {
+      case nimbus::ParamType::Int: {
+        long long v = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec == std::errc::result_out_of_range) {
+          // Still a number, just beyond 64 bits: as out of range as any other.
+          throw nimbus::ParameterError(name, fmt::format("= {} is outside [{}, {}]", text,
+                                                         std::max(p.min, double{std::numeric_limits<int>::min()}),
+                                                         std::min(p.max, double{std::numeric_limits<int>::max()})));
+        }
+        if (ec != std::errc() || end != text.data() + text.size()) throw not_a("an integer");
+        values[name] = v;
+        break;
+      }
+      case nimbus::ParamType::Float: {
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size()) throw not_a("a number");
+        values[name] = v;
+        break;
+      }
+      case nimbus::ParamType::StringList: values[name] = texts; break;
+      default: values[name] = text;
+    }
+  }
+  return values;
 }
 
 struct ImproveCommand {
-  nimbus::ImproveCloudMaskOptions options;
+  DeclaredOptions declared;
 };
 
 void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c) {
-  nimbus::ImproveCloudMaskOptions& o = c.options;
-  CLI::App* cmd = app.add_subcommand("improve-cloud-mask",
-                                     "Cloud + shadow models over a Sentinel-2 L2A raster, merged with the product "
-                                     "mask (FarmVibes data_ingestion/sentinel2/improve_cloud_mask)");
+  const nimbus::OperationSpec& operation = nimbus::improve_cloud_mask_operation();
+  CLI::App* cmd = app.add_subcommand(operation.name, operation.description);
   cmd->fallthrough();  // global flags (-q, -v) may follow the subcommand
-  cmd->add_option("--s2-raster", o.s2_raster,
-                  "12-band L2A stack (B01..B12 without B10, nodata 0), or an L2A SAFE product (directory, .zip or "
-                  "MTD_MSIL2A.xml; GDAL paths such as /vsicurl/ work)")
-      ->required();
-  cmd->add_option("--product-mask", o.product_mask,
-                  "Product cloud mask on the same grid (non-zero = cloud); derived from a SAFE product when omitted");
-  cmd->add_option("--out", o.out, "Output mask GeoTIFF (uint8 0/1, nodata tag 100)")->required();
-  add_scene_options(cmd, o);
-  cmd->add_option("--keep-probabilities", o.keep_probabilities_dir,
-                  "Also write cloud_probability.tif and shadow_probability.tif into this directory");
-  cmd->add_option("--preview", o.preview_png, "Also write a PNG quicklook (true colour, mask in magenta)");
-  cmd->add_option("--report", o.report_path, "Also write timings, chip counts and peak memory as JSON here");
+  add_declared_options(cmd, operation, c.declared);
 }
+
+// Parameters given per scene in the manifest, or per scene in the output directory.
+const std::set<std::string> kPerSceneParameters{"s2_raster", "product_mask", "out", "keep_probabilities", "preview",
+                                                "report"};
 
 struct BatchCommand {
   std::string manifest;
   std::string out_dir;
-  nimbus::ImproveCloudMaskOptions options;
+  DeclaredOptions declared;
 };
 
 void add_batch_command(CLI::App& app, BatchCommand& b) {
@@ -150,7 +202,7 @@ void add_batch_command(CLI::App& app, BatchCommand& b) {
   cmd->add_option("--out-dir", b.out_dir,
                   "Directory for <id>.tif masks, their <id>.tif.nimbus.json records and batch-report.csv")
       ->required();
-  add_scene_options(cmd, b.options);
+  add_declared_options(cmd, nimbus::improve_cloud_mask_operation(), b.declared, kPerSceneParameters);
 }
 
 // A progress bar on a terminal, one line per scene otherwise (logs, CI).
@@ -171,15 +223,19 @@ void show_progress(int done, int total, const nimbus::SceneOutcome& o, double el
 
 int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
   const std::vector<nimbus::BatchScene> scenes = nimbus::read_batch_manifest(b.manifest);
-  nimbus::validate(b.options.merge);
-  nimbus::validate_creation_options(b.options.creation_options);
+  nimbus::Json values = b.declared.values(nimbus::improve_cloud_mask_operation());
+  // Each scene's raster and output come from the manifest; declared as required for one scene.
+  values["s2_raster"] = values["out"] = "(per scene)";
+  const nimbus::ImproveCloudMaskOptions options = nimbus::improve_cloud_mask_options(values);
+  nimbus::validate(options.merge);
+  nimbus::validate_creation_options(options.creation_options);
   const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
-  nimbus::check_batch_outputs(scenes, b.out_dir, b.options, {{b.manifest, "manifest"}}, {report});
-  nimbus::validate(b.options.chips);
+  nimbus::check_batch_outputs(scenes, b.out_dir, options, {{b.manifest, "manifest"}}, {report});
+  nimbus::validate(options.chips);
   // The per-scene pipeline logs would break the progress bar; -v brings them back.
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   const auto start = std::chrono::steady_clock::now();
-  const auto outcomes = nimbus::run_batch(scenes, b.out_dir, b.options,
+  const auto outcomes = nimbus::run_batch(scenes, b.out_dir, options,
                                           [&](int done, int total, const nimbus::SceneOutcome& o) {
                                             if (quiet) return;
                                             show_progress(done, total, o,
@@ -259,6 +315,7 @@ struct WorkflowCommands {
   bool no_cache = false;
   std::string workflows_dir;
   std::string describe_target;
+  bool describe_json = false;
   std::string op_name;
   int parallel_tasks = 2;
 };
@@ -322,7 +379,8 @@ void add_workflow_commands(CLI::App& app, WorkflowCommands& w) {
   ops->add_subcommand("list", "List ops")->fallthrough();
   CLI::App* op_describe = ops->add_subcommand("describe", "Ports, parameters and defaults of one op");
   op_describe->fallthrough();
-  op_describe->add_option("op", w.op_name, "Op name")->required();
+  op_describe->add_option("op", w.op_name, "Op name, or improve-cloud-mask")->required();
+  op_describe->add_flag("--json", w.describe_json, "Print the parameter declarations as JSON");
 }
 
 int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
@@ -366,13 +424,21 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
     return 0;
   }
   if (CLI::App* ops = app.get_subcommand("ops"); ops->parsed()) {
+    const nimbus::OperationSpec& improve = nimbus::improve_cloud_mask_operation();
     if (ops->got_subcommand("list")) {
       for (const auto& op : nimbus::builtin_ops()) std::printf("%-26s %s\n", op.name.c_str(), op.short_description.c_str());
+      std::printf("%-26s %s\n", improve.name.c_str(), "The three ops as one command (nimbus improve-cloud-mask)");
       return 0;
     }
     const nimbus::OpDefinition* op = nimbus::find_op(w.op_name);
-    if (!op) throw nimbus::InputError(fmt::format("unknown op '{}'; see `nimbus ops list`", w.op_name));
-    std::fputs(nimbus::describe_op(*op).c_str(), stdout);
+    if (!op && w.op_name != improve.name) {
+      throw nimbus::InputError(fmt::format("unknown op '{}'; see `nimbus ops list`", w.op_name));
+    }
+    if (w.describe_json) {
+      std::printf("%s\n", nimbus::parameters_json(op ? op->parameters : improve.parameters).dump(2).c_str());
+    } else {
+      std::fputs((op ? nimbus::describe_op(*op) : nimbus::describe_operation(improve)).c_str(), stdout);
+    }
     return 0;
   }
   return -1;
@@ -483,9 +549,12 @@ int main(int argc, char** argv) {
   try {
     refuse_empty_values(app);
     if (app.got_subcommand("improve-cloud-mask")) {
-      const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(improve.options);
+      const nimbus::OperationSpec& operation = nimbus::improve_cloud_mask_operation();
+      const nimbus::ImproveCloudMaskOptions options =
+          nimbus::improve_cloud_mask_options(improve.declared.values(operation));
+      const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(options);
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
-                   improve.options.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction,
+                   options.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction,
                    r.seconds_total, r.seconds_inference);
     } else if (app.got_subcommand("batch")) {
       return run_batch_command(batch, quiet, verbose);
@@ -497,7 +566,10 @@ int main(int argc, char** argv) {
       return run_workflow_command(app, workflow);
     }
   } catch (const nimbus::InputError& e) {
-    print_error(e.what());
+    // Parameters named by the library are spelled as this command takes them.
+    const bool declared_options = app.got_subcommand("improve-cloud-mask") || app.got_subcommand("batch");
+    print_error(nimbus::spell_parameters(e.what(), declared_options ? cli_spelling
+                                                                      : [](const std::string& n) { return n; }));
     return kExitInputError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nimbus: internal error: %s; please report it with the command line that caused it\n",

@@ -14,20 +14,22 @@ Each op on its own (files or arrays), the FarmVibes workflow, many scenes
 (``nimbus.batch``) and many scenes on a Dask cluster (``nimbus.dask``).
 Long-running calls release the GIL. Bad input raises ``nimbus.InputError``.
 """
+import inspect
 import os
 import tempfile
 import uuid
 
 import numpy as np
 
+from ._nimbus import improve_cloud_mask as _improve_cloud_mask
 from ._nimbus import run_workflow as _run_workflow_files
 from ._nimbus import (  # noqa: F401  (re-exported API)
     InputError,
     __version__,
     check_batch_outputs,
     check_scene_ids,
-    improve_cloud_mask,
     merge_cloud_masks,
+    operation_parameters,
     process_batch_scene,
     read_batch_manifest,
     read_raster,
@@ -43,8 +45,39 @@ SEED_WORKFLOW = "data_ingestion/sentinel2/improve_cloud_mask"
 __all__ = [
     "InputError", "__version__", "improve_cloud_mask", "improve_cloud_mask_array", "run_workflow", "run_op",
     "compute_cloud_prob", "compute_shadow_prob", "merge_cloud_masks", "read_raster", "write_raster", "batch",
-    "normalise_scenes", "set_log_level", "SEED_WORKFLOW",
+    "normalise_scenes", "set_log_level", "SEED_WORKFLOW", "operation_parameters",
 ]
+
+
+def improve_cloud_mask(s2_raster, out, product_mask=None, **options):
+    return _improve_cloud_mask(s2_raster, out, product_mask, **options)
+
+
+def _declare(function, operation):
+    """Gives ``function`` the signature and docstring of the library's declaration of
+    ``operation``: the keywords, defaults and help are the CLI's, one declaration for both."""
+    declared = operation_parameters(operation)
+    leading = [p for p in declared if p["required"]] + [p for p in declared if p["name"] == "product_mask"]
+    rest = [p for p in declared if p not in leading]
+    parameters = [inspect.Parameter(p["name"], inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    **({} if p["required"] else {"default": p["default"]})) for p in leading]
+    parameters += [inspect.Parameter(p["name"], inspect.Parameter.KEYWORD_ONLY, default=p["default"]) for p in rest]
+    function.__signature__ = inspect.Signature(parameters)
+    lines = []
+    for p in declared:
+        accepted = ""
+        if "choices" in p:
+            accepted = " One of " + ", ".join(repr(c) for c in p["choices"]) + "."
+        elif "min" in p and "max" in p:
+            accepted = f" In [{p['min']:g}, {p['max']:g}]."
+        lines.append(f"    {p['name']} ({p['type']}): {p['help']}.{accepted}")
+    function.__doc__ = ("Runs improve-cloud-mask on one scene and returns its report (a dict): cloud and shadow "
+                        "models, merged with the product mask, written as a georeferenced mask. Bad input raises "
+                        "InputError naming the parameter.\n\nParameters:\n" + "\n".join(lines))
+    return function
+
+
+_declare(improve_cloud_mask, "improve-cloud-mask")
 
 
 class _ArrayInputs:

@@ -21,6 +21,7 @@
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 #include "nimbus/ops/morphology.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
+#include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/raster/array_io.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/workflow/runner.h"
@@ -144,66 +145,77 @@ bool is_number(const py::handle& v) {
 }
 bool is_integer(const py::handle& v) { return !is_boolean(v) && py::hasattr(v, "__index__"); }
 
-// Options of improve-cloud-mask from keyword arguments, named as the CLI flags.
-nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
-  nimbus::ImproveCloudMaskOptions o;
+// Parameter values of a declared operation from keyword arguments, typed by the
+// declaration: True is not a threshold, 512.7 is not a window, paths may be
+// str or os.PathLike. Unknown names are left to the declaration's check.
+nimbus::Json values_from(const py::dict& kw, const nimbus::OperationSpec& operation) {
+  nimbus::Json values = nimbus::Json::object();
   for (const auto& item : kw) {
     const std::string key = py::str(item.first);
     const py::handle v = item.second;
     if (v.is_none()) continue;  // keep the default
-    try {
-      // Numbers must be numbers: True is not a threshold, 512.7 is not a window.
-      const bool real = key == "cloud_thr" || key == "shadow_thr" || key == "overlap";
-      const bool integer = key == "closing_size" || key == "min_area" || key == "window" || key == "threads";
-      if ((real && !is_number(v)) || (integer && !is_integer(v)) ||
-          (key == "in_memory" && !is_boolean(v))) {
-        throw py::cast_error();
-      }
-      // An empty path would silently mean "not given" (no probabilities, no preview).
-      const auto non_empty_path = [&] {
-        std::string path = path_text(v, key);
-        if (path.empty()) {
-          throw nimbus::InputError(fmt::format("option {} is an empty path; give a path or leave it out (None)", key));
+    const nimbus::ParamSpec* p = operation.parameter(key);
+    if (p == nullptr) {
+      values[key] = py::repr(v).cast<std::string>();  // resolve_parameters names it and lists the known ones
+      continue;
+    }
+    const auto wrong_type = [&] {
+      return nimbus::ParameterError(key, fmt::format("= {} has the wrong type ({}); give a {}",
+                                                     py::repr(v).cast<std::string>(), type_name(v),
+                                                     nimbus::param_type_name(p->type)));
+    };
+    switch (p->type) {
+      case nimbus::ParamType::Bool:
+        if (!is_boolean(v)) throw wrong_type();
+        values[key] = v.cast<bool>();
+        break;
+      case nimbus::ParamType::Int:
+        if (!is_integer(v)) throw wrong_type();
+        try {
+          values[key] = v.cast<long long>();
+        } catch (const py::cast_error&) {
+          throw nimbus::ParameterError(key, fmt::format("= {} is outside [{}, {}]", py::repr(v).cast<std::string>(),
+                                                        std::max(p->min, double{std::numeric_limits<int>::min()}),
+                                                        std::min(p->max, double{std::numeric_limits<int>::max()})));
         }
-        return path;
-      };
-      if (key == "cloud_model") o.cloud_model = non_empty_path();
-      else if (key == "shadow_model") o.shadow_model = non_empty_path();
-      else if (key == "cloud_thr") o.merge.cloud_prob_threshold = v.cast<double>();
-      else if (key == "shadow_thr") o.merge.shadow_prob_threshold = v.cast<double>();
-      else if (key == "closing_size") o.merge.closing_size = v.cast<int>();
-      else if (key == "min_area") o.merge.min_area = v.cast<int>();
-      else if (key == "window") o.chips.window_size = v.cast<int>();
-      else if (key == "overlap") o.chips.overlap = v.cast<double>();
-      else if (key == "in_memory") o.chips.in_memory = v.cast<bool>();
-      else if (key == "blend") {
-        const std::string blend = py::str(v);
-        if (blend != "midpoint" && blend != "linear") {
-          throw nimbus::InputError(fmt::format("blend = '{}': use 'midpoint' (FarmVibes) or 'linear'", blend));
+        break;
+      case nimbus::ParamType::Float:
+        if (!is_number(v)) throw wrong_type();
+        values[key] = v.cast<double>();
+        break;
+      case nimbus::ParamType::Path: values[key] = path_text(v, key); break;
+      case nimbus::ParamType::String:
+        if (!py::isinstance<py::str>(v)) throw wrong_type();
+        values[key] = v.cast<std::string>();
+        break;
+      case nimbus::ParamType::StringList:
+        if (py::isinstance<py::str>(v) || !py::isinstance<py::sequence>(v)) throw wrong_type();
+        values[key] = nimbus::Json::array();
+        for (const py::handle item : v) {
+          if (!py::isinstance<py::str>(item)) throw wrong_type();
+          values[key].push_back(item.cast<std::string>());
         }
-        o.chips.blend = blend == "linear" ? nimbus::ChipBlend::Linear : nimbus::ChipBlend::Midpoint;
-      }
-      else if (key == "keep_probabilities") o.keep_probabilities_dir = non_empty_path();
-      else if (key == "preview") o.preview_png = non_empty_path();
-      else if (key == "report") o.report_path = non_empty_path();
-      else if (key == "creation_options") o.creation_options = v.cast<std::vector<std::string>>();
-      else if (key == "threads") o.threads = v.cast<int>();
-      else if (key == "engine") o.engine = nimbus::parse_engine(py::str(v), "engine");
-      else if (key == "downsampling") o.chips.downsampling = v.cast<int>();
-      else {
-        throw nimbus::InputError(fmt::format(
-            "unknown option '{}'; options: cloud_model, shadow_model, cloud_thr, shadow_thr, closing_size, min_area, "
-            "window, overlap, blend, in_memory, keep_probabilities, preview, report, creation_options, threads, engine, "
-            "downsampling",
-            key));
-      }
-    } catch (const py::cast_error&) {
-      throw nimbus::InputError(fmt::format("option {} = {} has the wrong type ({})", key,
-                                           py::repr(v).cast<std::string>(),
-                                           py::type::of(v).attr("__name__").cast<std::string>()));
+        break;
     }
   }
-  return o;
+  return values;
+}
+
+// Options of improve-cloud-mask from keyword arguments named as its declared parameters.
+nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
+  return nimbus::improve_cloud_mask_options(values_from(kw, nimbus::improve_cloud_mask_operation()));
+}
+
+// Options for a batch: the scene's raster and output come from the scene list.
+nimbus::ImproveCloudMaskOptions batch_options_from(const py::dict& kw) {
+  nimbus::Json values = values_from(kw, nimbus::improve_cloud_mask_operation());
+  for (const char* per_scene : {"s2_raster", "product_mask", "out"}) {
+    if (values.contains(per_scene)) {
+      throw nimbus::ParameterError(per_scene, "is given per scene (in the scene list), not as a batch option");
+    }
+  }
+  values["s2_raster"] = values["out"] = "(per scene)";
+  return nimbus::improve_cloud_mask_options(values);
 }
 
 // A library JSON value as Python objects (dicts, lists, numbers, text).
@@ -267,7 +279,8 @@ PYBIND11_MODULE(_nimbus, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const nimbus::InputError& e) {
-      input_error(e.what());
+      // Parameters named by the library are Python keywords here: spelled as their names.
+      input_error(nimbus::spell_parameters(e.what(), [](const std::string& name) { return name; }).c_str());
     } catch (const nimbus::InternalError& e) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     }
@@ -280,15 +293,28 @@ PYBIND11_MODULE(_nimbus, m) {
   m.def(
       "improve_cloud_mask",
       [](const py::object& s2_raster, const py::object& out, const py::object& product_mask, const py::kwargs& kw) {
-        nimbus::ImproveCloudMaskOptions o = options_from(kw);
-        o.s2_raster = path_text(s2_raster, "s2_raster");
-        o.out = path_text(out, "out");
-        if (!product_mask.is_none()) o.product_mask = path_text(product_mask, "product_mask");
+        py::dict all = kw;
+        all["s2_raster"] = s2_raster;
+        all["out"] = out;
+        all["product_mask"] = product_mask;
+        nimbus::ImproveCloudMaskOptions o = options_from(all);
         const nimbus::ImproveCloudMaskReport r =
             run_cancellable(o.cancel, [&o] { return nimbus::improve_cloud_mask(o); });
         return to_python(nimbus::report_json(r));
       },
       py::arg("s2_raster"), py::arg("out"), py::arg("product_mask") = py::none());
+
+  m.def(
+      "operation_parameters",
+      [](const std::string& name) {
+        if (name != nimbus::improve_cloud_mask_operation().name) {
+          throw nimbus::InputError(fmt::format("unknown operation '{}'; the declared operation is {}", name,
+                                               nimbus::improve_cloud_mask_operation().name));
+        }
+        return to_python(nimbus::parameters_json(nimbus::improve_cloud_mask_operation().parameters));
+      },
+      py::arg("name") = "improve-cloud-mask",
+      "The declared parameters of an operation (name, type, default, help, range, choices, ...).");
 
   m.def(
       "run_workflow",
@@ -450,7 +476,7 @@ PYBIND11_MODULE(_nimbus, m) {
       [](const std::vector<py::dict>& scenes, const py::object& out_dir, const py::dict& options) {
         std::vector<nimbus::BatchScene> s;
         for (const auto& d : scenes) s.push_back(scene_from(d));
-        const nimbus::ImproveCloudMaskOptions o = options_from(options);
+        const nimbus::ImproveCloudMaskOptions o = batch_options_from(options);
         nimbus::validate_creation_options(o.creation_options);
         nimbus::check_batch_outputs(s, path_text(out_dir, "out_dir"), o);
       },
@@ -473,7 +499,7 @@ PYBIND11_MODULE(_nimbus, m) {
       "process_batch_scene",
       [](const py::dict& scene, const py::object& out_dir, const py::dict& options) {
         const nimbus::BatchScene s = scene_from(scene);
-        nimbus::ImproveCloudMaskOptions o = options_from(options);
+        nimbus::ImproveCloudMaskOptions o = batch_options_from(options);
         const std::string dir = path_text(out_dir, "out_dir");
         const nimbus::SceneOutcome outcome =
             run_cancellable(o.cancel, [&] { return nimbus::process_batch_scene(s, dir, o); });

@@ -106,15 +106,16 @@ def test_output_directory_missing(nimbus_bin, scene, tmp_path):
     _assert_clean_failure(proc, tmp_path, "no_dir", "--out")
 
 
-@pytest.mark.parametrize("flag,value,needle", [("--cloud-thr", "1.5", "cloud_prob_threshold"),
-                                               ("--shadow-thr", "-0.1", "shadow_prob_threshold"),
-                                               ("--closing-size", "-1", "closing_size"),
-                                               ("--min-area", "-5", "min_area"),
-                                               ("--overlap", "1.5", "overlap"),
-                                               ("--window", "0", "window")])
-def test_parameter_out_of_range(flag, value, needle, nimbus_bin, scene, tmp_path):
+@pytest.mark.parametrize("flag,value,accepted", [("--cloud-thr", "1.5", "[0, 1]"),
+                                                 ("--shadow-thr", "-0.1", "[0, 1]"),
+                                                 ("--closing-size", "-1", "[0, 16384]"),
+                                                 ("--min-area", "-5", "minimum of 0"),
+                                                 ("--overlap", "1.5", "[0, 0.875]"),
+                                                 ("--window", "0", "minimum of 64")])
+def test_parameter_out_of_range(flag, value, accepted, nimbus_bin, scene, tmp_path):
+    # The CLI names the parameter by its flag and gives the declared range.
     proc = _run(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "mask.tif", flag, value)
-    _assert_clean_failure(proc, tmp_path, needle, value)
+    _assert_clean_failure(proc, tmp_path, flag, value, accepted)
 
 
 def test_corrupt_raster(nimbus_bin, scene, tmp_path):

@@ -20,6 +20,7 @@
 #include "nimbus/core/input_files.h"
 #include "nimbus/core/version.h"
 #include "nimbus/models/default_models.h"
+#include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
 
@@ -102,12 +103,6 @@ std::string file_identity(const std::string& path) {
   const std::optional<std::string> identity = file_stat_identity(path);
   if (!identity) throw InputError(fmt::format("input '{}' does not exist; fix the manifest", path));
   return *identity;
-}
-
-std::string model_identity(const std::string& model, const EmbeddedModel& embedded_default) {
-  if (model.empty()) return default_model_ref(embedded_default);
-  if (model.rfind("embedded:", 0) == 0) return model;
-  return file_identity(model);
 }
 
 struct SceneRecord {
@@ -262,8 +257,8 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
                          const ImproveCloudMaskOptions& options, const std::vector<RunInput>& extra_inputs,
                          const std::vector<std::string>& extra_outputs) {
   std::vector<RunInput> inputs = extra_inputs;
-  inputs.push_back({options.cloud_model, "--cloud-model"});
-  inputs.push_back({options.shadow_model, "--shadow-model"});
+  inputs.push_back({options.cloud_model, "@[cloud_model]"});
+  inputs.push_back({options.shadow_model, "@[shadow_model]"});
   for (const BatchScene& s : scenes) {
     inputs.push_back({s.s2_raster, fmt::format("s2_raster of scene {}", s.id)});
     inputs.push_back({s.product_mask, fmt::format("product_mask of scene {}", s.id)});
@@ -272,7 +267,7 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
     }
   }
   const InputFiles index(inputs);
-  index.check_not_an_input(out_dir, "--out-dir");
+  index.check_not_an_input(out_dir, "@[out_dir]");
   for (const BatchScene& s : scenes) {
     index.check_not_an_input(scene_output_path(out_dir, s.id), fmt::format("the output of scene {}", s.id));
     index.check_not_an_input(scene_record_path(out_dir, s.id), fmt::format("the record of scene {}", s.id));
@@ -288,23 +283,12 @@ std::string scene_record_path(const std::string& out_dir, const std::string& id)
   return scene_output_path(out_dir, id) + ".nimbus.json";
 }
 
-std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions& o) {
-  nlohmann::json r;
+std::string scene_recipe(const BatchScene& scene, const ImproveCloudMaskOptions& options) {
+  ImproveCloudMaskOptions o = options;
+  o.s2_raster = scene.s2_raster;
+  o.product_mask = scene.product_mask;
+  Json r = output_recipe(o, file_identity);
   r["nimbus"] = kVersion;
-  r["s2_raster"] = file_identity(scene.s2_raster);
-  r["product_mask"] = scene.product_mask.empty() ? "derived" : file_identity(scene.product_mask);
-  r["cloud_model"] = model_identity(o.cloud_model, default_cloud_model());
-  r["shadow_model"] = model_identity(o.shadow_model, default_shadow_model());
-  r["window"] = o.chips.window_size;
-  r["overlap"] = o.chips.overlap;
-  r["blend"] = o.chips.blend == ChipBlend::Linear ? "linear" : "midpoint";
-  r["cloud_thr"] = o.merge.cloud_prob_threshold;
-  r["shadow_thr"] = o.merge.shadow_prob_threshold;
-  r["closing_size"] = o.merge.closing_size;
-  r["min_area"] = o.merge.min_area;
-  r["creation_options"] = o.creation_options;
-  r["engine"] = engine_name(o.engine);
-  r["downsampling"] = o.chips.downsampling;
   // Invalid UTF-8 in a path must not stop the batch: replace it in the recipe text.
   return sha256_hex(r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }
@@ -317,7 +301,7 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
   outcome.output = scene_output_path(out_dir, scene.id);
   const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   try {
-    ensure_directory(out_dir, "--out-dir");
+    ensure_directory(out_dir, "@[out_dir]");
     const std::string recipe = scene_recipe(scene, options);
     SceneRecord record;
     // Only a regular file can be a finished output: a FIFO put in its place would block
@@ -384,7 +368,7 @@ std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const
   check_scene_ids(scenes);
   validate_creation_options(options.creation_options);
   check_batch_outputs(scenes, out_dir, options);
-  ensure_directory(out_dir, "--out-dir");
+  ensure_directory(out_dir, "@[out_dir]");
   remove_stale_partials(scenes, out_dir, /*only_dead_processes=*/true);
   std::vector<SceneOutcome> outcomes;
   outcomes.reserve(scenes.size());

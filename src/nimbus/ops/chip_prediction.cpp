@@ -201,14 +201,14 @@ void check_band_order(const RasterReader& scene) {
 
 void validate(const ChipPredictionParams& params) {
   if (params.window_size < kMinWindowSize) {
-    throw InputError(fmt::format("window size (--window, window_size) = {} is below the minimum of {} pixels: the "
+    throw InputError(fmt::format("window size (@[window], window_size) = {} is below the minimum of {} pixels: the "
                                  "models need that much context and smaller chips multiply the run time; use e.g. "
-                                 "--window 512 (FarmVibes' default)",
+                                 "@[window] 512 (FarmVibes' default)",
                                  params.window_size, kMinWindowSize));
   }
   const int step = chip_step(params.window_size, params.overlap);
   if (static_cast<long long>(step) * kMaxChipRedundancy < params.window_size) {
-    throw InputError(fmt::format("overlap (--overlap, overlap) = {} leaves a step of {} pixels for {}-pixel chips: "
+    throw InputError(fmt::format("overlap (@[overlap], overlap) = {} leaves a step of {} pixels for {}-pixel chips: "
                                  "every pixel would be predicted more than {} times; use an overlap of at most "
                                  "{} (default 0.25)",
                                  params.overlap, step, params.window_size, kMaxChipRedundancy * kMaxChipRedundancy,
@@ -237,7 +237,7 @@ void check_model_fits_scene(const InferenceBackend& model, const RasterReader& s
                                  head.role, model.model().origin, c.height, c.width, kMaxModelChip));
   }
   if (mh < params.window_size || mw < params.window_size) {
-    throw InputError(fmt::format("{} '{}' takes {}x{} chips, smaller than --window {}; use --window {} or less",
+    throw InputError(fmt::format("{} '{}' takes {}x{} chips, smaller than @[window] {}; use @[window] {} or less",
                                  head.role, model.model().origin, mh, mw, params.window_size, std::min(mh, mw)));
   }
 }
@@ -642,21 +642,33 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
   op.inputs = {{"sentinel_raster", "Sentinel2Raster", "Sentinel-2 L2A raster, 12 bands, nodata 0"}};
   op.outputs = {{output_port, "Sentinel2CloudProbability", "Probability raster, float32, nodata 100"}};
   op.parameters = {
-      {"downsampling", ParamType::Int, 1,
-       "Run the model on the scene decimated by this factor (1 to 4), probabilities resampled back bilinearly",
-       1.0, static_cast<double>(kMaxDownsampling)},
-      {"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
-      {"model_path", ParamType::String, default_model,
-       "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"},
-      {"window_size", ParamType::Int, 512, "Chip size in pixels", static_cast<double>(kMinWindowSize)},
-      {"overlap", ParamType::Float, 0.25, "Chip overlap fraction in [0, 1)", 0.0, 1.0 - 1.0 / kMaxChipRedundancy},
-      {"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass", 1.0},
-      {"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus", 0.0},
-      {"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},
-      {"engine", ParamType::String, "auto",
-       "Inference engine: auto (oneDNN, OpenCV DNN for graphs it cannot run), onednn or opencv"},
+      ParamSpec{"downsampling", ParamType::Int, 1,
+                "Run the model on the scene decimated by this factor, probabilities resampled back "
+                "bilinearly: about ds^2 times less inference, coarser masks",
+                1.0, static_cast<double>(kMaxDownsampling)}
+          .affecting_output()
+          .tagged("NIMBUS_DOWNSAMPLING"),
+      ParamSpec{"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
+      ParamSpec{"model_path", ParamType::String, default_model,
+                "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"}
+          .affecting_output(),
+      ParamSpec{"window_size", ParamType::Int, 512, "Chip size in pixels",
+                static_cast<double>(kMinWindowSize)}
+          .affecting_output()
+          .tagged("NIMBUS_WINDOW"),
+      ParamSpec{"overlap", ParamType::Float, 0.25, "Chip overlap fraction", 0.0,
+                1.0 - 1.0 / kMaxChipRedundancy}
+          .affecting_output()
+          .tagged("NIMBUS_OVERLAP"),
+      ParamSpec{"batch_size", ParamType::Int, 1, "Accepted for compatibility; Nimbus runs one chip per forward pass",
+                1.0},
+      ParamSpec{"num_workers", ParamType::Int, 0, "Accepted for compatibility; reading is handled by Nimbus", 0.0},
+      ParamSpec{"in_memory", ParamType::Bool, false, "Read the whole raster once instead of once per chip"},
+      // Not in the cache key: FarmVibes' key has no engine, and the engines agree to 1e-4.
+      ParamSpec{"engine", ParamType::String, "auto",
+                "Inference engine: auto (oneDNN; OpenCV DNN for a graph oneDNN cannot run), onednn or opencv"}
+          .one_of({"auto", "onednn", "opencv"}),
   };
-  op.dependencies = {"model_path", "downsampling", "window_size", "overlap"};
   op.output_grid_of = {{output_port, "sentinel_raster"}};
   op.input_checks["sentinel_raster"] = [](const std::string& path, const std::string& role) {
     const RasterReader scene(path, role);

@@ -3,7 +3,7 @@
 namespace nimbus {
 
 const ProbabilityHead& cloud_probability_head() {
-  static const ProbabilityHead head{"compute_cloud_prob", "cloud model (--cloud-model)", 1.0f,
+  static const ProbabilityHead head{"compute_cloud_prob", "cloud model (@[cloud_model])", 1.0f,
                                     Activation::SoftmaxClass1};
   return head;
 }

@@ -4,7 +4,7 @@ namespace nimbus {
 
 const ProbabilityHead& shadow_probability_head() {
   // Sentinel2Raster.scale; numpy multiplies float32 by it in float32.
-  static const ProbabilityHead head{"compute_shadow_prob", "shadow model (--shadow-model)", 1e-4f,
+  static const ProbabilityHead head{"compute_shadow_prob", "shadow model (@[shadow_model])", 1e-4f,
                                     Activation::Sigmoid};
   return head;
 }

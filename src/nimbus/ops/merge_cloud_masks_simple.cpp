@@ -43,8 +43,8 @@ void validate(const MergeParams& p) {
                                    flag));
     }
   };
-  check_threshold(p.cloud_prob_threshold, "cloud_prob_threshold", "--cloud-thr");
-  check_threshold(p.shadow_prob_threshold, "shadow_prob_threshold", "--shadow-thr");
+  check_threshold(p.cloud_prob_threshold, "cloud_prob_threshold", "@[cloud_thr]");
+  check_threshold(p.shadow_prob_threshold, "shadow_prob_threshold", "@[shadow_thr]");
   if (p.closing_size < 0) {
     throw InputError(fmt::format("parameter closing_size = {} is negative; use 0 (no dilation) or more, default 5",
                                  p.closing_size));
@@ -136,15 +136,23 @@ OpDefinition merge_cloud_masks_simple_definition() {
                {"shadow_probability", "Sentinel2CloudProbability", "Shadow probability raster"}};
   op.outputs = {{"merged_cloud_mask", "Sentinel2CloudMask", "Merged mask, uint8 0/1, nodata tag 100"}};
   op.parameters = {
-      {"cloud_prob_threshold", ParamType::Float, 0.3, "Minimum probability to label a pixel as cloud (strict >)", 0.0,
-       1.0},
-      {"shadow_prob_threshold", ParamType::Float, 0.2, "Minimum probability to label a pixel as shadow (strict >)",
-       0.0, 1.0},
-      {"closing_size", ParamType::Int, 5, "Radius of the disk the merged mask is dilated with", 0.0,
-       static_cast<double>(kMaxClosingSize)},
-      {"min_area", ParamType::Int, 0, "Remove cloud components and fill holes smaller than this many pixels", 0.0},
+      ParamSpec{"cloud_prob_threshold", ParamType::Float, 0.3,
+                "Minimum probability to label a pixel as cloud (strict >)", 0.0, 1.0}
+          .affecting_output()
+          .tagged("NIMBUS_CLOUD_THRESHOLD"),
+      ParamSpec{"shadow_prob_threshold", ParamType::Float, 0.2,
+                "Minimum probability to label a pixel as shadow (strict >)", 0.0, 1.0}
+          .affecting_output()
+          .tagged("NIMBUS_SHADOW_THRESHOLD"),
+      ParamSpec{"closing_size", ParamType::Int, 5, "Radius of the disk the merged mask is dilated with", 0.0,
+                static_cast<double>(kMaxClosingSize)}
+          .affecting_output()
+          .tagged("NIMBUS_CLOSING_SIZE"),
+      ParamSpec{"min_area", ParamType::Int, 0,
+                "Drop cloud specks and fill clear holes smaller than this many pixels (0 = off)", 0.0}
+          .affecting_output()
+          .tagged("NIMBUS_MIN_AREA"),
   };
-  op.dependencies = {"cloud_prob_threshold", "shadow_prob_threshold", "closing_size", "min_area"};
   op.same_grid_inputs = {"cloud_probability", "shadow_probability", "product_mask"};
   op.output_grid_of = {{"merged_cloud_mask", "cloud_probability"}};
   op.input_checks["product_mask"] = [](const std::string& path, const std::string& role) {

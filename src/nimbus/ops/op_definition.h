@@ -3,6 +3,7 @@
 #pragma once
 
 #include "nimbus/core/error.h"
+#include "nimbus/parameters.h"
 
 #include <functional>
 #include <limits>
@@ -14,27 +15,12 @@
 
 namespace nimbus {
 
-using Json = nlohmann::json;
-
 // A file produced or consumed by an op, with FarmVibes' data type name and a
 // stable id that feeds downstream cache keys.
 struct Artifact {
   std::string path;
   std::string type;  // e.g. "Sentinel2Raster"
   std::string id;
-};
-
-enum class ParamType { Bool, Int, Float, String };
-
-struct ParamSpec {
-  std::string name;
-  ParamType type;
-  Json default_value;  // may be null
-  std::string help;
-  // Accepted range of Int and Float values (ints are also bounded by the C++ int
-  // they are stored in, floats must be finite); checked before any task runs.
-  double min = std::numeric_limits<double>::lowest();
-  double max = std::numeric_limits<double>::max();
 };
 
 struct PortSpec {
@@ -60,8 +46,7 @@ struct OpDefinition {
   std::string short_description;
   std::vector<PortSpec> inputs;
   std::vector<PortSpec> outputs;
-  std::vector<ParamSpec> parameters;
-  std::vector<std::string> dependencies;  // parameters that enter the cache key
+  std::vector<ParamSpec> parameters;  // those with affects_output enter the cache key
   // Grids, so a workflow can check its inputs before any task runs: the input ports
   // whose rasters must match pixel for pixel, and the input whose grid each output has.
   std::vector<std::string> same_grid_inputs;
@@ -71,6 +56,13 @@ struct OpDefinition {
   std::map<std::string, std::function<void(const std::string& path, const std::string& role)>> input_checks;
   std::function<OpOutputs(const OpRunContext&)> run;
 
+  // The parameters that enter the cache key (FarmVibes' `dependencies`).
+  std::vector<std::string> dependencies() const {
+    std::vector<std::string> names;
+    for (const auto& p : parameters)
+      if (p.affects_output) names.push_back(p.name);
+    return names;
+  }
   const ParamSpec* parameter(const std::string& n) const {
     for (const auto& p : parameters)
       if (p.name == n) return &p;
@@ -88,13 +80,9 @@ struct OpDefinition {
   }
 };
 
-const char* param_type_name(ParamType t);
-
-// Whether a parameter value has the declared type (ints are valid floats).
-bool parameter_value_matches(const Json& value, ParamType type);
-
-// Empty when a value of the right type is within the parameter's range; else what
-// is wrong and the range to use, e.g. "= 4294967301 is outside [0, 16384]".
-std::string parameter_range_problem(const Json& value, const ParamSpec& spec);
+// A parameter error of an op's task as the workflow engine reports it:
+// "parameter window_size of op compute_cloud_prob = 7 is below the minimum of 64",
+// or "unknown parameter 'x' of op ...; its parameters: ...".
+std::string op_parameter_error(const OpDefinition& op, const ParameterError& error);
 
 }  // namespace nimbus

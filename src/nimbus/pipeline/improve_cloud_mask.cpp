@@ -19,6 +19,7 @@
 #include "nimbus/models/default_models.h"
 #include "nimbus/ops/compute_cloud_prob.h"
 #include "nimbus/ops/compute_shadow_prob.h"
+#include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/preview.h"
@@ -43,14 +44,14 @@ ChipProgress log_progress(const char* what, const CancelCheck& cancel) {
 
 // What the run reads; no output may be one of these or lie inside a SAFE product.
 std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
-  std::vector<RunInput> inputs{{o.s2_raster, "--s2-raster"},
-                               {o.product_mask, "--product-mask"},
-                               {o.cloud_model, "--cloud-model"},
-                               {o.shadow_model, "--shadow-model"}};
+  std::vector<RunInput> inputs{{o.s2_raster, "@[s2_raster]"},
+                               {o.product_mask, "@[product_mask]"},
+                               {o.cloud_model, "@[cloud_model]"},
+                               {o.shadow_model, "@[shadow_model]"}};
   const std::filesystem::path raster(o.s2_raster);
   if (raster.filename() == "MTD_MSIL2A.xml") {
     inputs.push_back({raster.parent_path().empty() ? "." : raster.parent_path().string(),
-                      "--s2-raster (its SAFE product)"});
+                      "@[s2_raster] (its SAFE product)"});
   }
   return inputs;
 }
@@ -64,39 +65,35 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   validate_creation_options(options.creation_options);
   validate(options.chips);
   if (options.threads < 0 || options.threads > kMaxThreads) {
-    throw InputError(fmt::format("threads (--threads) = {} is outside [0, {}]; use 0 for all cores", options.threads,
-                                 kMaxThreads));
+    throw ParameterError("threads", fmt::format("= {} is outside [0, {}]; use 0 for all cores", options.threads,
+                                                kMaxThreads));
   }
-  if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
-  if (options.threads < 0 || options.threads > 1024) {
-    throw InputError(fmt::format("--threads {}: use 0 (all cores) or a number of threads from 1 to 1024",
-                                 options.threads));
-  }
+  if (options.s2_raster.empty()) throw ParameterError("s2_raster", "is required; give a Sentinel-2 raster S2.tif");
 
   // Every output location is checked (and --keep-probabilities created) before any
   // work; the files are published together at the very end.
   OutputSet outputs(run_inputs(options));
-  AtomicOutput& mask_out = outputs.add_file(options.out, "output mask (--out)");
+  AtomicOutput& mask_out = outputs.add_file(options.out, "output mask (@[out])");
   AtomicOutput* cloud_prob_out = nullptr;
   AtomicOutput* shadow_prob_out = nullptr;
   if (!options.keep_probabilities_dir.empty()) {
-    outputs.add_directory(options.keep_probabilities_dir, "--keep-probabilities");
+    outputs.add_directory(options.keep_probabilities_dir, "@[keep_probabilities]");
     const std::filesystem::path dir(options.keep_probabilities_dir);
     cloud_prob_out = &outputs.add_file((dir / "cloud_probability.tif").string(),
-                                       "--keep-probabilities (cloud_probability.tif)");
+                                       "@[keep_probabilities] (cloud_probability.tif)");
     shadow_prob_out = &outputs.add_file((dir / "shadow_probability.tif").string(),
-                                        "--keep-probabilities (shadow_probability.tif)");
+                                        "@[keep_probabilities] (shadow_probability.tif)");
   }
   AtomicOutput* preview_out =
-      options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (--preview)");
+      options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (@[preview])");
   AtomicOutput* report_out =
-      options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "--report");
+      options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "@[report]");
   throw_if_cancelled(options.cancel);
 
   // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.
   std::string scene_path = options.s2_raster;
   std::string product_path = options.product_mask;
-  std::string product_role = "product mask (--product-mask)";
+  std::string product_role = "product mask (@[product_mask])";
   std::optional<SafeScene> safe;
   if (looks_like_sentinel2_safe(options.s2_raster)) {
     safe = open_sentinel2_safe(options.s2_raster);
@@ -104,7 +101,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     if (product_path.empty()) {
       if (safe->product_mask_source == "none") {
         throw InputError(fmt::format("Sentinel-2 product '{}' has no MSK_CLASSI, cloud GML or SCL layer to derive the "
-                                     "product mask from; pass --product-mask PM.tif",
+                                     "product mask from; pass @[product_mask] PM.tif",
                                      options.s2_raster));
       }
       product_path = safe->product_mask_path;
@@ -113,12 +110,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       spdlog::info("product mask: {} of {}", safe->product_mask_source, options.s2_raster);
     }
   } else if (product_path.empty()) {
-    throw InputError("no product mask given; pass --product-mask PM.tif (it is derived automatically only for "
+    throw InputError("no product mask given; pass @[product_mask] PM.tif (it is derived automatically only for "
                      "Sentinel-2 SAFE products)");
   }
 
-  const RasterReader scene(scene_path, safe ? fmt::format("Sentinel-2 product (--s2-raster '{}')", options.s2_raster)
-                                      : std::string("Sentinel-2 raster (--s2-raster)"));
+  const RasterReader scene(scene_path, safe ? fmt::format("Sentinel-2 product (@[s2_raster] '{}')", options.s2_raster)
+                                      : std::string("Sentinel-2 raster (@[s2_raster])"));
   std::string boa_offset = "0";
   if (!scene.band_offsets().empty()) {
     boa_offset = fmt::format("{}", scene.band_offsets().front());
@@ -221,18 +218,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       {"NIMBUS_CLOUD_MODEL_SHA256", report.cloud_model_sha256},
       {"NIMBUS_SHADOW_MODEL", std::filesystem::path(report.shadow_model).filename().string()},
       {"NIMBUS_SHADOW_MODEL_SHA256", report.shadow_model_sha256},
-      {"NIMBUS_CLOUD_THRESHOLD", fmt::format("{}", options.merge.cloud_prob_threshold)},
-      {"NIMBUS_SHADOW_THRESHOLD", fmt::format("{}", options.merge.shadow_prob_threshold)},
-      {"NIMBUS_CLOSING_SIZE", std::to_string(options.merge.closing_size)},
-      {"NIMBUS_MIN_AREA", std::to_string(options.merge.min_area)},
-      {"NIMBUS_WINDOW", std::to_string(options.chips.window_size)},
-      {"NIMBUS_OVERLAP", fmt::format("{}", options.chips.overlap)},
-      {"NIMBUS_BLEND", options.chips.blend == ChipBlend::Linear ? "linear" : "midpoint"},
-      {"NIMBUS_DOWNSAMPLING", std::to_string(ds)},
       {"NIMBUS_CLOUD_ENGINE", report.cloud_engine},
       {"NIMBUS_SHADOW_ENGINE", report.shadow_engine},
       {"NIMBUS_BOA_ADD_OFFSET_APPLIED", boa_offset},
   };
+  provenance.merge(parameter_tags(options));
   if (safe) {
     provenance["NIMBUS_PROCESSING_BASELINE"] = safe->processing_baseline;
     provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = derived_mask ? safe->product_mask_source : "given";
@@ -242,7 +232,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   mask_options.creation_options = options.creation_options;
   mask_options.cancel = options.cancel;
   mask_out.write_with([&](const std::string& path) {
-    write_single_band_geotiff(path, "output mask (--out)", scene.grid(), mask.data(), mask_options);
+    write_single_band_geotiff(path, "output mask (@[out])", scene.grid(), mask.data(), mask_options);
   });
 
   if (cloud_prob_out) {
@@ -251,17 +241,17 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     prob_options.creation_options = options.creation_options;
     prob_options.cancel = options.cancel;
     cloud_prob_out->write_with([&](const std::string& path) {
-      write_single_band_geotiff(path, "--keep-probabilities", scene.grid(), cloud.data(), prob_options);
+      write_single_band_geotiff(path, "@[keep_probabilities]", scene.grid(), cloud.data(), prob_options);
     });
     shadow_prob_out->write_with([&](const std::string& path) {
-      write_single_band_geotiff(path, "--keep-probabilities", scene.grid(), shadow.data(), prob_options);
+      write_single_band_geotiff(path, "@[keep_probabilities]", scene.grid(), shadow.data(), prob_options);
     });
   }
   if (preview_out) {
     try {
       write_mask_preview(scene, mask, nodata, preview_out->temp_path());
     } catch (const InputError&) {
-      throw InputError(fmt::format("preview PNG (--preview) '{}' could not be written; check disk space and "
+      throw InputError(fmt::format("preview PNG (@[preview]) '{}' could not be written; check disk space and "
                                    "permissions",
                                    options.preview_png));
     }
@@ -279,10 +269,10 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   if (report_out) {
     try {
       // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
-      write_whole_file(report_out->temp_path(), "--report",
+      write_whole_file(report_out->temp_path(), "@[report]",
                        report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
     } catch (const InputError&) {
-      throw InputError(fmt::format("--report '{}' could not be written; check disk space and permissions",
+      throw InputError(fmt::format("@[report] '{}' could not be written; check disk space and permissions",
                                    options.report_path));
     }
   }

@@ -89,25 +89,25 @@ void validate_creation_options(const std::vector<std::string>& options) {
   for (const std::string& o : options) {
     const auto eq = o.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw InputError(fmt::format("--co '{}' must be KEY=VALUE, e.g. --co COMPRESS=DEFLATE", o));
+      throw InputError(fmt::format("@[creation_options] '{}' must be KEY=VALUE, e.g. @[creation_options] COMPRESS=DEFLATE", o));
     }
     const std::string key = upper(o.substr(0, eq));
     const std::string value = o.substr(eq + 1);
     if (!known.empty() && !known.count(key)) {
-      throw InputError(fmt::format("--co {}: not a COG creation option; see `gdalinfo --format COG` "
+      throw InputError(fmt::format("@[creation_options] {}: not a COG creation option; see `gdalinfo --format COG` "
                                    "(e.g. COMPRESS, LEVEL, PREDICTOR, BLOCKSIZE, OVERVIEWS)",
                                    key));
     }
-    if (value.empty()) throw InputError(fmt::format("--co {}= has no value; give KEY=VALUE", key));
+    if (value.empty()) throw InputError(fmt::format("@[creation_options] {}= has no value; give KEY=VALUE", key));
     if (const std::string complaint = gdal_complaint(driver, key + "=" + value); !complaint.empty()) {
-      throw InputError(fmt::format("--co {}={}: {}; see `gdalinfo --format COG` for the accepted values", key, value,
+      throw InputError(fmt::format("@[creation_options] {}={}: {}; see `gdalinfo --format COG` for the accepted values", key, value,
                                    complaint));
     }
     given[key] = upper(value);
   }
   // Nimbus' own limits: what GDAL accepts but would exhaust memory, change the grid or lose data.
   for (const auto& [key, value] : given) {
-    const std::string shown = fmt::format("--co {}={}", key, value);
+    const std::string shown = fmt::format("@[creation_options] {}={}", key, value);
     if (key == "BLOCKSIZE") {
       char* end = nullptr;
       const long v = std::strtol(value.c_str(), &end, 10);
@@ -217,7 +217,7 @@ void write_single_band_geotiff(const std::string& path, const std::string& role,
   if (!ok) {
     const char* msg = CPLGetLastErrorMsg();
     throw InputError(fmt::format("{} '{}': writing the GeoTIFF failed ({}); check free disk space, permissions and "
-                                 "--co options",
+                                 "@[creation_options] options",
                                  role, path, (msg && *msg) ? msg : "no detail from GDAL"));
   }
 }

@@ -93,7 +93,7 @@ void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const
     encoded = false;
   }
   if (!encoded) throw InternalError(fmt::format("PNG encoding of the preview '{}' failed", path));
-  write_whole_file(path, "preview PNG (--preview)", std::string(png.begin(), png.end()));
+  write_whole_file(path, "preview PNG (@[preview])", std::string(png.begin(), png.end()));
 }
 
 }  // namespace nimbus

@@ -221,7 +221,7 @@ bool looks_like_sentinel2_safe(const std::string& path) {
     for (const char* raster_ext : {".tif", ".tiff", ".TIF", ".TIFF", ".vrt", ".jp2", ".img"}) {
       if (ext == raster_ext) return false;
     }
-    require_network_path_answers(path, "Sentinel-2 raster (--s2-raster)");
+    require_network_path_answers(path, "Sentinel-2 raster (@[s2_raster])");
     return VSIStatL((path + "/MTD_MSIL2A.xml").c_str(), &st) == 0;
   }
   const fs::path p(path);

@@ -10,10 +10,10 @@ namespace nimbus {
 
 int chip_step(int chip_size, double overlap) {
   if (chip_size <= 0) {
-    throw InputError(fmt::format("window size must be positive, got {}; use e.g. --window 512", chip_size));
+    throw InputError(fmt::format("window size must be positive, got {}; use e.g. @[window] 512", chip_size));
   }
   if (!(overlap >= 0.0 && overlap < 1.0)) {
-    throw InputError(fmt::format("overlap must be in [0, 1), got {}; use e.g. --overlap 0.25", overlap));
+    throw InputError(fmt::format("overlap must be in [0, 1), got {}; use e.g. @[overlap] 0.25", overlap));
   }
   // Python int() truncates toward zero; the product is a double as in Python.
   const int step = static_cast<int>(static_cast<double>(chip_size) * (1.0 - overlap));
@@ -27,7 +27,7 @@ int chip_step(int chip_size, double overlap) {
 std::vector<ChipSpan> chip_spans(int dim, int chip_size, int step, const char* axis_name) {
   if (dim < chip_size) {
     throw InputError(fmt::format("raster {} is {} pixels, smaller than the {}-pixel chip; use a larger raster or a "
-                                 "smaller --window (the model must accept it)",
+                                 "smaller @[window] (the model must accept it)",
                                  axis_name, dim, chip_size));
   }
   const int span = dim - chip_size;

@@ -40,9 +40,9 @@ std::string cache_key_text(const OpDefinition& op, const std::map<std::string, s
                            const Json& parameters) {
   std::string text;
   for (const auto& [port, id] : input_ids) text += port + id;  // std::map: sorted by port
-  if (!op.dependencies.empty()) {
+  if (const std::vector<std::string> dependencies = op.dependencies(); !dependencies.empty()) {
     std::map<std::string, std::string> deps;
-    for (const std::string& p : op.dependencies) deps[p] = python_str(parameters.at(p));
+    for (const std::string& p : dependencies) deps[p] = python_str(parameters.at(p));
     text += "parameters";
     for (const auto& [k, v] : deps) text += k + v;
   }

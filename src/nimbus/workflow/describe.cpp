@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <map>
 
+#include <limits>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -138,10 +140,29 @@ std::string describe_op(const OpDefinition& op) {
   for (const auto& p : op.outputs) out += fmt::format("  {:<22} {:<26} {}\n", p.name, p.type, p.help);
   out += "\nParameters:\n";
   for (const auto& p : op.parameters) {
-    out += fmt::format("  {:<22} {:<7} default {:<44} {}\n", p.name, param_type_name(p.type),
-                       python_str(p.default_value), p.help);
+    std::string accepted;
+    if (!p.choices.empty()) accepted = fmt::format(" {{{}}}", fmt::join(p.choices, "|"));
+    if (p.min > std::numeric_limits<double>::lowest() && p.max < std::numeric_limits<double>::max()) {
+      accepted = fmt::format(" [{}, {}]", p.min, p.max);
+    } else if (p.min > std::numeric_limits<double>::lowest()) {
+      accepted = fmt::format(" (at least {})", p.min);
+    }
+    out += fmt::format("  {:<22} {:<7} default {:<44} {}{}\n", p.name, param_type_name(p.type),
+                       python_str(p.default_value), p.help, accepted);
   }
-  out += fmt::format("\nCache key parameters: {}\n", fmt::join(op.dependencies, ", "));
+  out += fmt::format("\nCache key parameters: {}\n", fmt::join(op.dependencies(), ", "));
+  return out;
+}
+
+std::string describe_operation(const OperationSpec& operation) {
+  std::string out = fmt::format("{}\n\n{}\n\nParameters (CLI flag; * affects the output; [tag]):\n", operation.name,
+                                operation.description);
+  for (const auto& p : operation.parameters) {
+    out += fmt::format("  {:<20} {:<22} {:<6} default {:<10} {}{}{}{}\n", p.name, cli_flag_of(p),
+                       param_type_name(p.type), p.default_value.is_null() ? "-" : python_str(p.default_value),
+                       p.affects_output ? "* " : "", p.required ? "(required) " : "", p.help,
+                       p.tag.empty() ? "" : " [" + p.tag + "]");
+  }
   return out;
 }
 

@@ -21,4 +21,7 @@ std::string describe_workflow(const std::string& name_or_path, const WorkflowLib
 // An op's ports, parameters (type, default, help) and cache dependencies.
 std::string describe_op(const OpDefinition& op);
 
+// A declared operation (improve-cloud-mask): its parameters, CLI flags and tags.
+std::string describe_operation(const OperationSpec& operation);
+
 }  // namespace nimbus

@@ -41,29 +41,10 @@ OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, 
   if (!parameters.is_null() && !parameters.is_object()) {
     throw InputError(fmt::format("op {}: parameters must be a mapping of name to value", op_name));
   }
-  ctx.parameters = Json::object();
-  for (const ParamSpec& p : op->parameters) ctx.parameters[p.name] = p.default_value;
-  if (parameters.is_object()) {
-    for (const auto& item : parameters.items()) {
-      const ParamSpec* p = op->parameter(item.key());
-      if (p == nullptr) {
-        std::vector<std::string> names;
-        for (const auto& q : op->parameters) names.push_back(q.name);
-        throw InputError(fmt::format("unknown parameter '{}' of op {}; its parameters: {}", item.key(), op_name,
-                                     fmt::join(names, ", ")));
-      }
-      if (!item.value().is_null()) ctx.parameters[p->name] = item.value();  // null keeps the default
-    }
-  }
-  for (const ParamSpec& p : op->parameters) {
-    const Json& v = ctx.parameters[p.name];
-    if (!parameter_value_matches(v, p.type)) {
-      throw InputError(fmt::format("parameter {} of op {} must be of type {}, got {}", p.name, op_name,
-                                   param_type_name(p.type), v.type_name()));
-    }
-    if (const std::string problem = parameter_range_problem(v, p); !problem.empty()) {
-      throw InputError(fmt::format("parameter {} of op {} {}; pass a value in that range", p.name, op_name, problem));
-    }
+  try {
+    ctx.parameters = resolve_parameters(op->parameters, parameters);
+  } catch (const ParameterError& e) {
+    throw InputError(op_parameter_error(*op, e));
   }
   ensure_directory(output_dir, "output directory");
   // A private work directory next to the outputs: renames into place stay on one file system.

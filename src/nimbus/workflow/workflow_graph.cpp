@@ -294,20 +294,12 @@ class Builder {
       }
       node.parameters[p->name] = resolve_value(spec, task, item.key(), item.value(), params, p->default_value);
     }
-    for (const ParamSpec& p : op->parameters) {
-      const Json& v = node.parameters[p.name];
-      if (!parameter_value_matches(v, p.type)) {
-        const auto it = task.parameter_at.find(p.name);
-        throw WorkflowError(it != task.parameter_at.end() ? it->second : task.at, key + ".parameters." + p.name,
-                            fmt::format("parameter {} of op {} must be of type {}, got {} ({})", p.name, op->name,
-                                        param_type_name(p.type), v.dump(), v.type_name()));
-      }
-      if (const std::string problem = parameter_range_problem(v, p); !problem.empty()) {
-        const auto it = task.parameter_at.find(p.name);
-        throw WorkflowError(it != task.parameter_at.end() ? it->second : task.at, key + ".parameters." + p.name,
-                            fmt::format("parameter {} of op {} {}; pass a value in that range", p.name, op->name,
-                                        problem));
-      }
+    try {
+      node.parameters = resolve_parameters(op->parameters, node.parameters);
+    } catch (const ParameterError& e) {
+      const auto it = task.parameter_at.find(e.parameter());
+      throw WorkflowError(it != task.parameter_at.end() ? it->second : task.at, key + ".parameters." + e.parameter(),
+                          op_parameter_error(*op, e));
     }
     return node;
   }
