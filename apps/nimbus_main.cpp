@@ -566,10 +566,17 @@ int main(int argc, char** argv) {
       return run_workflow_command(app, workflow);
     }
   } catch (const nimbus::InputError& e) {
-    // Parameters named by the library are spelled as this command takes them.
+    // Parameters named by the library are spelled as this command takes them; a bad
+    // declared option also says where to read about it.
     const bool declared_options = app.got_subcommand("improve-cloud-mask") || app.got_subcommand("batch");
-    print_error(nimbus::spell_parameters(e.what(), declared_options ? cli_spelling
-                                                                      : [](const std::string& n) { return n; }));
+    if (!declared_options) {
+      print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) { return n; }));
+    } else if (dynamic_cast<const nimbus::ParameterError*>(&e) != nullptr) {
+      print_error(fmt::format("{}; see `nimbus {} --help`", nimbus::spell_parameters(e.what(), cli_spelling),
+                              app.got_subcommand("batch") ? "batch" : "improve-cloud-mask"));
+    } else {
+      print_error(nimbus::spell_parameters(e.what(), cli_spelling));
+    }
     return kExitInputError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nimbus: internal error: %s; please report it with the command line that caused it\n",

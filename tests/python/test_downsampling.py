@@ -75,8 +75,8 @@ def test_workflow_parameter_equals_the_cli(nimbus_bin, make_scene, tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--downsampling", "5"], "use 1 (full resolution) to 4"),
-    (["--downsampling", "0"], "use 1 (full resolution) to 4"),
+    (["--downsampling", "5"], "--downsampling = 5 is outside [1, 4]"),
+    (["--downsampling", "0"], "--downsampling = 0 is outside [1, 4]"),
     (["--downsampling", "2"], "decimated by downsampling 2 it is 350x300, smaller than the 512-pixel window"),
 ])
 def test_bad_downsampling_is_a_clear_error(args, needle, nimbus_bin, make_scene, tmp_path):

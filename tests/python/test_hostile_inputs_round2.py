@@ -90,7 +90,7 @@ def _workflow_args(scene, tmp_path, workflow=SEED_YAML):
 def test_closing_size_above_the_maximum_is_refused(nimbus_bin, scene, tmp_path, value):
     line = _one_error_line(_improve(nimbus_bin, scene["s2"], scene["product_mask"], tmp_path / "m.tif",
                                     "--closing-size", value))
-    assert "closing_size" in line and value in line and "16384" in line
+    assert "--closing-size" in line and value in line and "16384" in line
     assert not (tmp_path / "m.tif").exists()
 
 
