@@ -1,6 +1,7 @@
 #include "nimbus/inference/opencv_backend.h"
 
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 #include <opencv2/core/utility.hpp>
@@ -37,20 +38,45 @@ class OpenCvBackend final : public InferenceBackend {
   cv::dnn::Net net_;
 };
 
-// OpenCV's thread count is process-wide: set it for one run and put it back.
+// OpenCV's thread count is process-wide: set it while runs are inside and put the
+// host's value back when the last one leaves. Concurrent runs (Python threads, Dask,
+// a batch) share one count: saving and restoring per run would let a run save another
+// run's setting and "restore" it for good. A run that finds another already inside
+// keeps that run's count rather than re-initialising OpenCV's pool under it.
 class ScopedOpenCvThreads {
  public:
-  explicit ScopedOpenCvThreads(int threads) : previous_(threads > 0 ? cv::getNumThreads() : -1) {
-    if (threads > 0) cv::setNumThreads(threads);
+  explicit ScopedOpenCvThreads(int threads) : active_(threads > 0) {
+    if (!active_) return;
+    std::lock_guard<std::mutex> lock(mutex());
+    State& s = state();
+    if (s.runs++ == 0) {
+      s.host_threads = cv::getNumThreads();
+      if (threads != s.host_threads) cv::setNumThreads(threads);
+    }
   }
   ~ScopedOpenCvThreads() {
-    if (previous_ >= 0) cv::setNumThreads(previous_);
+    if (!active_) return;
+    std::lock_guard<std::mutex> lock(mutex());
+    State& s = state();
+    if (--s.runs == 0 && cv::getNumThreads() != s.host_threads) cv::setNumThreads(s.host_threads);
   }
   ScopedOpenCvThreads(const ScopedOpenCvThreads&) = delete;
   ScopedOpenCvThreads& operator=(const ScopedOpenCvThreads&) = delete;
 
  private:
-  int previous_;
+  struct State {
+    int runs = 0;
+    int host_threads = 0;
+  };
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static State& state() {
+    static State s;
+    return s;
+  }
+  bool active_;
 };
 
 OpenCvBackend::OpenCvBackend(OnnxModel model, std::string role, int threads)
