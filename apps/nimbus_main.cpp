@@ -24,6 +24,7 @@
 #include "nimbus/core/input_files.h"
 #include "nimbus/core/utf8.h"
 #include "nimbus/core/interrupt.h"
+#include "nimbus/core/log.h"
 #include "nimbus/core/npy.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/inference/onednn_backend.h"
@@ -33,6 +34,7 @@
 #include "nimbus/pipeline/improve_cloud_mask.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/raster/atomic_output.h"
+#include "nimbus/raster/gdal_handles.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/workflow/describe.h"
@@ -509,6 +511,10 @@ int main(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("nimbus");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
+  // The CLI owns the process: the library logs through its logger (so -q/-v apply), and
+  // GDAL's global error handler and cache size are set here, never by the library.
+  nimbus::set_logger(logger);
+  nimbus::configure_gdal_for_process();
 
   CLI::App app{fmt::format("nimbus {} - trustworthy Sentinel-2 cloud masks", nimbus::kVersion)};
   app.set_version_flag("--version", std::string(nimbus::kVersion));

@@ -17,6 +17,7 @@
 
 #include "nimbus/batch/batch.h"
 #include "nimbus/core/error.h"
+#include "nimbus/core/log.h"
 #include "nimbus/core/version.h"
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 #include "nimbus/ops/morphology.h"
@@ -285,9 +286,9 @@ PYBIND11_MODULE(_nimbus, m) {
       PyErr_SetString(PyExc_RuntimeError, e.what());
     }
   });
-  spdlog::set_level(spdlog::level::warn);
-
-  m.def("set_log_level", [](const std::string& level) { spdlog::set_level(spdlog::level::from_str(level)); },
+  // Nothing process-wide is set at import: the library logs through its own logger
+  // (warnings on stderr until set_log_level), never spdlog's default logger or level.
+  m.def("set_log_level", [](const std::string& level) { nimbus::logger()->set_level(spdlog::level::from_str(level)); },
         py::arg("level"), "Library log level on stderr: 'debug', 'info', 'warn' (default), 'error', 'off'.");
 
   m.def(

@@ -6,10 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include "nimbus/core/error.h"
 #include "nimbus/core/interrupt.h"
@@ -141,6 +144,33 @@ TEST_F(OutputSetTest, SignalsRemoveGdalOverviewTemporariesToo) {
     EXPECT_EQ(run_child_and_signal(dir_, sig), code);
     EXPECT_TRUE(fs::is_empty(dir_)) << "signal " << sig;
   }
+}
+
+// More temporaries in flight than one slot table holds (a workflow writing many
+// outputs at once): every one is registered and removed on a signal.
+TEST_F(OutputSetTest, SignalsRemoveEveryTemporaryBeyondTheFirstSlotTable) {
+  constexpr int kFiles = 700;
+  std::vector<int> slots;
+  for (int i = 0; i < kFiles; ++i) slots.push_back(register_temporary((dir_ / ("never" + std::to_string(i))).string()));
+  EXPECT_EQ(std::set<int>(slots.begin(), slots.end()).size(), static_cast<std::size_t>(kFiles));
+  EXPECT_GE(*std::min_element(slots.begin(), slots.end()), 0);
+  for (int slot : slots) unregister_temporary(slot);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    install_interrupt_cleanup();
+    for (int i = 0; i < kFiles; ++i) {
+      const std::string path = (dir_ / ("partial" + std::to_string(i))).string();
+      std::ofstream(path) << "partial";
+      if (register_temporary(path) < 0) ::_exit(3);
+    }
+    ::raise(SIGTERM);
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 143);
+  EXPECT_TRUE(fs::is_empty(dir_));
 }
 
 TEST(CreationOptions, AreCheckedAgainstTheDriverAndNimbusLimits) {

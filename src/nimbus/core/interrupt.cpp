@@ -10,17 +10,25 @@
 namespace nimbus {
 namespace {
 
-// A fixed table, because the handler may only use async-signal-safe calls
-// (unlink, write, _exit): no allocation, no locks.
-constexpr int kSlots = 256;  // three per output (file, GDAL's .ovr.tmp, .msk.ovr.tmp)
-constexpr std::size_t kPathMax = 4096;
-char g_paths[kSlots][kPathMax];
-std::atomic<bool> g_used[kSlots];
+// Tables of fixed slots, because the handler may only use async-signal-safe calls
+// (unlink, write, _exit): no allocation, no locks. When every slot is taken another
+// table is allocated (outside the handler) and linked in, so any number of outputs in
+// flight is covered; tables are kept for reuse, never freed.
+constexpr int kSlots = 256;  // per table; three per output (file, GDAL's .ovr.tmp, .msk.ovr.tmp)
+constexpr std::size_t kPathMax = 4096;  // PATH_MAX: unlink() refuses longer paths anyway
+struct SlotTable {
+  char paths[kSlots][kPathMax];
+  std::atomic<bool> used[kSlots];
+  std::atomic<SlotTable*> next{nullptr};
+};
+SlotTable g_first_table;
 std::mutex g_register_mutex;
 
 void on_signal(int sig) {
-  for (int i = 0; i < kSlots; ++i) {
-    if (g_used[i].load()) ::unlink(g_paths[i]);
+  for (SlotTable* t = &g_first_table; t != nullptr; t = t->next.load()) {
+    for (int i = 0; i < kSlots; ++i) {
+      if (t->used[i].load()) ::unlink(t->paths[i]);
+    }
   }
   const char* msg = sig == SIGINT   ? "nimbus: interrupted (SIGINT); partial outputs removed\n"
                     : sig == SIGHUP ? "nimbus: hung up (SIGHUP); partial outputs removed\n"
@@ -53,18 +61,26 @@ void install_interrupt_cleanup() {
 int register_temporary(const std::string& path) {
   if (path.size() >= kPathMax) return -1;
   std::lock_guard<std::mutex> lock(g_register_mutex);
-  for (int i = 0; i < kSlots; ++i) {
-    if (!g_used[i].load()) {
-      std::memcpy(g_paths[i], path.c_str(), path.size() + 1);
-      g_used[i].store(true);
-      return i;
+  int base = 0;
+  for (SlotTable* t = &g_first_table;; t = t->next.load(), base += kSlots) {
+    for (int i = 0; i < kSlots; ++i) {
+      if (!t->used[i].load()) {
+        std::memcpy(t->paths[i], path.c_str(), path.size() + 1);
+        t->used[i].store(true);
+        return base + i;
+      }
     }
+    // Published only when complete: the handler sees either no table or a whole one.
+    if (t->next.load() == nullptr) t->next.store(new SlotTable());
   }
-  return -1;
 }
 
 void unregister_temporary(int slot) {
-  if (slot >= 0 && slot < kSlots) g_used[slot].store(false);
+  if (slot < 0) return;
+  std::lock_guard<std::mutex> lock(g_register_mutex);
+  SlotTable* t = &g_first_table;
+  for (; t != nullptr && slot >= kSlots; slot -= kSlots) t = t->next.load();
+  if (t != nullptr) t->used[slot].store(false);
 }
 
 }  // namespace nimbus

@@ -1,8 +1,8 @@
 #include "nimbus/inference/backend.h"
 
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
+#include "nimbus/core/log.h"
 #include "nimbus/inference/onednn_backend.h"
 #include "nimbus/inference/opencv_backend.h"
 
@@ -44,7 +44,7 @@ class AutoBackend final : public InferenceBackend {
 
  private:
   void fall_back(const UnsupportedModelError& e) {
-    spdlog::info("{}; running this model on OpenCV DNN instead", e.what());
+    logger()->info("{}; running this model on OpenCV DNN instead", e.what());
     active_ = make_opencv_backend(model_, role_, threads_);
   }
 

@@ -1,6 +1,7 @@
 #include "nimbus/inference/opencv_backend.h"
 
 #include <cstring>
+#include <mutex>
 
 #include <fmt/format.h>
 #include <opencv2/core/utility.hpp>
@@ -21,6 +22,50 @@ std::string one_line(const cv::Exception& e) {
   return msg;
 }
 
+// OpenCV's thread count is process-wide, and changing it re-creates OpenCV's worker
+// pool (TBB here): doing that while another thread runs OpenCV work crashes. So the
+// count is set when the first backend asking for one is created and the host's value
+// put back when the last is destroyed: concurrent runs (Python threads, Dask) share one
+// setting and never change it under each other, and nothing is lost (a per-chip save
+// and restore let a run save another run's setting and "restore" it for good). A
+// backend lives for one run, so the run's own merge/morphology work, which also uses
+// OpenCV's pool, is inside the lease too.
+class OpenCvThreadsLease {
+ public:
+  explicit OpenCvThreadsLease(int threads) : active_(threads > 0) {
+    if (!active_) return;
+    std::lock_guard<std::mutex> lock(mutex());
+    State& s = state();
+    if (s.holders++ == 0) {
+      s.host_threads = cv::getNumThreads();
+      if (threads != s.host_threads) cv::setNumThreads(threads);
+    }
+  }
+  ~OpenCvThreadsLease() {
+    if (!active_) return;
+    std::lock_guard<std::mutex> lock(mutex());
+    State& s = state();
+    if (--s.holders == 0 && cv::getNumThreads() != s.host_threads) cv::setNumThreads(s.host_threads);
+  }
+  OpenCvThreadsLease(const OpenCvThreadsLease&) = delete;
+  OpenCvThreadsLease& operator=(const OpenCvThreadsLease&) = delete;
+
+ private:
+  struct State {
+    int holders = 0;
+    int host_threads = 0;
+  };
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static State& state() {
+    static State s;
+    return s;
+  }
+  bool active_;
+};
+
 class OpenCvBackend final : public InferenceBackend {
  public:
   OpenCvBackend(OnnxModel model, std::string role, int threads);
@@ -33,24 +78,8 @@ class OpenCvBackend final : public InferenceBackend {
  private:
   OnnxModel model_;
   std::string role_;
-  int threads_;
+  OpenCvThreadsLease threads_;  // for the backend's life (one run)
   cv::dnn::Net net_;
-};
-
-// OpenCV's thread count is process-wide: set it for one run and put it back.
-class ScopedOpenCvThreads {
- public:
-  explicit ScopedOpenCvThreads(int threads) : previous_(threads > 0 ? cv::getNumThreads() : -1) {
-    if (threads > 0) cv::setNumThreads(threads);
-  }
-  ~ScopedOpenCvThreads() {
-    if (previous_ >= 0) cv::setNumThreads(previous_);
-  }
-  ScopedOpenCvThreads(const ScopedOpenCvThreads&) = delete;
-  ScopedOpenCvThreads& operator=(const ScopedOpenCvThreads&) = delete;
-
- private:
-  int previous_;
 };
 
 OpenCvBackend::OpenCvBackend(OnnxModel model, std::string role, int threads)
@@ -73,7 +102,6 @@ int OpenCvBackend::run(const float* input, int channels, int height, int width, 
   const int sizes[4] = {1, channels, height, width};
   cv::Mat blob(4, sizes, CV_32F, const_cast<float*>(input));
   cv::Mat result;
-  ScopedOpenCvThreads scoped_threads(threads_);
   try {
     net_.setInput(blob);
     result = net_.forward();

@@ -10,10 +10,10 @@
 
 
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
 #include "nimbus/core/input_files.h"
+#include "nimbus/core/log.h"
 #include "nimbus/core/version.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/models/default_models.h"
@@ -37,7 +37,7 @@ double seconds_since(Clock::time_point start) {
 
 ChipProgress log_progress(const char* what, const CancelCheck& cancel) {
   return [what, &cancel](int done, int total) {
-    if (done == total || done % 16 == 0) spdlog::info("{}: {}/{} chips", what, done, total);
+    if (done == total || done % 16 == 0) logger()->info("{}: {}/{} chips", what, done, total);
     throw_if_cancelled(cancel);
   };
 }
@@ -107,7 +107,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       product_path = safe->product_mask_path;
       product_role = fmt::format("product mask derived from {} of '{}'", safe->product_mask_source,
                                  options.s2_raster);
-      spdlog::info("product mask: {} of {}", safe->product_mask_source, options.s2_raster);
+      logger()->info("product mask: {} of {}", safe->product_mask_source, options.s2_raster);
     }
   } else if (product_path.empty()) {
     throw InputError("no product mask given; pass @[product_mask] PM.tif (it is derived automatically only for "
@@ -119,7 +119,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   std::string boa_offset = "0";
   if (!scene.band_offsets().empty()) {
     boa_offset = fmt::format("{}", scene.band_offsets().front());
-    spdlog::info("processing baseline {}: adding BOA_ADD_OFFSET {} to every band so the models see pre-2022 DN",
+    logger()->info("processing baseline {}: adding BOA_ADD_OFFSET {} to every band so the models see pre-2022 DN",
                  safe ? safe->processing_baseline : std::string("04.00 or later"), boa_offset);
   }
   const RasterReader product(product_path, product_role);
@@ -172,7 +172,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   for (const auto* backend : {cloud_model.get(), shadow_model.get()}) {
     for (const auto& fix : backend->model().fixes_applied) {
       report.model_fixes.push_back(fmt::format("{}: {}", backend->model().origin, fix));
-      spdlog::info("model {}: {}", backend->model().origin, fix);
+      logger()->info("model {}: {}", backend->model().origin, fix);
     }
   }
 

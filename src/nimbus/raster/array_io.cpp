@@ -7,6 +7,7 @@
 
 #include "nimbus/core/error.h"
 #include "nimbus/raster/atomic_output.h"
+#include "nimbus/raster/gdal_handles.h"
 
 namespace nimbus {
 namespace {
@@ -30,6 +31,7 @@ std::string gdal_message() {
 
 std::string crs_to_wkt(const std::string& crs, const std::string& role) {
   if (crs.empty()) return "";
+  const GdalErrorScope quiet;
   OGRSpatialReference srs;
   if (srs.SetFromUserInput(crs.c_str()) != OGRERR_NONE) {
     throw InputError(fmt::format("{}: CRS '{}' is not understood; pass e.g. 'EPSG:32631' or WKT", role, crs));
@@ -46,6 +48,7 @@ namespace {
 void write_array_raster_at(const std::string& path, const std::string& role, const void* data,
                            const RasterLayout& layout) {
   ensure_gdal_initialised();
+  const GdalErrorScope quiet;
   const GDALDataType type = data_type_from_name(layout.data_type, role);
   if (layout.bands <= 0 || layout.width <= 0 || layout.height <= 0) {
     throw InputError(fmt::format("{}: an array of {} x {} x {} has no pixels", role, layout.bands, layout.height,
@@ -57,7 +60,7 @@ void write_array_raster_at(const std::string& path, const std::string& role, con
   options = CSLSetNameValue(options, "INTERLEAVE", "BAND");
   options = CSLSetNameValue(options, "BIGTIFF", "IF_SAFER");
   CPLErrorReset();
-  GDALDataset* ds = gtiff->Create(path.c_str(), layout.width, layout.height, layout.bands, type, options);
+  GdalDatasetPtr ds(gtiff->Create(path.c_str(), layout.width, layout.height, layout.bands, type, options));
   CSLDestroy(options);
   if (ds == nullptr) throw InputError(fmt::format("{} '{}' cannot be created ({})", role, path, gdal_message()));
   if (layout.grid.has_geotransform) {
@@ -77,7 +80,7 @@ void write_array_raster_at(const std::string& path, const std::string& role, con
   ds->FlushCache();
   const bool flushed = CPLGetLastErrorType() < CE_Failure;
   const std::string message = gdal_message();
-  GDALClose(ds);
+  ds.reset();
   if (err != CE_None || !flushed) {
     VSIUnlink(path.c_str());
     throw InputError(fmt::format("{} '{}': writing failed ({}); check free space", role, path, message));
@@ -117,9 +120,10 @@ RasterLayout read_raster_layout(const std::string& path, const std::string& role
 
 void read_array_raster(const std::string& path, const std::string& role, const RasterLayout& layout, void* data) {
   ensure_gdal_initialised();
+  const GdalErrorScope quiet;
   const GDALDataType type = data_type_from_name(layout.data_type, role);
-  GDALDataset* ds = static_cast<GDALDataset*>(GDALOpenEx(path.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY, nullptr,
-                                                          nullptr, nullptr));
+  const GdalDatasetPtr ds = adopt_dataset(GDALOpenEx(path.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY, nullptr,
+                                                     nullptr, nullptr));
   if (ds == nullptr) throw InputError(fmt::format("{} '{}' cannot be opened ({})", role, path, gdal_message()));
   const int pixel_bytes = GDALGetDataTypeSizeBytes(type);
   CPLErrorReset();
@@ -127,7 +131,6 @@ void read_array_raster(const std::string& path, const std::string& role, const R
                                   layout.bands, nullptr, pixel_bytes, static_cast<GSpacing>(pixel_bytes) * layout.width,
                                   static_cast<GSpacing>(pixel_bytes) * layout.width * layout.height, nullptr);
   const std::string message = gdal_message();
-  GDALClose(ds);
   if (err != CE_None) throw InputError(fmt::format("{} '{}': reading failed ({})", role, path, message));
 }
 

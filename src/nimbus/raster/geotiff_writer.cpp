@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "nimbus/core/error.h"
+#include "nimbus/raster/gdal_handles.h"
 
 namespace nimbus {
 namespace {
@@ -74,6 +75,7 @@ std::string gdal_complaint(GDALDriver* driver, const std::string& option) {
 }  // namespace
 
 void validate_creation_options(const std::vector<std::string>& options) {
+  const GdalErrorScope quiet;
   GDALDriver* driver = cog_driver();
   const char* list_xml = driver->GetMetadataItem(GDAL_DMD_CREATIONOPTIONLIST);
   std::set<std::string> known;
@@ -164,12 +166,15 @@ void validate_creation_options(const std::vector<std::string>& options) {
 
 void write_single_band_geotiff(const std::string& path, const std::string& role, const GridInfo& grid,
                                const void* data, const GeoTiffOptions& options) {
+  const GdalErrorScope quiet;
   GDALDriver* cog = cog_driver();
   GDALDriver* mem = GetGDALDriverManager()->GetDriverByName("MEM");
   const GDALDataType type = options.type == SampleType::UInt8 ? GDT_Byte : GDT_Float32;
 
   // A MEM dataset over the caller's buffer: no copy before the COG translation.
-  GDALDataset* src = mem->Create("", grid.width, grid.height, 0, type, nullptr);
+  const GdalDatasetPtr src(mem->Create("", grid.width, grid.height, 0, type, nullptr));
+  if (!src) throw InternalError(fmt::format("{} '{}': GDAL's MEM driver refused a {}x{} raster", role, path, grid.width,
+                                            grid.height));
   CPLStringList band_options;
   band_options.SetNameValue("DATAPOINTER", CPLSPrintf("%p", data));
   src->AddBand(type, band_options.List());
@@ -206,13 +211,11 @@ void write_single_band_geotiff(const std::string& path, const std::string& role,
     return state->fired ? FALSE : TRUE;
   };
   CPLErrorReset();
-  GDALDataset* out = cog->CreateCopy(path.c_str(), src, FALSE, create_options.List(),
-                                     options.cancel ? progress : nullptr,
-                                     options.cancel ? &cancel_state : nullptr);
+  GdalDatasetPtr out(cog->CreateCopy(path.c_str(), src.get(), FALSE, create_options.List(),
+                                     options.cancel ? progress : nullptr, options.cancel ? &cancel_state : nullptr));
   bool ok = out != nullptr && CPLGetLastErrorType() < CE_Failure;
-  if (out) GDALClose(out);
+  out.reset();  // closing writes the rest of the file
   ok = ok && CPLGetLastErrorType() < CE_Failure;
-  GDALClose(src);
   if (cancel_state.fired) throw Cancelled();
   if (!ok) {
     const char* msg = CPLGetLastErrorMsg();

@@ -13,10 +13,10 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <spdlog/spdlog.h>
 
 #include "nimbus/core/error.h"
 #include "nimbus/core/input_files.h"
+#include "nimbus/raster/gdal_handles.h"
 
 namespace nimbus {
 namespace {
@@ -30,12 +30,6 @@ bool converts_exactly_to_float32(GDALDataType type) {
 std::string last_gdal_message() {
   const char* msg = CPLGetLastErrorMsg();
   return (msg && *msg) ? std::string(msg) : std::string("no detail from GDAL");
-}
-
-void quiet_gdal_handler(CPLErr level, CPLErrorNum, const char* msg) {
-  // GDAL failures are turned into exceptions with context at the call site;
-  // here we only keep the detail for debugging.
-  if (level >= CE_Warning) spdlog::debug("GDAL: {}", msg);
 }
 
 // Defaults for GDAL's HTTP options: a connection must open within 20 s and a
@@ -66,6 +60,7 @@ bool is_network_path(const std::string& path) {
 
 void require_network_path_answers(const std::string& path, const std::string& role) {
   if (!is_network_path(path)) return;
+  const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   VSIErrorReset();
@@ -96,24 +91,20 @@ NetworkTimeoutScope::~NetworkTimeoutScope() {
 
 void ensure_gdal_initialised() {
   static std::once_flag once;
-  std::call_once(once, [] {
-    GDALAllRegister();
-    CPLSetErrorHandler(quiet_gdal_handler);
-    // GDAL's block cache defaults to 5 % of RAM (1.2 GB here). Chips of one row
-    // share at most two block rows, so 256 MB keeps re-reads rare and memory
-    // bounded; GDAL_CACHEMAX still overrides.
-    if (!CPLGetConfigOption("GDAL_CACHEMAX", nullptr)) GDALSetCacheMax64(static_cast<GIntBig>(256) << 20);
-  });
+  // Only the drivers: the error handler and the block cache size are the process
+  // owner's (see GdalErrorScope and configure_gdal_for_process).
+  std::call_once(once, [] { GDALAllRegister(); });
 }
 
 RasterReader::RasterReader(std::string path, std::string role) : path_(std::move(path)), role_(std::move(role)) {
   ensure_gdal_initialised();
+  const GdalErrorScope quiet;
   require_not_special_file(path_, role_);
   require_network_path_answers(path_, role_);
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
-  dataset_ = static_cast<GDALDataset*>(GDALOpenEx(path_.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR,
-                                                  nullptr, nullptr, nullptr));
+  dataset_ = adopt_dataset(GDALOpenEx(path_.c_str(), GDAL_OF_RASTER | GDAL_OF_READONLY | GDAL_OF_VERBOSE_ERROR, nullptr,
+                                      nullptr, nullptr));
   if (!dataset_) {
     throw InputError(fmt::format("{} '{}' cannot be opened as a raster ({}); {}", role_, path_, last_gdal_message(),
                                  is_network_path(path_)
@@ -132,16 +123,12 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
       }
     } catch (...) {
       CSLDestroy(files);
-      GDALClose(dataset_);
-      dataset_ = nullptr;
       throw;
     }
     CSLDestroy(files);
   }
   band_count_ = dataset_->GetRasterCount();
   if (band_count_ < 1) {
-    GDALClose(dataset_);
-    dataset_ = nullptr;
     throw InputError(fmt::format("{} '{}' has no raster bands; pass a raster file", role_, path_));
   }
   bool any_offset = false;
@@ -152,8 +139,6 @@ RasterReader::RasterReader(std::string path, std::string role) : path_(std::move
     // ESA's offsets are -1000; anything non-finite or beyond the DN range is a damaged tag.
     if (!std::isfinite(band_offsets_.back()) || std::abs(band_offsets_.back()) > 10000.0) {
       const std::string value = v;
-      GDALClose(dataset_);
-      dataset_ = nullptr;
       throw InputError(fmt::format("{} '{}': band {} metadata {} = '{}' is not a BOA offset (Sentinel-2 uses -1000); "
                                    "fix or remove the tag (gdal_edit.py), or re-create the stack with nimbus stack-safe",
                                    role_, path_, b, kBandOffsetKey, value));
@@ -190,15 +175,14 @@ void RasterReader::require_decodable_blocks() {
           "Nimbus allows; re-tile it, e.g. gdal_translate -co TILED=YES -co COMPRESS=ZSTD in.tif out.tif",
           role_, path_, block_x, block_y, pixel_interleaved ? "all bands interleaved, " : "",
           block_bytes_all_bands >> 20, kMaxBlockBytes >> 20);
-      GDALClose(dataset_);
-      dataset_ = nullptr;
       throw InputError(message);
     }
   }
 }
 
 RasterReader::~RasterReader() {
-  if (dataset_) GDALClose(dataset_);
+  const GdalErrorScope quiet;
+  dataset_.reset();
 }
 
 std::string RasterReader::data_type_name() const {
@@ -218,6 +202,7 @@ std::vector<std::string> RasterReader::band_descriptions() const {
 }
 
 void RasterReader::require_digital_numbers() const {
+  const GdalErrorScope quiet;
   for (int b = 1; b <= band_count_; ++b) {
     GDALRasterBand* band = dataset_->GetRasterBand(b);
     const GDALDataType type = band->GetRasterDataType();
@@ -272,6 +257,7 @@ void RasterReader::require_digital_numbers() const {
 }
 
 void RasterReader::require_product_mask() const {
+  const GdalErrorScope quiet;
   if (band_count_ != 1) {
     throw InputError(fmt::format("{} '{}' has {} bands; a product cloud mask has one band (non-zero = cloud): pass the "
                                  "product's mask (e.g. from `nimbus stack-safe --product-mask-out`), not the "
@@ -313,6 +299,7 @@ void RasterReader::require_product_mask() const {
 }
 
 void RasterReader::read_band_window(int band, int x0, int y0, int w, int h, float* data) const {
+  const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
@@ -324,6 +311,7 @@ void RasterReader::read_band_window(int band, int x0, int y0, int w, int h, floa
 }
 
 std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
+  const GdalErrorScope quiet;
   const std::size_t npix = static_cast<std::size_t>(w) * static_cast<std::size_t>(h);
   std::fill(invalid, invalid + npix, std::uint8_t{0});
   std::vector<std::uint8_t> mask_buffer;
@@ -388,6 +376,7 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
 }
 
 void RasterReader::read_band_resampled(int band, int out_w, int out_h, float* data) const {
+  const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
@@ -405,6 +394,7 @@ FloatBuffer RasterReader::read_band(int band) const {
 }
 
 MaskBuffer RasterReader::read_band_nonzero(int band) const {
+  const GdalErrorScope quiet;
   const std::size_t w = static_cast<std::size_t>(grid_.width);
   MaskBuffer out(w * static_cast<std::size_t>(grid_.height));
   GDALRasterBand* b = dataset_->GetRasterBand(band);
@@ -429,6 +419,7 @@ MaskBuffer RasterReader::read_band_nonzero(int band) const {
 }
 
 void require_same_grid(const RasterReader& a, const RasterReader& b) {
+  const GdalErrorScope quiet;
   const GridInfo& ga = a.grid();
   const GridInfo& gb = b.grid();
   const auto describe = [&](const std::string& what, const std::string& va, const std::string& vb) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nimbus/core/large_buffer.h"
+#include "nimbus/raster/gdal_handles.h"
 
 class GDALDataset;
 
@@ -86,12 +87,12 @@ class RasterReader {
   void require_product_mask() const;
 
  private:
-  // Throws InputError (and closes the dataset) when a block is too large to decode.
+  // Throws InputError when a block is too large to decode.
   void require_decodable_blocks();
 
   std::string path_;
   std::string role_;
-  GDALDataset* dataset_ = nullptr;
+  GdalDatasetPtr dataset_;
   int band_count_ = 0;
   GridInfo grid_;
   std::vector<double> band_offsets_;
@@ -125,7 +126,7 @@ class NetworkTimeoutScope {
 // naming both files and what differs.
 void require_same_grid(const RasterReader& a, const RasterReader& b);
 
-// Registers GDAL drivers once and routes GDAL's own messages to our logger.
+// Registers GDAL's drivers once; changes nothing else in the process.
 void ensure_gdal_initialised();
 
 }  // namespace nimbus

@@ -1,6 +1,5 @@
 #include "nimbus/raster/sentinel2_safe.h"
 
-#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -15,20 +14,15 @@
 #include <gdal_utils.h>
 
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
-
 #include "nimbus/core/error.h"
 #include "nimbus/core/input_files.h"
+#include "nimbus/core/log.h"
+#include "nimbus/raster/gdal_handles.h"
 #include "nimbus/raster/raster_reader.h"
 
 namespace nimbus {
 namespace fs = std::filesystem;
 namespace {
-
-std::string vsimem_name(const std::string& stem) {
-  static std::atomic<int> counter{0};
-  return fmt::format("/vsimem/nimbus_safe_{}_{}", counter++, stem);
-}
 
 // Whether a SAFE directory entry can hold files Nimbus reads: the product folder
 // (*.SAFE), GRANULE and each granule, IMG_DATA with its R10m/R20m/R60m, QI_DATA.
@@ -87,13 +81,12 @@ void run_warp(const std::string& dst, GDALDatasetH src, const std::vector<std::s
   for (const auto& a : args) argv.AddString(a.c_str());
   GDALWarpAppOptions* opts = GDALWarpAppOptionsNew(argv.List(), nullptr);
   int usage_error = 0;
-  GDALDatasetH out = GDALWarp(dst.c_str(), nullptr, 1, &src, opts, &usage_error);
+  const GdalDatasetPtr out = adopt_dataset(GDALWarp(dst.c_str(), nullptr, 1, &src, opts, &usage_error));
   GDALWarpAppOptionsFree(opts);
   if (!out) {
     throw InputError(fmt::format("Sentinel-2 product '{}': resampling {} to the 10 m grid failed ({})", product, what,
                                  CPLGetLastErrorMsg()));
   }
-  GDALClose(out);
 }
 
 std::vector<std::string> grid_args(const GridInfo& g) {
@@ -104,22 +97,16 @@ std::vector<std::string> grid_args(const GridInfo& g) {
           std::to_string(g.width), std::to_string(g.height)};
 }
 
-// A single-band file reprojected onto the 10 m grid, as a VRT in /vsimem.
+// A single-band file reprojected onto the 10 m grid, as a VRT in /vsimem owned by `files`.
 std::string onto_grid(const std::string& file, const GridInfo& grid, const char* resampling, bool nodata_zero,
-                      const std::string& what, const std::string& product) {
-  GDALDatasetH src = GDALOpen(file.c_str(), GA_ReadOnly);
+                      const std::string& what, const std::string& product, VsimemFiles& files) {
+  const GdalDatasetPtr src = adopt_dataset(GDALOpen(file.c_str(), GA_ReadOnly));
   if (!src) throw InputError(fmt::format("Sentinel-2 product '{}': {} ('{}') cannot be opened", product, what, file));
   std::vector<std::string> args{"-of", "VRT", "-r", resampling, "-et", "0"};  // exact transformer
   if (nodata_zero) args.insert(args.end(), {"-srcnodata", "0", "-dstnodata", "0"});
   for (const auto& a : grid_args(grid)) args.push_back(a);
-  const std::string dst = vsimem_name(what + ".vrt");
-  try {
-    run_warp(dst, src, args, what, product);
-  } catch (...) {
-    GDALClose(src);
-    throw;
-  }
-  GDALClose(src);
+  const std::string dst = files.make(what + ".vrt");
+  run_warp(dst, GDALDataset::ToHandle(src.get()), args, what, product);
   return dst;
 }
 
@@ -166,12 +153,12 @@ const std::map<std::string, int>& esa_band_id() {
   return ids;
 }
 
-// Writes a uint8 mask (non-zero = cloud) computed from `source` pixels to /vsimem.
+// Writes a uint8 mask (non-zero = cloud) computed from `source` pixels to /vsimem, owned by `files`.
 // Only the first `max_bands` bands of the source are read (a damaged file may declare thousands).
 template <typename Classify>
 std::string classify_to_mask(const std::string& source, const GridInfo& grid, const std::string& stem,
-                             int max_bands, Classify classify) {
-  GDALDataset* src = static_cast<GDALDataset*>(GDALOpen(source.c_str(), GA_ReadOnly));
+                             int max_bands, VsimemFiles& files, Classify classify) {
+  GdalDatasetPtr src = adopt_dataset(GDALOpen(source.c_str(), GA_ReadOnly));
   if (!src) {
     throw InputError(fmt::format("the product mask source '{}' cannot be opened ({}); the product may be damaged, "
                                  "re-download it",
@@ -182,23 +169,29 @@ std::string classify_to_mask(const std::string& source, const GridInfo& grid, co
   for (int b = 0; b < bands; ++b) {
     if (src->GetRasterBand(b + 1)->RasterIO(GF_Read, 0, 0, grid.width, grid.height, planes[b].data(), grid.width,
                                             grid.height, GDT_UInt16, 0, 0, nullptr) != CE_None) {
-      GDALClose(src);
       throw InputError(fmt::format("reading the product mask source '{}' failed ({})", source, CPLGetLastErrorMsg()));
     }
   }
-  GDALClose(src);
+  src.reset();
   std::vector<std::uint8_t> mask(std::size_t(grid.width) * grid.height);
   for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = classify(planes, i) ? 1 : 0;
-  const std::string path = vsimem_name(stem + ".tif");
-  GDALDataset* out = GetGDALDriverManager()->GetDriverByName("GTiff")->Create(path.c_str(), grid.width, grid.height,
-                                                                                 1, GDT_Byte, nullptr);
+  const std::string path = files.make(stem + ".tif");
+  CPLErrorReset();
+  GdalDatasetPtr out(GetGDALDriverManager()->GetDriverByName("GTiff")->Create(path.c_str(), grid.width, grid.height,
+                                                                                1, GDT_Byte, nullptr));
+  if (!out) {
+    throw InputError(fmt::format("the product mask from '{}' cannot be created in memory ({}); free some memory",
+                                 source, CPLGetLastErrorMsg()));
+  }
   std::array<double, 6> gt = grid.geotransform;
   out->SetGeoTransform(gt.data());
   out->SetProjection(grid.crs_wkt.c_str());
   out->GetRasterBand(1)->SetNoDataValue(100);
-  out->GetRasterBand(1)->RasterIO(GF_Write, 0, 0, grid.width, grid.height, mask.data(), grid.width, grid.height,
-                                  GDT_Byte, 0, 0, nullptr);
-  GDALClose(out);
+  if (out->GetRasterBand(1)->RasterIO(GF_Write, 0, 0, grid.width, grid.height, mask.data(), grid.width, grid.height,
+                                      GDT_Byte, 0, 0, nullptr) != CE_None) {
+    throw InputError(fmt::format("writing the product mask from '{}' in memory failed ({}); free some memory", source,
+                                 CPLGetLastErrorMsg()));
+  }
   return path;
 }
 
@@ -212,6 +205,7 @@ const std::vector<std::string>& farmvibes_band_order() {
 
 bool looks_like_sentinel2_safe(const std::string& path) {
   ensure_gdal_initialised();
+  const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
   if (path.rfind("/vsi", 0) == 0) {  // GDAL virtual paths: /vsizip/, /vsicurl/, ...
     VSIStatBufL st;
@@ -237,6 +231,7 @@ bool looks_like_sentinel2_safe(const std::string& path) {
 
 SafeScene open_sentinel2_safe(const std::string& path) {
   ensure_gdal_initialised();
+  const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
   SafeScene scene;
   scene.product = path;
@@ -264,7 +259,7 @@ SafeScene open_sentinel2_safe(const std::string& path) {
     if (from_name >= "04.00") {
       for (const auto& [band, id] : esa_band_id()) offsets[id] = -1000.0;
     }
-    spdlog::warn("Sentinel-2 product '{}': metadata '{}' cannot be read; using processing baseline {} from the "
+    logger()->warn("Sentinel-2 product '{}': metadata '{}' cannot be read; using processing baseline {} from the "
                  "product name (BOA offset {})",
                  path, mtd, from_name, from_name >= "04.00" ? "-1000" : "0");
   } else if (scene.processing_baseline >= "04.00" && offsets.empty()) {
@@ -297,7 +292,7 @@ SafeScene open_sentinel2_safe(const std::string& path) {
                  fmt::format("Sentinel-2 product '{}' (B02 is {}x{} pixels)", path, grid.width, grid.height));
   std::vector<std::string> sources;
   for (const std::string& band : farmvibes_band_order()) {
-    sources.push_back(onto_grid(band_file[band], grid, "bilinear", true, band, path));
+    sources.push_back(onto_grid(band_file[band], grid, "bilinear", true, band, path, scene.files));
     auto it = offsets.find(esa_band_id().at(band));
     scene.band_offsets.push_back(it != offsets.end() ? it->second : 0.0);
   }
@@ -310,22 +305,22 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   GDALBuildVRTOptions* opts = GDALBuildVRTOptionsNew(argv.List(), nullptr);
   std::vector<const char*> names;
   for (const auto& s : sources) names.push_back(s.c_str());
-  scene.stack_path = vsimem_name("stack.vrt");
+  scene.stack_path = scene.files.make("stack.vrt");
   int usage_error = 0;
-  GDALDatasetH stack = GDALBuildVRT(scene.stack_path.c_str(), static_cast<int>(names.size()), nullptr, names.data(),
-                                    opts, &usage_error);
+  GdalDatasetPtr stack = adopt_dataset(GDALBuildVRT(scene.stack_path.c_str(), static_cast<int>(names.size()), nullptr,
+                                                    names.data(), opts, &usage_error));
   GDALBuildVRTOptionsFree(opts);
   if (!stack) {
     throw InputError(fmt::format("Sentinel-2 product '{}': stacking the bands failed ({})", path, CPLGetLastErrorMsg()));
   }
   for (std::size_t i = 0; i < farmvibes_band_order().size(); ++i) {
-    GDALRasterBandH band = GDALGetRasterBand(stack, static_cast<int>(i) + 1);
+    GDALRasterBandH band = GDALGetRasterBand(GDALDataset::ToHandle(stack.get()), static_cast<int>(i) + 1);
     GDALSetDescription(band, farmvibes_band_order()[i].c_str());
     if (scene.band_offsets[i] != 0.0) {
       GDALSetMetadataItem(band, kBandOffsetKey, fmt::format("{}", scene.band_offsets[i]).c_str(), nullptr);
     }
   }
-  GDALClose(stack);
+  stack.reset();  // written out to /vsimem
 
   // The product's own cloud mask, best source first.
   const std::string classi = ends_with_one_of(files, {"/MSK_CLASSI_B00.jp2"});
@@ -333,31 +328,37 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   const std::string scl = ends_with_one_of(files, {"_SCL_20m.jp2", "_SCL_60m.jp2"});
   if (!classi.empty()) {
     // Bands: 1 opaque clouds, 2 cirrus, 3 snow; clouds are the first two.
-    const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", path);
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", 2, [](const auto& p, std::size_t i) {
+    const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", path, scene.files);
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", 2, scene.files,
+                                               [](const auto& p, std::size_t i) {
       return p[0][i] != 0 || (p.size() > 1 && p[1][i] != 0);
     });
     scene.product_mask_source = "MSK_CLASSI";
-  } else if (!gml.empty() && GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr, nullptr) != nullptr) {
-    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", 1, [](const auto&, std::size_t) {
-      return false;
-    });
+  } else if (GdalDatasetPtr vec = gml.empty() ? nullptr
+                                              : adopt_dataset(GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr,
+                                                                         nullptr))) {
+    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", 1, scene.files,
+                                               [](const auto&, std::size_t) { return false; });
+    GdalDatasetPtr dst = adopt_dataset(GDALOpen(empty.c_str(), GA_Update));
+    if (!dst) {
+      throw InputError(fmt::format("the product mask for '{}' cannot be reopened in memory ({}); free some memory", gml,
+                                   CPLGetLastErrorMsg()));
+    }
     CPLStringList args;
     for (const char* a : {"-burn", "1"}) args.AddString(a);
     GDALRasterizeOptions* ropts = GDALRasterizeOptionsNew(args.List(), nullptr);
-    GDALDatasetH vec = GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr, nullptr);
-    GDALDatasetH dst = GDALOpen(empty.c_str(), GA_Update);
-    GDALDatasetH done = GDALRasterize(nullptr, dst, vec, ropts, &usage_error);
+    // GDALRasterize into an existing dataset returns that same handle (not a new one).
+    const GDALDatasetH done = GDALRasterize(nullptr, GDALDataset::ToHandle(dst.get()),
+                                            GDALDataset::ToHandle(vec.get()), ropts, &usage_error);
     GDALRasterizeOptionsFree(ropts);
-    GDALClose(vec);
     if (!done) throw InputError(fmt::format("rasterising '{}' failed ({})", gml, CPLGetLastErrorMsg()));
-    GDALClose(dst);
     scene.product_mask_path = empty;
     scene.product_mask_source = "MSK_CLOUDS GML";
   } else if (!scl.empty()) {
-    const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", path);
+    const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", path, scene.files);
     // Scene classification: 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus.
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", 1, [](const auto& p, std::size_t i) {
+    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", 1, scene.files,
+                                               [](const auto& p, std::size_t i) {
       const int c = p[0][i];
       return c == 3 || c == 8 || c == 9 || c == 10;
     });
@@ -369,7 +370,12 @@ SafeScene open_sentinel2_safe(const std::string& path) {
 }
 
 void write_safe_stack(const SafeScene& scene, const std::string& path, const std::string& role) {
-  GDALDatasetH src = GDALOpen(scene.stack_path.c_str(), GA_ReadOnly);
+  const GdalErrorScope quiet;
+  const GdalDatasetPtr src = adopt_dataset(GDALOpen(scene.stack_path.c_str(), GA_ReadOnly));
+  if (!src) {
+    throw InputError(fmt::format("{} '{}': the stack of '{}' cannot be reopened ({})", role, path, scene.product,
+                                 CPLGetLastErrorMsg()));
+  }
   CPLStringList argv;
   for (const char* a : {"-of", "COG", "-co", "COMPRESS=ZSTD", "-co", "PREDICTOR=STANDARD", "-co", "BLOCKSIZE=256",
                         "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=ALL_CPUS"})
@@ -377,11 +383,10 @@ void write_safe_stack(const SafeScene& scene, const std::string& path, const std
   GDALTranslateOptions* opts = GDALTranslateOptionsNew(argv.List(), nullptr);
   int usage_error = 0;
   CPLErrorReset();
-  GDALDatasetH out = GDALTranslate(path.c_str(), src, opts, &usage_error);
+  GdalDatasetPtr out = adopt_dataset(GDALTranslate(path.c_str(), GDALDataset::ToHandle(src.get()), opts, &usage_error));
   GDALTranslateOptionsFree(opts);
   const bool ok = out != nullptr && CPLGetLastErrorType() < CE_Failure;
-  if (out) GDALClose(out);
-  GDALClose(src);
+  out.reset();
   if (!ok) {
     throw InputError(fmt::format("{} '{}': writing the stack failed ({}); check disk space", role, path,
                                  CPLGetLastErrorMsg()));
