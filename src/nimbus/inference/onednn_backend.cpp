@@ -194,9 +194,4 @@ std::unique_ptr<InferenceBackend> make_onednn_backend(std::shared_ptr<const Load
   return std::make_unique<OneDnnBackend>(std::move(model), role, threads);
 }
 
-std::string onednn_version() {
-  const dnnl_version_t* v = dnnl_version();
-  return fmt::format("{}.{}.{}", v->major, v->minor, v->patch);
-}
-
 }  // namespace nimbus

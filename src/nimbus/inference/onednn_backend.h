@@ -20,7 +20,4 @@ namespace nimbus {
 std::unique_ptr<InferenceBackend> make_onednn_backend(std::shared_ptr<const LoadedModel> model, const std::string& role,
                                                       int threads);
 
-// The oneDNN library version, e.g. "2.6.3".
-std::string onednn_version();
-
 }  // namespace nimbus

@@ -68,10 +68,6 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                                  kMaxThreads));
   }
   if (options.s2_raster.empty()) throw InputError("no Sentinel-2 raster given; pass --s2-raster S2.tif");
-  if (options.threads < 0 || options.threads > 1024) {
-    throw InputError(fmt::format("--threads {}: use 0 (all cores) or a number of threads from 1 to 1024",
-                                 options.threads));
-  }
 
   // Every output location is checked (and --keep-probabilities created) before any
   // work; the files are published together at the very end.
