@@ -127,6 +127,26 @@ TEST_F(ModelCacheTest, AMissingFileIsStillAnInputErrorAndIsNotCached) {
   EXPECT_EQ(counts.loaded, 1);
 }
 
+TEST_F(ModelCacheTest, KeepsTheMostRecentlyUsedModelsOnly) {
+  std::vector<fs::path> paths;
+  for (int i = 0; i < 9; ++i) {
+    paths.push_back(dir_ / ("m" + std::to_string(i) + ".onnx"));
+    write(paths.back(), cloud_v2());
+  }
+  ModelLoadCounts counts;
+  const auto held = load_model(paths[0].string(), "", "model", &counts);
+  for (int round = 0; round < 2; ++round) {
+    for (std::size_t i = 1; i < 8; ++i) load_model(paths[i].string(), "", "model", &counts);
+  }
+  EXPECT_EQ(counts.loaded, 8);
+  load_model(paths[8].string(), "", "model", &counts);  // the ninth evicts m0, the least recently used
+  EXPECT_EQ(counts.loaded, 9);
+  const auto again = load_model(paths[0].string(), "", "model", &counts);
+  EXPECT_EQ(counts.loaded, 10);
+  EXPECT_NE(held.get(), again.get());
+  EXPECT_EQ(held->onnx().sha256, again->onnx().sha256);  // the run holding the evicted one still has it
+}
+
 // The shared model, per-run backends: two backends on one loaded model run at the
 // same time on two threads and give exactly what one backend gives alone.
 TEST_F(ModelCacheTest, BackendsSharingOneModelRunConcurrently) {

@@ -12,6 +12,9 @@
 namespace nimbus {
 namespace {
 
+// Models kept by the cache; a batch uses two, a service a few more.
+constexpr std::size_t kMaxCachedModels = 8;
+
 // What stat() says about a file; any change means it must be read again.
 struct FileIdentity {
   dev_t device = 0;
@@ -42,6 +45,7 @@ struct Entry {
   bool has_identity = false;  // false for embedded models and unidentifiable files
   FileIdentity identity;
   std::shared_ptr<const LoadedModel> model;
+  std::uint64_t last_used = 0;
 };
 
 class ModelCache {
@@ -58,7 +62,7 @@ class ModelCache {
     const bool identified = identify(path, identity);
     auto it = entries_.find(path);
     if (identified && it != entries_.end() && it->second.has_identity && it->second.identity == identity) {
-      return reused(it->second.model, counts);
+      return reused(it->second, counts);
     }
     // Identity taken before the read: a change during the read only causes one more re-read later.
     std::string bytes = read_onnx_file(path, role);
@@ -66,21 +70,19 @@ class ModelCache {
     if (it != entries_.end() && it->second.model->onnx().sha256 == sha256) {
       it->second.has_identity = identified;
       it->second.identity = identity;
-      return reused(it->second.model, counts);
+      return reused(it->second, counts);
     }
     auto model = std::make_shared<const LoadedModel>(parse_onnx_model(path, std::move(bytes), std::move(sha256), role));
-    entries_[path] = Entry{identified, identity, model};
-    return loaded(model, counts);
+    return loaded(path, Entry{identified, identity, model}, counts);
   }
 
   std::shared_ptr<const LoadedModel> embedded(const std::string& name, const std::string& bytes, const std::string& role,
                                               ModelLoadCounts* counts) {
     std::lock_guard<std::mutex> lock(mutex_);
     const std::string key = "embedded:" + name;
-    if (auto it = entries_.find(key); it != entries_.end()) return reused(it->second.model, counts);
+    if (auto it = entries_.find(key); it != entries_.end()) return reused(it->second, counts);
     auto model = std::make_shared<const LoadedModel>(load_onnx_bytes(name, bytes, role));
-    entries_[key] = Entry{false, {}, model};
-    return loaded(model, counts);
+    return loaded(key, Entry{false, {}, model}, counts);
   }
 
   ModelCacheTotals totals() {
@@ -89,14 +91,28 @@ class ModelCache {
   }
 
  private:
-  std::shared_ptr<const LoadedModel> reused(const std::shared_ptr<const LoadedModel>& model, ModelLoadCounts* counts) {
+  std::shared_ptr<const LoadedModel> reused(Entry& entry, ModelLoadCounts* counts) {
+    entry.last_used = ++clock_;
     ++totals_.reused;
     if (counts) ++counts->reused;
-    spdlog::debug("model {}: reused from this process's model cache (sha256 {})", model->onnx().origin,
-                  model->onnx().sha256);
-    return model;
+    spdlog::debug("model {}: reused from this process's model cache (sha256 {})", entry.model->onnx().origin,
+                  entry.model->onnx().sha256);
+    return entry.model;
   }
-  std::shared_ptr<const LoadedModel> loaded(const std::shared_ptr<const LoadedModel>& model, ModelLoadCounts* counts) {
+
+  std::shared_ptr<const LoadedModel> loaded(const std::string& key, Entry entry, ModelLoadCounts* counts) {
+    entry.last_used = ++clock_;
+    auto model = entry.model;
+    entries_[key] = std::move(entry);
+    // A long-lived process (a service) may see many models: keep the most recently used.
+    // An evicted model lives on in the runs still holding it.
+    while (entries_.size() > kMaxCachedModels) {
+      auto oldest = entries_.begin();
+      for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->second.last_used < oldest->second.last_used) oldest = it;
+      }
+      entries_.erase(oldest);
+    }
     ++totals_.loaded;
     if (counts) ++counts->loaded;
     spdlog::debug("model {}: loaded into this process's model cache (sha256 {})", model->onnx().origin,
@@ -106,6 +122,7 @@ class ModelCache {
 
   std::mutex mutex_;
   std::map<std::string, Entry> entries_;  // model reference -> its last loaded content
+  std::uint64_t clock_ = 0;               // lookups so far, for least-recently-used eviction
   ModelCacheTotals totals_;
 };
 

@@ -7,7 +7,8 @@
 // modification and change time) differs from the last read, so a 40 MB model is
 // not re-hashed every scene; a re-read with the same sha256 keeps the loaded
 // model, different content (a file replaced in place or renamed over) is parsed
-// anew, and runs already holding the old model finish with it.
+// anew, and runs already holding the old model finish with it. The 8 most
+// recently used models are kept (a long-lived service may see many).
 #pragma once
 
 #include <cstdint>
