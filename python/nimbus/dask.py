@@ -16,6 +16,8 @@ scheduler reruns the scene elsewhere) and duplicates nothing (one final name per
 scene), and rerunning the call after an interruption only does the missing scenes.
 ``out_dir``, the inputs and the models must be reachable under the same paths from
 every worker (a shared file system), and every worker needs ``import nimbus``.
+Each worker process loads each model once, on its first task, and its later tasks reuse
+it (Nimbus' process-wide model cache; a model file replaced on disk is loaded again).
 """
 import os
 import uuid

@@ -39,7 +39,6 @@ TEST(OnnxModel, EmbeddedDefaultsDeclareTheFarmVibesContract) {
   const OnnxModel cloud = load_onnx_bytes("c", default_cloud_model().onnx, "cloud");
   EXPECT_EQ(cloud.contract.channels, 12);
   EXPECT_EQ(cloud.contract.height, 0);  // any chip size
-  EXPECT_TRUE(cloud.fixes_applied.empty());
   const OnnxModel shadow = load_onnx_bytes("s", default_shadow_model().onnx, "shadow");
   EXPECT_EQ(shadow.contract.channels, 12);
   EXPECT_EQ(shadow.contract.height, 512);
@@ -47,8 +46,8 @@ TEST(OnnxModel, EmbeddedDefaultsDeclareTheFarmVibesContract) {
 }
 
 TEST(OpenCvBackend, EmbeddedCloudModelRunsAnyChipSize) {
-  auto backend = make_backend(load_onnx_bytes("c", default_cloud_model().onnx, "cloud"), "cloud",
-                              {InferenceEngine::OpenCv, 0});
+  auto backend = make_backend(std::make_shared<const LoadedModel>(load_onnx_bytes("c", default_cloud_model().onnx, "cloud")),
+                              "cloud", {InferenceEngine::OpenCv, 0});
   std::vector<float> input(12 * 64 * 48, 3000.0f);
   std::vector<float> out;
   EXPECT_EQ(backend->run(input.data(), 12, 64, 48, out), 2);
@@ -59,7 +58,8 @@ TEST(DefaultModels, EveryEmbeddedModelLoadsByNameAndTheDefaultsAreListed) {
   std::vector<std::string> names;
   for (const EmbeddedModel& m : embedded_models()) {
     names.emplace_back(m.name);
-    const OnnxModel model = load_model(default_model_ref(m), "", "model");
+    const auto loaded = load_model(default_model_ref(m), "", "model");
+    const OnnxModel& model = loaded->onnx();
     EXPECT_EQ(model.origin, default_model_ref(m));
     EXPECT_EQ(model.contract.channels, 12);
   }

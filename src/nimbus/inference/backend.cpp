@@ -14,8 +14,8 @@ namespace {
 // takes over for good, with one info line naming the op.
 class AutoBackend final : public InferenceBackend {
  public:
-  AutoBackend(const OnnxModel& model, std::string role, int threads)
-      : model_(model), role_(std::move(role)), threads_(threads) {
+  AutoBackend(std::shared_ptr<const LoadedModel> model, std::string role, int threads)
+      : model_(std::move(model)), role_(std::move(role)), threads_(threads) {
     try {
       active_ = make_onednn_backend(model_, role_, threads_);
     } catch (const UnsupportedModelError& e) {
@@ -23,8 +23,9 @@ class AutoBackend final : public InferenceBackend {
     }
   }
 
-  const OnnxModel& model() const override { return model_; }
+  const OnnxModel& model() const override { return model_->onnx(); }
   const char* engine() const override { return active_->engine(); }
+  std::vector<std::string> model_fixes() const override { return active_->model_fixes(); }
 
   void prepare(int channels, int height, int width) override {
     try {
@@ -48,7 +49,7 @@ class AutoBackend final : public InferenceBackend {
     active_ = make_opencv_backend(model_, role_, threads_);
   }
 
-  OnnxModel model_;
+  std::shared_ptr<const LoadedModel> model_;
   std::string role_;
   int threads_;
   std::unique_ptr<InferenceBackend> active_;
@@ -57,15 +58,16 @@ class AutoBackend final : public InferenceBackend {
 // --engine onednn: an unsupported graph is the user's to resolve, so say how.
 class StrictOneDnnBackend final : public InferenceBackend {
  public:
-  StrictOneDnnBackend(const OnnxModel& model, const std::string& role, int threads) {
+  StrictOneDnnBackend(std::shared_ptr<const LoadedModel> model, const std::string& role, int threads) {
     try {
-      inner_ = make_onednn_backend(model, role, threads);
+      inner_ = make_onednn_backend(std::move(model), role, threads);
     } catch (const UnsupportedModelError& e) {
       rethrow(e);
     }
   }
   const OnnxModel& model() const override { return inner_->model(); }
   const char* engine() const override { return inner_->engine(); }
+  std::vector<std::string> model_fixes() const override { return inner_->model_fixes(); }
   void prepare(int channels, int height, int width) override {
     try {
       inner_->prepare(channels, height, width);
@@ -109,17 +111,18 @@ InferenceEngine parse_engine(const std::string& text, const std::string& option)
                                option, text));
 }
 
-std::unique_ptr<InferenceBackend> make_backend(const OnnxModel& model, const std::string& role,
+std::unique_ptr<InferenceBackend> make_backend(std::shared_ptr<const LoadedModel> model, const std::string& role,
                                                const BackendOptions& options) {
+  if (!model) throw InternalError(fmt::format("no model given for {}", role));
   switch (options.engine) {
     case InferenceEngine::OpenCv:
-      return make_opencv_backend(model, role, options.threads);
+      return make_opencv_backend(std::move(model), role, options.threads);
     case InferenceEngine::OneDnn:
-      return std::make_unique<StrictOneDnnBackend>(model, role, options.threads);
+      return std::make_unique<StrictOneDnnBackend>(std::move(model), role, options.threads);
     case InferenceEngine::Auto:
       break;
   }
-  return std::make_unique<AutoBackend>(model, role, options.threads);
+  return std::make_unique<AutoBackend>(std::move(model), role, options.threads);
 }
 
 }  // namespace nimbus

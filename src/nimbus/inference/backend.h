@@ -1,6 +1,11 @@
 // The inference backend interface: one chip in, per-pixel class scores out.
 // Two engines implement it: oneDNN (the default, src/nimbus/inference/onednn_*)
 // and OpenCV DNN (the fallback for graphs the oneDNN importer does not cover).
+//
+// A backend is the PER-RUN half of the model/state split: it keeps a shared
+// LoadedModel (loaded_model.h, one per model per process) and owns what one run
+// mutates (oneDNN activation buffers, an OpenCV cv::dnn::Net). Create one per
+// run and per thread; never call one backend from two threads at once.
 #pragma once
 
 #include <memory>
@@ -8,7 +13,7 @@
 #include <vector>
 
 #include "nimbus/core/error.h"
-#include "nimbus/inference/onnx_model.h"
+#include "nimbus/inference/loaded_model.h"
 
 namespace nimbus {
 
@@ -45,6 +50,10 @@ class InferenceBackend {
   // The model as loaded: origin, hash and declared input contract.
   virtual const OnnxModel& model() const = 0;
 
+  // The graph rewrites the engine that runs the model applied (one line each;
+  // final after prepare()). Empty when it reads the graph as given.
+  virtual std::vector<std::string> model_fixes() const { return {}; }
+
   // The engine that runs the model ("onednn" or "opencv"); final after prepare().
   virtual const char* engine() const = 0;
 
@@ -64,9 +73,10 @@ class InferenceBackend {
   virtual double flops() const { return 0.0; }
 };
 
-// Builds a backend on `options.engine` for an already loaded model; `role`
-// names the option that supplied the model, for error messages.
-std::unique_ptr<InferenceBackend> make_backend(const OnnxModel& model, const std::string& role,
+// Builds a per-run backend on `options.engine` for a shared loaded model; `role`
+// names the option that supplied the model, for error messages. Cheap when the
+// engine's compiled form of the model is already built (see LoadedModel).
+std::unique_ptr<InferenceBackend> make_backend(std::shared_ptr<const LoadedModel> model, const std::string& role,
                                                const BackendOptions& options = {});
 
 }  // namespace nimbus

@@ -24,10 +24,13 @@ using onednn::RunState;
 using onnx_graph::Tensor;
 
 // The shared, immutable side: parsed graph, converted initializers, plans per shape.
+// Built once per LoadedModel (its "onednn" engine form) and used by every backend on it.
 
 class CompiledModel {
  public:
-  CompiledModel(const OnnxModel& model, const std::string& role) : origin_(model.origin), role_(role) {
+  // Throws UnsupportedModelError naming the model ("<role> '<origin>': ...")
+  // when the graph uses an op or tensor the importer does not implement.
+  CompiledModel(const OnnxModel& model, const std::string& role) {
     onnx::ModelProto proto;
     if (!proto.ParseFromString(model.bytes)) {
       throw InputError(fmt::format("{} '{}' is not a valid ONNX model", role, model.origin));
@@ -55,10 +58,11 @@ class CompiledModel {
     }
   }
 
-  std::shared_ptr<const Plan> plan_for(const Dims& input_dims) const {
+  // The plan for one input shape, compiled on first use; `context` names the
+  // model for errors ("<role> '<origin>'").
+  std::shared_ptr<const Plan> plan_for(const Dims& input_dims, const std::string& context) const {
     std::lock_guard<std::mutex> lock(mu_);
     if (auto it = plans_.find(input_dims); it != plans_.end()) return it->second;
-    const std::string context = fmt::format("{} '{}'", role_, origin_);
     auto plan = std::make_shared<Plan>();
     try {
       onednn::IrGraph ir = onednn::import_graph(graph_, opset_, initializers_, input_name_, input_dims);
@@ -75,7 +79,7 @@ class CompiledModel {
   }
 
  private:
-  std::string origin_, role_, input_name_;
+  std::string input_name_;
   int opset_ = 0;
   onnx::GraphProto graph_;
   std::unordered_map<std::string, Tensor> initializers_;
@@ -83,22 +87,29 @@ class CompiledModel {
   mutable std::map<Dims, std::shared_ptr<const Plan>> plans_;
 };
 
-// One compiled model per model content in the process, shared by every backend.
-std::shared_ptr<const CompiledModel> shared_compiled_model(const OnnxModel& model, const std::string& role) {
-  static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<const CompiledModel>> cache;
-  const std::string key = model.sha256 + ":" + std::to_string(model.bytes.size());
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = cache.find(key); it != cache.end()) {
-      if (auto alive = it->second.lock()) return alive;
+// The oneDNN engine form of a loaded model: the compiled model, or why the
+// importer cannot take the graph (kept too, so `--engine auto` does not retry
+// the import for every scene of a batch before falling back).
+struct OneDnnForm {
+  std::shared_ptr<const CompiledModel> compiled;
+  std::string unsupported;  // set when compiled is null: the reason, without the model's name
+};
+
+std::shared_ptr<const CompiledModel> compiled_model(const LoadedModel& model, const std::string& role) {
+  const std::string context = fmt::format("{} '{}'", role, model.onnx().origin);
+  const auto form = model.engine_form<OneDnnForm>("onednn", [&] {
+    auto f = std::make_shared<OneDnnForm>();
+    try {
+      f->compiled = std::make_shared<const CompiledModel>(model.onnx(), role);
+    } catch (const UnsupportedModelError& e) {
+      // Kept without the first caller's role: later callers may supply the model for another option.
+      const std::string what = e.what();
+      f->unsupported = what.rfind(context + ": ", 0) == 0 ? what.substr(context.size() + 2) : what;
     }
-  }
-  auto compiled = std::make_shared<const CompiledModel>(model, role);
-  std::lock_guard<std::mutex> lock(mu);
-  for (auto it = cache.begin(); it != cache.end();) it = it->second.expired() ? cache.erase(it) : std::next(it);
-  cache[key] = compiled;
-  return compiled;
+    return std::shared_ptr<const OneDnnForm>(std::move(f));
+  });
+  if (!form->compiled) throw UnsupportedModelError(fmt::format("{}: {}", context, form->unsupported));
+  return form->compiled;
 }
 
 // oneDNN (Debian's build) and the blocked kernels run on libgomp. omp_set_num_threads
@@ -131,22 +142,23 @@ constexpr double kLightModelFlops = 1e9;
 
 class OneDnnBackend final : public InferenceBackend {
  public:
-  OneDnnBackend(OnnxModel model, std::string role, int threads)
+  OneDnnBackend(std::shared_ptr<const LoadedModel> model, std::string role, int threads)
       : model_(std::move(model)), role_(std::move(role)), threads_(threads),
-        compiled_(shared_compiled_model(model_, role_)) {}
+        compiled_(compiled_model(*model_, role_)) {}
 
-  const OnnxModel& model() const override { return model_; }
+  const OnnxModel& model() const override { return model_->onnx(); }
   const char* engine() const override { return "onednn"; }
 
   void prepare(int channels, int height, int width) override {
     const Dims dims{1, channels, height, width};
     if (plan_ && plan_->input_dims == dims) return;
-    plan_ = compiled_->plan_for(dims);
+    plan_ = compiled_->plan_for(dims, fmt::format("{} '{}'", role_, model_->onnx().origin));
     const Dims& out = plan_->output_dims;
     if (out.size() != 4 || out[0] != 1 || out[2] != height || out[3] != width) {
       throw InputError(fmt::format("{} '{}' returned shape {} for a 1x{}x{}x{} chip; Nimbus needs 1 x classes x {} x {} "
                                    "(same spatial size as the input)",
-                                   role_, model_.origin, fmt::join(out, "x"), channels, height, width, height, width));
+                                   role_, model_->onnx().origin, fmt::join(out, "x"), channels, height, width, height,
+                                   width));
     }
     state_ = std::make_unique<RunState>(plan_);
   }
@@ -161,29 +173,25 @@ class OneDnnBackend final : public InferenceBackend {
     try {
       state_->execute(input, output.data());
     } catch (const dnnl::error& e) {
-      throw InternalError(fmt::format("oneDNN failed running {} '{}': {}", role_, model_.origin, e.what()));
+      throw InternalError(fmt::format("oneDNN failed running {} '{}': {}", role_, model_->onnx().origin, e.what()));
     }
     return static_cast<int>(plan_->output_dims[1]);
   }
   double flops() const override { return plan_ ? plan_->flops : 0.0; }
 
  private:
-  OnnxModel model_;
+  std::shared_ptr<const LoadedModel> model_;        // shared
   std::string role_;
   int threads_;
-  std::shared_ptr<const CompiledModel> compiled_;
-  std::shared_ptr<const Plan> plan_;
-  std::unique_ptr<RunState> state_;
+  std::shared_ptr<const CompiledModel> compiled_;  // shared (the model's oneDNN form)
+  std::shared_ptr<const Plan> plan_;               // shared (one per shape)
+  std::unique_ptr<RunState> state_;                // this backend's own: activation buffers
 };
 }  // namespace
 
-std::unique_ptr<InferenceBackend> make_onednn_backend(const OnnxModel& model, const std::string& role, int threads) {
-  return std::make_unique<OneDnnBackend>(model, role, threads);
-}
-
-std::string onednn_version() {
-  const dnnl_version_t* v = dnnl_version();
-  return fmt::format("{}.{}.{}", v->major, v->minor, v->patch);
+std::unique_ptr<InferenceBackend> make_onednn_backend(std::shared_ptr<const LoadedModel> model, const std::string& role,
+                                                      int threads) {
+  return std::make_unique<OneDnnBackend>(std::move(model), role, threads);
 }
 
 }  // namespace nimbus

@@ -3,8 +3,9 @@
 // preferred blocked layouts: BatchNormalization and per-channel Mul/Add folded
 // into convolutions, activations and residual sums fused as post-ops, GroupNorm
 // and Resize as blocked kernels, reorders only where a layout must change.
-// Plans and prepared weights are shared by every backend on the same model in
-// the process; each backend owns only its activation buffers.
+// The imported graph, prepared weights and plans are the loaded model's oneDNN
+// form, shared by every backend on it (see loaded_model.h); each backend owns
+// only its activation buffers.
 #pragma once
 
 #include <memory>
@@ -16,9 +17,7 @@ namespace nimbus {
 
 // Throws UnsupportedModelError (naming the op) when the graph uses an op the
 // importer does not implement; shape-dependent checks happen in prepare().
-std::unique_ptr<InferenceBackend> make_onednn_backend(const OnnxModel& model, const std::string& role, int threads);
-
-// The oneDNN library version, e.g. "2.6.3".
-std::string onednn_version();
+std::unique_ptr<InferenceBackend> make_onednn_backend(std::shared_ptr<const LoadedModel> model, const std::string& role,
+                                                      int threads);
 
 }  // namespace nimbus

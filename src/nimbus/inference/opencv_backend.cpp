@@ -8,6 +8,7 @@
 #include <opencv2/dnn.hpp>
 
 #include "nimbus/core/error.h"
+#include "nimbus/inference/opencv_graph_fixes.h"
 
 namespace nimbus {
 namespace {
@@ -68,31 +69,38 @@ class OpenCvThreadsLease {
 
 class OpenCvBackend final : public InferenceBackend {
  public:
-  OpenCvBackend(OnnxModel model, std::string role, int threads);
+  OpenCvBackend(std::shared_ptr<const LoadedModel> model, std::string role, int threads);
 
-  const OnnxModel& model() const override { return model_; }
+  const OnnxModel& model() const override { return model_->onnx(); }
   const char* engine() const override { return "opencv"; }
+  std::vector<std::string> model_fixes() const override { return graph_->fixes; }
   void prepare(int, int, int) override {}
   int run(const float* input, int channels, int height, int width, std::vector<float>& output) override;
 
  private:
-  OnnxModel model_;
+  std::shared_ptr<const LoadedModel> model_;   // shared
+  std::shared_ptr<const OpenCvGraph> graph_;   // shared: the rewritten graph
   std::string role_;
   OpenCvThreadsLease threads_;  // for the backend's life (one run)
-  cv::dnn::Net net_;
+  cv::dnn::Net net_;            // this backend's own
 };
 
-OpenCvBackend::OpenCvBackend(OnnxModel model, std::string role, int threads)
-    : model_(std::move(model)), role_(std::move(role)), threads_(threads) {
+OpenCvBackend::OpenCvBackend(std::shared_ptr<const LoadedModel> model, std::string role, int threads)
+    : model_(std::move(model)),
+      graph_(model_->engine_form<OpenCvGraph>(
+          "opencv", [this] { return std::make_shared<const OpenCvGraph>(fix_graph_for_opencv(model_->onnx())); })),
+      role_(std::move(role)),
+      threads_(threads) {
   try {
-    net_ = cv::dnn::readNetFromONNX(model_.bytes.data(), model_.bytes.size());
+    net_ = cv::dnn::readNetFromONNX(graph_->bytes.data(), graph_->bytes.size());
   } catch (const cv::Exception& e) {
     throw InputError(fmt::format("{} '{}' cannot be imported by OpenCV DNN ({}); re-export it with "
                                  "torch.onnx.export(..., opset_version=11) and a 1x C x 512 x 512 input",
-                                 role_, model_.origin, one_line(e)));
+                                 role_, model_->onnx().origin, one_line(e)));
   }
   if (net_.empty()) {
-    throw InputError(fmt::format("{} '{}' imported as an empty network; check the export", role_, model_.origin));
+    throw InputError(
+        fmt::format("{} '{}' imported as an empty network; check the export", role_, model_->onnx().origin));
   }
   net_.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
   net_.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
@@ -108,14 +116,14 @@ int OpenCvBackend::run(const float* input, int channels, int height, int width, 
   } catch (const cv::Exception& e) {
     throw InputError(fmt::format("{} '{}' failed on a {}x{}x{} chip ({}); the model must take N x {} x H x W "
                                  "float32 and keep H x W",
-                                 role_, model_.origin, channels, height, width, one_line(e), channels));
+                                 role_, model_->onnx().origin, channels, height, width, one_line(e), channels));
   }
   if (result.dims != 4 || result.size[0] != 1 || result.size[2] != height || result.size[3] != width) {
     std::string shape;
     for (int i = 0; i < result.dims; ++i) shape += (i ? "x" : "") + std::to_string(result.size[i]);
     throw InputError(fmt::format("{} '{}' returned shape {} for a 1x{}x{}x{} chip; Nimbus needs 1 x classes x {} x {} "
                                  "(same spatial size as the input)",
-                                 role_, model_.origin, shape, channels, height, width, height, width));
+                                 role_, model_->onnx().origin, shape, channels, height, width, height, width));
   }
   if (!result.isContinuous()) result = result.clone();
   output.resize(result.total());
@@ -125,8 +133,9 @@ int OpenCvBackend::run(const float* input, int channels, int height, int width, 
 
 }  // namespace
 
-std::unique_ptr<InferenceBackend> make_opencv_backend(const OnnxModel& model, const std::string& role, int threads) {
-  return std::make_unique<OpenCvBackend>(model, role, threads);
+std::unique_ptr<InferenceBackend> make_opencv_backend(std::shared_ptr<const LoadedModel> model, const std::string& role,
+                                                      int threads) {
+  return std::make_unique<OpenCvBackend>(std::move(model), role, threads);
 }
 
 }  // namespace nimbus

@@ -41,12 +41,13 @@ const std::vector<EmbeddedModel>& embedded_models() {
 
 std::string default_model_ref(const EmbeddedModel& model) { return std::string("embedded:") + model.name; }
 
-OnnxModel load_model(const std::string& model_path, const std::string& root_dir, const std::string& role) {
+std::shared_ptr<const LoadedModel> load_model(const std::string& model_path, const std::string& root_dir,
+                                              const std::string& role, ModelLoadCounts* counts) {
   static constexpr char kEmbedded[] = "embedded:";
   if (model_path.rfind(kEmbedded, 0) == 0) {
     const std::string name = model_path.substr(sizeof(kEmbedded) - 1);
     for (const EmbeddedModel& m : embedded_models()) {
-      if (name == m.name) return load_onnx_bytes(m.name, m.onnx, role);
+      if (name == m.name) return cached_model_bytes(m.name, m.onnx, role, counts);
     }
     throw InputError(fmt::format("{} '{}': no embedded model of that name; use {}, or a path to an .onnx file", role,
                                  model_path, embedded_refs_listed()));
@@ -64,7 +65,7 @@ OnnxModel load_model(const std::string& model_path, const std::string& root_dir,
                                  "`git lfs pull`) or {}",
                                  role, path.string(), embedded_refs_listed()));
   }
-  return load_onnx_file(path.string(), role);
+  return cached_model_file(path.string(), role, counts);
 }
 
 }  // namespace nimbus

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "nimbus/inference/onnx_model.h"
+#include "nimbus/inference/model_cache.h"
 
 namespace nimbus {
 
@@ -27,7 +27,10 @@ std::string default_model_ref(const EmbeddedModel& model);
 
 // Loads a model reference: "embedded:<name>" for a built-in model, an absolute
 // path, or a path relative to `root_dir` (os.path.join semantics: an absolute
-// model_path ignores root_dir). `role` names the option for errors.
-OnnxModel load_model(const std::string& model_path, const std::string& root_dir, const std::string& role);
+// model_path ignores root_dir). `role` names the option for errors. The model
+// comes from the process's model cache (model_cache.h): loaded once, shared by
+// every run; `counts` (may be null) says whether this call loaded or reused it.
+std::shared_ptr<const LoadedModel> load_model(const std::string& model_path, const std::string& root_dir,
+                                              const std::string& role, ModelLoadCounts* counts = nullptr);
 
 }  // namespace nimbus

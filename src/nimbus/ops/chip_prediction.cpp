@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -315,209 +316,326 @@ std::vector<std::vector<float>> blend_weights(const std::vector<ChipSpan>& spans
 
 namespace {
 
+// The chip loop, in three parts: a chip source (PrefetchedChips: chips read in
+// order on a reader thread), a model step per task (ModelStep: the chip fitted
+// to the model's input, the run, the probability per pixel) and an output
+// writer per task (MidpointWriter or LinearBlendWriter, into TaskSinks).
+
+// Where one task's probabilities go: any of the probability raster, the
+// above-threshold mask and the nodata mask (see ProbabilityTask).
+class TaskSinks {
+ public:
+  explicit TaskSinks(const ProbabilityTask& t)
+      : output_(t.output ? t.output->data() : nullptr),
+        above_(t.above ? t.above->data() : nullptr),
+        nodata_(t.nodata ? t.nodata->data() : nullptr),
+        threshold_(static_cast<float>(t.threshold)) {}
+
+  // Pixel i (row-major on the sinks' grid) gets probability p; `missing` marks nodata.
+  void put(std::size_t i, float p, bool missing) const {
+    if (output_) output_[i] = p;
+    if (above_) above_[i] |= (p > threshold_) ? 1 : 0;
+    if (nodata_ && missing) nodata_[i] = 1;
+  }
+
+ private:
+  float* output_;
+  std::uint8_t* above_;
+  std::uint8_t* nodata_;
+  float threshold_;
+};
+
+// Sizes every task's sinks for `npix` pixels: the probability raster starts as nodata.
+void prepare_sinks(const std::vector<ProbabilityTask>& tasks, std::size_t npix) {
+  for (const ProbabilityTask& t : tasks) {
+    if (t.output) t.output->assign(npix, kProbabilityNodata);
+    if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
+    if (t.nodata && t.nodata->size() != npix) throw InternalError("nodata sink has the wrong size");
+  }
+}
+
+// Throws InputError before any chip is read when the loop's buffers would not fit in memory.
+void require_chip_loop_memory(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
+                              const ChipPredictionParams& params, std::size_t npix) {
+  const int chip = params.window_size;
+  const int bands = scene.band_count();
+  const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
+  std::uint64_t per_pixel = params.in_memory ? static_cast<std::uint64_t>(bands) * 4 + 1 : 0;
+  for (const ProbabilityTask& t : tasks) per_pixel += t.output ? 4 : 0;
+  // Chips in flight (queue, reader, consumer) and each model's input and scores.
+  std::uint64_t chip_bytes = static_cast<std::uint64_t>(std::max(1, params.prefetch_chips) + 2) *
+                             static_cast<std::uint64_t>(bands) * chip_pixels * 4;
+  for (const ProbabilityTask& t : tasks) {
+    int mh = 0, mw = 0;
+    model_input_size(*t.model, chip, mh, mw);
+    chip_bytes += static_cast<std::uint64_t>(bands + 2) * static_cast<std::uint64_t>(mh) * static_cast<std::uint64_t>(mw) * 4;
+  }
+  require_memory(per_pixel * npix + chip_bytes,
+                 fmt::format("{} '{}' ({}x{} pixels, {} bands, {}-pixel chips)", scene.role(), scene.path(),
+                             scene.width(), scene.height(), bands, chip));
+}
+
+// The chip source: every chip of `grid`, in index order, read on a thread of its
+// own that runs up to `prefetch` chips ahead (GDAL decode overlaps inference).
+class PrefetchedChips {
+ public:
+  PrefetchedChips(const ChipReader& reader, const ChipGrid& grid, int chip, int bands, int prefetch)
+      : queue_(static_cast<std::size_t>(std::max(1, prefetch))) {
+    producer_ = std::thread([this, &reader, &grid, chip, bands] {
+      const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
+      try {
+        for (int index = 0; index < grid.size(); ++index) {
+          const Chip c = grid.chip(index);
+          ChipData data;
+          data.index = index;
+          data.values.resize(static_cast<std::size_t>(bands) * chip_pixels);
+          data.invalid.resize(chip_pixels);
+          data.invalid_count = reader.read(c.cols.read_start, c.rows.read_start, chip, chip, data.values.data(),
+                                           data.invalid.data());
+          if (!queue_.push(std::move(data))) return;
+        }
+      } catch (...) {
+        read_error_ = std::current_exception();
+      }
+      queue_.close();
+    });
+  }
+  // Stops the reader (when the consumer gave up early) and waits for it.
+  ~PrefetchedChips() {
+    queue_.close();
+    if (producer_.joinable()) producer_.join();
+  }
+  PrefetchedChips(const PrefetchedChips&) = delete;
+  PrefetchedChips& operator=(const PrefetchedChips&) = delete;
+
+  // The next chip; false after the last one. A read error is rethrown once the
+  // chips read before it have been consumed.
+  bool next(ChipData& data) {
+    if (queue_.pop(data)) {
+      if (data.index != expected_++) throw InternalError("chip stream out of order");
+      return true;
+    }
+    producer_.join();
+    if (read_error_) std::rethrow_exception(read_error_);
+    return false;
+  }
+
+ private:
+  ChipQueue queue_;
+  std::exception_ptr read_error_;  // written by the reader thread before it closes the queue
+  int expected_ = 0;
+  std::thread producer_;
+};
+
+// One task's model step: the chip scaled and zero-padded to the model's input,
+// the run, the check of its output, and the probability of each pixel.
+class ModelStep {
+ public:
+  ModelStep(const ProbabilityTask& task, int chip, int bands) : head_(*task.head), model_(*task.model), chip_(chip),
+                                                                 bands_(bands) {
+    model_input_size(model_, chip, mh_, mw_);
+    model_pixels_ = static_cast<std::size_t>(mh_) * mw_;
+  }
+
+  // Runs the model on the chip; returns the seconds spent inside it.
+  double run(const ChipData& data) {
+    const std::size_t chip_pixels = static_cast<std::size_t>(chip_) * chip_;
+    // The chip goes to the model as read when it needs neither scaling nor padding.
+    const bool as_read = head_.input_scale == 1.0f && mh_ == chip_ && mw_ == chip_;
+    // Zero padding (FarmVibes' nodata) up to the model's fixed size when the window is smaller.
+    if (!as_read) input_.assign(static_cast<std::size_t>(bands_) * model_pixels_, 0.0f);
+    for (int b = 0; b < bands_ && !as_read; ++b) {
+      for (int r = 0; r < chip_; ++r) {
+        const float* src = data.values.data() + b * chip_pixels + static_cast<std::size_t>(r) * chip_;
+        float* dst = input_.data() + b * model_pixels_ + static_cast<std::size_t>(r) * mw_;
+        if (head_.input_scale == 1.0f) {
+          std::copy_n(src, chip_, dst);
+        } else {
+          for (int x = 0; x < chip_; ++x) dst[x] = src[x] * head_.input_scale;
+        }
+      }
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const int out_channels = model_.run(as_read ? data.values.data() : input_.data(), bands_, mh_, mw_, scores_);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (out_channels != head_.output_channels()) {
+      throw InputError(fmt::format("{} '{}' outputs {} channel(s) per pixel; {} needs {} ({})", head_.role,
+                                   model_.model().origin, out_channels, head_.op_name, head_.output_channels(),
+                                   head_.output_channels() == 2 ? "logits for clear and cloud, class 1 = cloud"
+                                                                : "one shadow logit"));
+    }
+    return seconds;
+  }
+
+  // The probability of pixel (r, x) of chip `c` from the last run; throws on NaN scores.
+  float probability_at(const Chip& c, int r, int x) const {
+    const float p = activate(head_, scores_.data() + static_cast<std::size_t>(r) * mw_ + x, model_pixels_);
+    if (p != p) {
+      throw InputError(fmt::format("{} '{}' produced NaN scores (chip {} at x={} y={}); the model is broken "
+                                   "for this input, check its export and weights",
+                                   head_.role, model_.model().origin, c.index, c.cols.read_start + x,
+                                   c.rows.read_start + r));
+    }
+    return p;
+  }
+
+ private:
+  const ProbabilityHead& head_;
+  InferenceBackend& model_;
+  int chip_, bands_;
+  int mh_ = 0, mw_ = 0;
+  std::size_t model_pixels_ = 0;
+  std::vector<float> input_;
+  std::vector<float> scores_;
+};
+
+// An output writer: takes each chip's probabilities, in chip order, to a task's sinks.
+class ChipWriter {
+ public:
+  virtual ~ChipWriter() = default;
+  // `skip`: the chip is all nodata and the model did not run on it.
+  virtual void write(const Chip& c, const ChipData& data, bool skip, const ModelStep& step) = 0;
+};
+
+// FarmVibes' midpoint cut: each chip writes only its own window, so the
+// in-order single writer needs no accumulation.
+class MidpointWriter final : public ChipWriter {
+ public:
+  MidpointWriter(const ProbabilityTask& task, std::size_t width, int chip) : sinks_(task), width_(width),
+                                                                               chip_(chip) {}
+
+  void write(const Chip& c, const ChipData& data, bool skip, const ModelStep& step) override {
+    for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
+      const std::size_t row = static_cast<std::size_t>(c.rows.read_start + r) * width_ + c.cols.read_start;
+      const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip_;
+      for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
+        const bool missing = skip || inv[x];
+        const float p = missing ? kProbabilityNodata : step.probability_at(c, r, x);
+        sinks_.put(row + static_cast<std::size_t>(x), p, missing);
+      }
+    }
+  }
+
+ private:
+  TaskSinks sinks_;
+  std::size_t width_;
+  int chip_;
+};
+
+// The linear blend: every pixel of a chip contributes, weighted (blend_weights);
+// rows are complete, and written, after the last chip of the chip row.
+class LinearBlendWriter final : public ChipWriter {
+ public:
+  LinearBlendWriter(const ProbabilityTask& task, const ChipGrid& grid, std::size_t width, int height, int chip)
+      : sinks_(task), grid_(grid), width_(width), height_(height), chip_(chip),
+        chip_cols_(static_cast<int>(grid.col_spans().size())),
+        row_weights_(blend_weights(grid.row_spans(), chip)),
+        col_weights_(blend_weights(grid.col_spans(), chip)) {
+    band_.sum_wp.assign(static_cast<std::size_t>(chip) * width, 0.0f);
+    band_.sum_w.assign(static_cast<std::size_t>(chip) * width, 0.0f);
+    band_.invalid.assign(static_cast<std::size_t>(chip) * width, 0);
+  }
+
+  void write(const Chip& c, const ChipData& data, bool skip, const ModelStep& step) override {
+    const int chip_row = data.index / chip_cols_, chip_col = data.index % chip_cols_;
+    const std::vector<float>& wy = row_weights_[static_cast<std::size_t>(chip_row)];
+    const std::vector<float>& wx = col_weights_[static_cast<std::size_t>(chip_col)];
+    for (int r = 0; r < chip_; ++r) {
+      const std::size_t local = static_cast<std::size_t>(c.rows.read_start + r - band_.y0) * width_ +
+                                static_cast<std::size_t>(c.cols.read_start);
+      const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip_;
+      for (int x = 0; x < chip_; ++x) {
+        if (skip || inv[x]) {
+          band_.invalid[local + static_cast<std::size_t>(x)] = 1;
+          continue;
+        }
+        const float w = wy[static_cast<std::size_t>(r)] * wx[static_cast<std::size_t>(x)];
+        band_.sum_wp[local + static_cast<std::size_t>(x)] += w * step.probability_at(c, r, x);
+        band_.sum_w[local + static_cast<std::size_t>(x)] += w;
+      }
+    }
+    if (chip_col == chip_cols_ - 1) {
+      const auto& rows = grid_.row_spans();
+      const int next = chip_row + 1 < static_cast<int>(rows.size()) ? rows[static_cast<std::size_t>(chip_row + 1)].read_start
+                                                                    : height_;
+      finish_rows(next);
+    }
+  }
+
+ private:
+  // Rows [band.y0, end) are complete: write them to the sinks, then slide the band.
+  void finish_rows(int end) {
+    for (int y = band_.y0; y < end; ++y) {
+      const std::size_t local = static_cast<std::size_t>(y - band_.y0) * width_;
+      const std::size_t global = static_cast<std::size_t>(y) * width_;
+      for (std::size_t x = 0; x < width_; ++x) {
+        const float w = band_.sum_w[local + x];
+        const bool missing = band_.invalid[local + x] || w <= 0.0f;
+        const float p = missing ? kProbabilityNodata : band_.sum_wp[local + x] / w;
+        sinks_.put(global + x, p, missing);
+      }
+    }
+    // Slide the rows still open to the front; the freed rows start empty.
+    const auto slide = static_cast<std::ptrdiff_t>(
+        std::min(static_cast<std::size_t>(end - band_.y0), static_cast<std::size_t>(chip_)) * width_);
+    const auto shift = [slide](auto& v, auto empty) {
+      std::copy(v.begin() + slide, v.end(), v.begin());
+      std::fill(v.end() - slide, v.end(), empty);
+    };
+    shift(band_.sum_wp, 0.0f);
+    shift(band_.sum_w, 0.0f);
+    shift(band_.invalid, std::uint8_t{0});
+    band_.y0 = end;
+  }
+
+  TaskSinks sinks_;
+  const ChipGrid& grid_;
+  std::size_t width_;
+  int height_, chip_, chip_cols_;
+  std::vector<std::vector<float>> row_weights_, col_weights_;
+  BlendBand band_;
+};
+
 // The chip loop over the reader's grid (the scene, or its decimated copy).
 PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& scene,
                                 const std::vector<ProbabilityTask>& tasks, const ChipPredictionParams& params,
                                 const ChipProgress& progress) {
-  using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
+  const auto start = std::chrono::steady_clock::now();
   const ChipGrid grid(reader.width(), reader.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
   const int bands = scene.band_count();
   const std::size_t width = static_cast<std::size_t>(reader.width());
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
   const std::size_t npix = width * static_cast<std::size_t>(reader.height());
-  {
-    std::uint64_t per_pixel = params.in_memory ? static_cast<std::uint64_t>(bands) * 4 + 1 : 0;
-    for (const ProbabilityTask& t : tasks) per_pixel += t.output ? 4 : 0;
-    // Chips in flight (queue, reader, consumer) and each model's input and scores.
-    std::uint64_t chip_bytes = static_cast<std::uint64_t>(std::max(1, params.prefetch_chips) + 2) *
-                               static_cast<std::uint64_t>(bands) * chip_pixels * 4;
-    for (const ProbabilityTask& t : tasks) {
-      int mh = 0, mw = 0;
-      model_input_size(*t.model, chip, mh, mw);
-      chip_bytes += static_cast<std::uint64_t>(bands + 2) * static_cast<std::uint64_t>(mh) * static_cast<std::uint64_t>(mw) * 4;
-    }
-    require_memory(per_pixel * npix + chip_bytes,
-                   fmt::format("{} '{}' ({}x{} pixels, {} bands, {}-pixel chips)", scene.role(), scene.path(),
-                               scene.width(), scene.height(), bands, chip));
-  }
+  require_chip_loop_memory(scene, tasks, params, npix);
+  prepare_sinks(tasks, npix);
+
+  std::vector<ModelStep> steps;
+  std::vector<std::unique_ptr<ChipWriter>> writers;
   for (const ProbabilityTask& t : tasks) {
-    if (t.output) t.output->assign(npix, kProbabilityNodata);
-    if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
-    if (t.nodata && t.nodata->size() != npix) throw InternalError("nodata sink has the wrong size");
-  }
-
-  const bool blend = params.blend == ChipBlend::Linear;
-  const std::vector<std::vector<float>> row_weights = blend ? blend_weights(grid.row_spans(), chip)
-                                                            : std::vector<std::vector<float>>{};
-  const std::vector<std::vector<float>> col_weights = blend ? blend_weights(grid.col_spans(), chip)
-                                                            : std::vector<std::vector<float>>{};
-  std::vector<BlendBand> bands_of(blend ? tasks.size() : 0);
-  for (BlendBand& b : bands_of) {
-    b.sum_wp.assign(static_cast<std::size_t>(chip) * width, 0.0f);
-    b.sum_w.assign(static_cast<std::size_t>(chip) * width, 0.0f);
-    b.invalid.assign(static_cast<std::size_t>(chip) * width, 0);
-  }
-  const int chip_cols = static_cast<int>(grid.col_spans().size());
-  // Rows [band.y0, end) are complete: write them to the task's outputs, then slide the band.
-  const auto finish_rows = [&](const ProbabilityTask& t, BlendBand& band, int end) {
-    const float threshold = static_cast<float>(t.threshold);
-    for (int y = band.y0; y < end; ++y) {
-      const std::size_t local = static_cast<std::size_t>(y - band.y0) * width;
-      const std::size_t global = static_cast<std::size_t>(y) * width;
-      for (std::size_t x = 0; x < width; ++x) {
-        const float w = band.sum_w[local + x];
-        const bool missing = band.invalid[local + x] || w <= 0.0f;
-        const float p = missing ? kProbabilityNodata : band.sum_wp[local + x] / w;
-        if (t.output) (*t.output)[global + x] = p;
-        if (t.above) (*t.above)[global + x] |= (p > threshold) ? 1 : 0;
-        if (t.nodata && missing) (*t.nodata)[global + x] = 1;
-      }
+    steps.emplace_back(t, chip, bands);
+    if (params.blend == ChipBlend::Linear) {
+      writers.push_back(std::make_unique<LinearBlendWriter>(t, grid, width, reader.height(), chip));
+    } else {
+      writers.push_back(std::make_unique<MidpointWriter>(t, width, chip));
     }
-    // Slide the rows still open to the front; the freed rows start empty.
-    const auto slide = static_cast<std::ptrdiff_t>(
-        std::min(static_cast<std::size_t>(end - band.y0), static_cast<std::size_t>(chip)) * width);
-    const auto shift = [slide](auto& v, auto empty) {
-      std::copy(v.begin() + slide, v.end(), v.begin());
-      std::fill(v.end() - slide, v.end(), empty);
-    };
-    shift(band.sum_wp, 0.0f);
-    shift(band.sum_w, 0.0f);
-    shift(band.invalid, std::uint8_t{0});
-    band.y0 = end;
-  };
-
-  ChipQueue queue(static_cast<std::size_t>(std::max(1, params.prefetch_chips)));
-  std::exception_ptr read_error;
-  // Reading (GDAL decode) overlaps inference: the reader runs ahead by up to prefetch_chips chips.
-  std::thread producer([&] {
-    try {
-      for (int index = 0; index < grid.size(); ++index) {
-        const Chip c = grid.chip(index);
-        ChipData data;
-        data.index = index;
-        data.values.resize(static_cast<std::size_t>(bands) * chip_pixels);
-        data.invalid.resize(chip_pixels);
-        data.invalid_count = reader.read(c.cols.read_start, c.rows.read_start, chip, chip, data.values.data(),
-                                         data.invalid.data());
-        if (!queue.push(std::move(data))) return;
-      }
-    } catch (...) {
-      read_error = std::current_exception();
-    }
-    queue.close();
-  });
+  }
 
   PredictionStats stats;
   stats.chips = grid.size();
-  std::vector<float> model_input;
-  std::vector<float> scores;
-  try {
-    ChipData data;
-    int expected = 0;
-    while (queue.pop(data)) {
-      if (data.index != expected++) throw InternalError("chip stream out of order");
-      const Chip c = grid.chip(data.index);
-      const bool skip = data.invalid_count == chip_pixels;
-      stats.chips_skipped += skip ? 1 : 0;
-      for (const ProbabilityTask& t : tasks) {
-        int mh = 0, mw = 0;
-        model_input_size(*t.model, chip, mh, mw);
-        const std::size_t model_pixels = static_cast<std::size_t>(mh) * mw;
-        if (!skip) {
-          // The chip goes to the model as read when it needs neither scaling nor padding.
-          const bool as_read = t.head->input_scale == 1.0f && mh == chip && mw == chip;
-          // Zero padding (FarmVibes' nodata) up to the model's fixed size when the window is smaller.
-          if (!as_read) model_input.assign(static_cast<std::size_t>(bands) * model_pixels, 0.0f);
-          for (int b = 0; b < bands && !as_read; ++b) {
-            for (int r = 0; r < chip; ++r) {
-              const float* src = data.values.data() + b * chip_pixels + static_cast<std::size_t>(r) * chip;
-              float* dst = model_input.data() + b * model_pixels + static_cast<std::size_t>(r) * mw;
-              if (t.head->input_scale == 1.0f) {
-                std::copy_n(src, chip, dst);
-              } else {
-                for (int x = 0; x < chip; ++x) dst[x] = src[x] * t.head->input_scale;
-              }
-            }
-          }
-          const auto t0 = Clock::now();
-          const int out_channels = t.model->run(as_read ? data.values.data() : model_input.data(), bands, mh, mw,
-                                                scores);
-          stats.seconds_inference += std::chrono::duration<double>(Clock::now() - t0).count();
-          if (out_channels != t.head->output_channels()) {
-            throw InputError(fmt::format("{} '{}' outputs {} channel(s) per pixel; {} needs {} ({})", t.head->role,
-                                         t.model->model().origin, out_channels, t.head->op_name,
-                                         t.head->output_channels(),
-                                         t.head->output_channels() == 2 ? "logits for clear and cloud, class 1 = cloud"
-                                                                        : "one shadow logit"));
-          }
-        }
-        const auto probability_at = [&](int r, int x) {
-          const float p = activate(*t.head, scores.data() + static_cast<std::size_t>(r) * mw + x, model_pixels);
-          if (p != p) {
-            throw InputError(fmt::format("{} '{}' produced NaN scores (chip {} at x={} y={}); the model is broken "
-                                         "for this input, check its export and weights",
-                                         t.head->role, t.model->model().origin, data.index, c.cols.read_start + x,
-                                         c.rows.read_start + r));
-          }
-          return p;
-        };
-        if (blend) {
-          // Every pixel of the chip contributes, weighted; rows complete after the chip row's last chip.
-          BlendBand& band = bands_of[static_cast<std::size_t>(&t - tasks.data())];
-          const int chip_row = data.index / chip_cols, chip_col = data.index % chip_cols;
-          const std::vector<float>& wy = row_weights[static_cast<std::size_t>(chip_row)];
-          const std::vector<float>& wx = col_weights[static_cast<std::size_t>(chip_col)];
-          for (int r = 0; r < chip; ++r) {
-            const std::size_t local = static_cast<std::size_t>(c.rows.read_start + r - band.y0) * width +
-                                      static_cast<std::size_t>(c.cols.read_start);
-            const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
-            for (int x = 0; x < chip; ++x) {
-              if (skip || inv[x]) {
-                band.invalid[local + static_cast<std::size_t>(x)] = 1;
-                continue;
-              }
-              const float w = wy[static_cast<std::size_t>(r)] * wx[static_cast<std::size_t>(x)];
-              band.sum_wp[local + static_cast<std::size_t>(x)] += w * probability_at(r, x);
-              band.sum_w[local + static_cast<std::size_t>(x)] += w;
-            }
-          }
-          if (chip_col == chip_cols - 1) {
-            const auto& rows = grid.row_spans();
-            const int next = chip_row + 1 < static_cast<int>(rows.size()) ? rows[static_cast<std::size_t>(chip_row + 1)].read_start
-                                                                          : reader.height();
-            finish_rows(t, band, next);
-          }
-          continue;
-        }
-        // Each chip writes only its own (midpoint-cut) window: the in-order single writer.
-        const float threshold = static_cast<float>(t.threshold);
-        for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
-          const std::size_t row = static_cast<std::size_t>(c.rows.read_start + r) * width + c.cols.read_start;
-          float* out_row = t.output ? t.output->data() + row : nullptr;
-          std::uint8_t* above_row = t.above ? t.above->data() + row : nullptr;
-          std::uint8_t* nodata_row = t.nodata ? t.nodata->data() + row : nullptr;
-          const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip;
-          for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
-            const bool missing = skip || inv[x];
-            const float p = missing ? kProbabilityNodata : probability_at(r, x);
-            if (out_row) out_row[x] = p;
-            if (above_row) above_row[x] |= (p > threshold) ? 1 : 0;
-            if (nodata_row && missing) nodata_row[x] = 1;
-          }
-        }
-      }
-      if (progress) progress(data.index + 1, grid.size());
+  PrefetchedChips chips(reader, grid, chip, bands, params.prefetch_chips);
+  ChipData data;
+  while (chips.next(data)) {
+    const Chip c = grid.chip(data.index);
+    const bool skip = data.invalid_count == chip_pixels;
+    stats.chips_skipped += skip ? 1 : 0;
+    for (std::size_t k = 0; k < tasks.size(); ++k) {
+      if (!skip) stats.seconds_inference += steps[k].run(data);
+      writers[k]->write(c, data, skip, steps[k]);
     }
-  } catch (...) {
-    queue.close();
-    producer.join();
-    throw;
+    if (progress) progress(data.index + 1, grid.size());
   }
-  producer.join();
-  if (read_error) std::rethrow_exception(read_error);
-  stats.seconds_total = std::chrono::duration<double>(Clock::now() - start).count();
+  stats.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
 }
 
@@ -547,6 +665,7 @@ void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, 
   for (std::size_t k = 0; k < tasks.size(); ++k) {
     if (tasks[k].output) tasks[k].output->assign(full_width * static_cast<std::size_t>(height), kProbabilityNodata);
   }
+  const std::vector<TaskSinks> sinks_of(tasks.begin(), tasks.end());
   const int strip = 64;
   std::vector<float> scratch;
   std::vector<std::uint8_t> invalid;
@@ -559,10 +678,9 @@ void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, 
       const Tap& vy = ty[static_cast<std::size_t>(y)];
       const std::size_t row = static_cast<std::size_t>(y) * full_width;
       for (std::size_t k = 0; k < tasks.size(); ++k) {
-        const ProbabilityTask& t = tasks[k];
+        const TaskSinks& sinks = sinks_of[k];
         const float* top = coarse[k].data() + static_cast<std::size_t>(vy.i0) * static_cast<std::size_t>(cw);
         const float* bottom = coarse[k].data() + static_cast<std::size_t>(vy.i1) * static_cast<std::size_t>(cw);
-        const float threshold = static_cast<float>(t.threshold);
         for (int x = 0; x < width; ++x) {
           float p = kProbabilityNodata;
           if (!invalid[static_cast<std::size_t>(r) * full_width + static_cast<std::size_t>(x)]) {
@@ -578,10 +696,7 @@ void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, 
             }
             if (norm > 0.0f) p = sum / norm;
           }
-          const std::size_t i = row + static_cast<std::size_t>(x);
-          if (t.output) (*t.output)[i] = p;
-          if (t.above) (*t.above)[i] |= (p > threshold) ? 1 : 0;
-          if (t.nodata && p == kProbabilityNodata) (*t.nodata)[i] = 1;
+          sinks.put(row + static_cast<std::size_t>(x), p, p == kProbabilityNodata);
         }
       }
     }

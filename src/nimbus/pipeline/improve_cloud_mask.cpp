@@ -150,9 +150,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const ProbabilityHead& cloud_head = cloud_probability_head();
   const ProbabilityHead& shadow_head = shadow_probability_head();
   const BackendOptions engine{options.engine, options.threads};
-  const auto backend = [&engine](const std::string& path, const EmbeddedModel& fallback, const ProbabilityHead& head) {
-    return make_backend(load_model(path.empty() ? default_model_ref(fallback) : path, "", head.role), head.role,
-                        engine);
+  // The models come from the process's cache (loaded once, shared); the backends are this run's own.
+  ModelLoadCounts model_loads;
+  const auto backend = [&engine, &model_loads](const std::string& path, const EmbeddedModel& fallback,
+                                               const ProbabilityHead& head) {
+    return make_backend(load_model(path.empty() ? default_model_ref(fallback) : path, "", head.role, &model_loads),
+                        head.role, engine);
   };
   auto cloud_model = backend(options.cloud_model, default_cloud_model(), cloud_head);
   auto shadow_model = backend(options.shadow_model, default_shadow_model(), shadow_head);
@@ -169,12 +172,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   report.cloud_model_sha256 = cloud_model->model().sha256;
   report.shadow_model = shadow_model->model().origin;
   report.shadow_model_sha256 = shadow_model->model().sha256;
-  for (const auto* backend : {cloud_model.get(), shadow_model.get()}) {
-    for (const auto& fix : backend->model().fixes_applied) {
-      report.model_fixes.push_back(fmt::format("{}: {}", backend->model().origin, fix));
-      logger()->info("model {}: {}", backend->model().origin, fix);
-    }
-  }
+  report.models_loaded = model_loads.loaded;
+  report.model_cache_hits = model_loads.reused;
 
   // Without --keep-probabilities the floats are never stored: each model's
   // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
@@ -200,6 +199,13 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   report.chips_skipped = stats.chips_skipped;
   report.cloud_engine = cloud_model->engine();
   report.shadow_engine = shadow_model->engine();
+  // The rewrites of the engine that ran each model (final once the chips have run).
+  for (const auto* backend : {cloud_model.get(), shadow_model.get()}) {
+    for (const auto& fix : backend->model_fixes()) {
+      report.model_fixes.push_back(fmt::format("{}: {}", backend->model().origin, fix));
+      logger()->info("model {}: {}", backend->model().origin, fix);
+    }
+  }
 
   const auto merge_start = Clock::now();
   finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
@@ -293,6 +299,9 @@ Json report_json(const ImproveCloudMaskReport& r) {
           {"shadow_model_sha256", r.shadow_model_sha256},
           {"cloud_engine", r.cloud_engine},
           {"shadow_engine", r.shadow_engine},
+          {"model_fixes", r.model_fixes},
+          {"models_loaded", r.models_loaded},
+          {"model_cache_hits", r.model_cache_hits},
           {"masked_fraction", r.masked_fraction},
           {"seconds_inference", r.seconds_inference},
           {"seconds_chips", r.seconds_chips},

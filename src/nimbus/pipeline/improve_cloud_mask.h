@@ -42,7 +42,9 @@ struct ImproveCloudMaskReport {
   std::string shadow_model_sha256;
   std::string cloud_engine;   // the engine that ran each model ("onednn" or "opencv")
   std::string shadow_engine;
-  std::vector<std::string> model_fixes;  // graph rewrites applied at load
+  std::vector<std::string> model_fixes;  // graph rewrites applied by the engine that ran each model
+  int models_loaded = 0;     // of this run's two models, read and parsed by this run
+  int model_cache_hits = 0;  // of this run's two models, taken from the process's model cache
   double masked_fraction = 0.0;         // share of pixels set to 1
   int chips_skipped = 0;            // all-nodata chips never sent to a model
   double seconds_inference = 0.0;   // inside the models, both summed
