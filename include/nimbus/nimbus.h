@@ -5,3 +5,4 @@
 
 #include "nimbus/version.h"
 #include "nimbus/core/error.h"
+#include "nimbus/parameters.h"

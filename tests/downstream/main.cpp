@@ -1,9 +1,11 @@
 // A consumer of the installed library: public headers only. Prints the version and checks
-// the header and library agree (and equal argv[1] when given), and that Nimbus's errors and
+// the header and library agree (and equal argv[1] when given), that a declared parameter
+// resolves and a bad value is refused with an error naming it, and that Nimbus's errors and
 // cancellation work across the library boundary. Exit 0 = all good.
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "nimbus/nimbus.h"
 
@@ -44,6 +46,19 @@ int main(int argc, char** argv) {
     check(false, "InputError is not an InternalError");
   } catch (const nimbus::InputError& e) {
     check(std::string(e.what()).find("missing.tif") != std::string::npos, "InputError keeps its message");
+  }
+
+  // A declared parameter, resolved and validated by the library (its code, not just headers).
+  const std::vector<nimbus::ParamSpec> declared = {
+      nimbus::ParamSpec{"closing_size", nimbus::ParamType::Int, 5, "closing disk radius in pixels", 0, 16384}
+          .affecting_output()};
+  check(nimbus::resolve_parameters(declared, nimbus::Json::object())["closing_size"] == 5, "the default resolves");
+  try {
+    nimbus::resolve_parameters(declared, nimbus::Json{{"closing_size", 20000}});
+    check(false, "an out-of-range value is refused");
+  } catch (const nimbus::InputError& e) {  // a ParameterError is an InputError
+    const auto* parameter_error = dynamic_cast<const nimbus::ParameterError*>(&e);
+    check(parameter_error && parameter_error->parameter() == "closing_size", "the error names the parameter");
   }
 
   int polls = 0;
