@@ -29,7 +29,7 @@
 #include "nimbus/inference/backend.h"
 #include "nimbus/inference/onednn_backend.h"
 #include "nimbus/models/default_models.h"
-#include "nimbus/core/version.h"
+#include "nimbus/version.h"
 #include "nimbus/ops/registry.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
@@ -40,6 +40,7 @@
 #include "nimbus/workflow/describe.h"
 #include "nimbus/workflow/runner.h"
 #include "nimbus/workflow/workflow_graph.h"
+#include "shipped_workflows.h"
 
 namespace {
 
@@ -340,7 +341,7 @@ std::string workflows_dir_for(const std::string& explicit_dir, const std::string
     }
   }
   if (const char* env = std::getenv("NIMBUS_WORKFLOWS_DIR")) return env;
-  return NIMBUS_DEFAULT_WORKFLOWS_DIR;
+  return shipped_workflows_dir();
 }
 
 std::pair<std::string, std::string> split_assignment(const std::string& text, const char* flag) {

@@ -21,6 +21,7 @@ import uuid
 
 import numpy as np
 
+from ._location import WORKFLOWS_DIR
 from ._nimbus import improve_cloud_mask as _improve_cloud_mask
 from ._nimbus import run_workflow as _run_workflow_files
 from ._nimbus import (  # noqa: F401  (re-exported API)
@@ -45,7 +46,7 @@ SEED_WORKFLOW = "data_ingestion/sentinel2/improve_cloud_mask"
 __all__ = [
     "InputError", "__version__", "improve_cloud_mask", "improve_cloud_mask_array", "run_workflow", "run_op",
     "compute_cloud_prob", "compute_shadow_prob", "merge_cloud_masks", "read_raster", "write_raster", "batch",
-    "normalise_scenes", "set_log_level", "SEED_WORKFLOW", "operation_parameters",
+    "normalise_scenes", "set_log_level", "SEED_WORKFLOW", "operation_parameters", "WORKFLOWS_DIR",
 ]
 
 
@@ -108,7 +109,8 @@ def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None,
     a numpy array (written with ``geotransform``/``crs``; ``nodata`` applies to 3-D arrays,
     i.e. the Sentinel-2 stack). With ``out_dir`` the sinks are written there and their paths
     returned; without, the sinks come back as arrays (single-band sinks as 2-D).
-    ``cache_dir``: the op cache ('' = none)."""
+    ``cache_dir``: the op cache ('' = none). ``workflows_dir``: where workflows named by
+    name are found ('' = :data:`WORKFLOWS_DIR`, the ones shipped with this package)."""
     params = dict(params or {})
     with tempfile.TemporaryDirectory(prefix="nimbus-") as tmp:
         files = {}
@@ -122,7 +124,7 @@ def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None,
                 files[name] = os.fspath(value)
         target = os.fspath(out_dir) if out_dir is not None else os.path.join(tmp, "sinks")
         sinks = _run_workflow_files(os.fspath(workflow), files, target, params, os.fspath(cache_dir),
-                                    parallel_tasks, os.fspath(workflows_dir))
+                                    parallel_tasks, os.fspath(workflows_dir) or WORKFLOWS_DIR)
         if out_dir is not None:
             return sinks
         arrays = {}

@@ -18,7 +18,7 @@
 #include "nimbus/batch/batch.h"
 #include "nimbus/core/error.h"
 #include "nimbus/core/log.h"
-#include "nimbus/core/version.h"
+#include "nimbus/version.h"
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 #include "nimbus/ops/morphology.h"
 #include "nimbus/pipeline/improve_cloud_mask.h"
@@ -327,8 +327,12 @@ PYBIND11_MODULE(_nimbus, m) {
         options.out_dir = out_dir;
         options.cache_dir = cache_dir;
         options.max_parallel_tasks = parallel_tasks;
+        // '' = the workflows shipped with this copy of the package (nimbus/_location.py, made by CMake).
+        const std::string library_dir =
+            workflows_dir.empty() ? py::module_::import("nimbus._location").attr("WORKFLOWS_DIR").cast<std::string>()
+                                  : workflows_dir;
         const nimbus::RunReport report = run_cancellable(options.cancel, [&] {
-          const nimbus::WorkflowLibrary library{workflows_dir.empty() ? NIMBUS_DEFAULT_WORKFLOWS_DIR : workflows_dir};
+          const nimbus::WorkflowLibrary library{library_dir};
           const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(workflow, overrides, library);
           return nimbus::run_workflow(graph, options);
         });

@@ -1,5 +1,4 @@
 """Shared fixtures: the nimbus binary, generated test models and synthetic scenes."""
-import hashlib
 import os
 import subprocess
 import sys
@@ -48,16 +47,12 @@ def nimbus_py():
 
 @pytest.fixture(scope="session")
 def test_models():
-    """Torch-built test models, regenerated only when their generator changes."""
+    """Torch-built test models, regenerated only when their generator changes; safe when several
+    pytest processes ask at once (tests/tools/cached_test_models.py)."""
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    script = ROOT / "tests" / "tools" / "make_test_models.py"
-    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
-    out = _cache_dir() / f"models-{digest}"
-    if not (out / "fpn_shadow_op13.onnx").exists():
-        subprocess.run([sys.executable, str(script), str(out)], check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
-    return out
+    from cached_test_models import ensure_test_models
+    return ensure_test_models(_cache_dir())
 
 
 @pytest.fixture(scope="session")

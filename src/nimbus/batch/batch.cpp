@@ -18,7 +18,7 @@
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/error.h"
 #include "nimbus/core/input_files.h"
-#include "nimbus/core/version.h"
+#include "nimbus/version.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/raster/atomic_output.h"

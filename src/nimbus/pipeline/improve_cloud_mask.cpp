@@ -14,7 +14,7 @@
 #include "nimbus/core/error.h"
 #include "nimbus/core/input_files.h"
 #include "nimbus/core/log.h"
-#include "nimbus/core/version.h"
+#include "nimbus/version.h"
 #include "nimbus/inference/backend.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/ops/compute_cloud_prob.h"
