@@ -5,9 +5,8 @@
 #include <map>
 #include <mutex>
 
-#include <spdlog/spdlog.h>
-
 #include "nimbus/core/checksum.h"
+#include "nimbus/core/log.h"
 
 namespace nimbus {
 namespace {
@@ -95,7 +94,7 @@ class ModelCache {
     entry.last_used = ++clock_;
     ++totals_.reused;
     if (counts) ++counts->reused;
-    spdlog::debug("model {}: reused from this process's model cache (sha256 {})", entry.model->onnx().origin,
+    logger()->debug("model {}: reused from this process's model cache (sha256 {})", entry.model->onnx().origin,
                   entry.model->onnx().sha256);
     return entry.model;
   }
@@ -115,7 +114,7 @@ class ModelCache {
     }
     ++totals_.loaded;
     if (counts) ++counts->loaded;
-    spdlog::debug("model {}: loaded into this process's model cache (sha256 {})", model->onnx().origin,
+    logger()->debug("model {}: loaded into this process's model cache (sha256 {})", model->onnx().origin,
                   model->onnx().sha256);
     return model;
   }
