@@ -5,8 +5,6 @@
 #include <map>
 #include <mutex>
 
-#include <spdlog/spdlog.h>
-
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/log.h"
 
@@ -97,7 +95,7 @@ class ModelCache {
     ++totals_.reused;
     if (counts) ++counts->reused;
     logger()->debug("model {}: reused from this process's model cache (sha256 {})", entry.model->onnx().origin,
-                  entry.model->onnx().sha256);
+                    entry.model->onnx().sha256);
     return entry.model;
   }
 
@@ -117,7 +115,7 @@ class ModelCache {
     ++totals_.loaded;
     if (counts) ++counts->loaded;
     logger()->debug("model {}: loaded into this process's model cache (sha256 {})", model->onnx().origin,
-                  model->onnx().sha256);
+                    model->onnx().sha256);
     return model;
   }
 
