@@ -138,7 +138,10 @@ void add_declared_options(CLI::App* cmd, const nimbus::OperationSpec& operation,
 nimbus::Json DeclaredOptions::values(const nimbus::OperationSpec& operation) const {
   nimbus::Json values = nimbus::Json::object();
   for (const auto& [name, on] : flags) values[name] = on;
-  for (const auto& [name, texts] : given) {
+  for (const auto& entry : given) {
+    // Plain names, not a structured binding: C++17 lambdas cannot capture those.
+    const std::string& name = entry.first;
+    const std::vector<std::string>& texts = entry.second;
     if (texts.empty()) continue;
     const nimbus::ParamSpec& p = *operation.parameter(name);
     const std::string& text = texts.back();
