@@ -33,11 +33,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             n = server.total_requests
             queries = server.queries[path]
             queries.append(self.path.partition("?")[2])
-        if server.hang:
+        if server.hang_under is not None and path.startswith(server.hang_under):
             server.hung.wait(60)  # never answers within any test's timeout
             self.close_connection = True
             return
         if server.fail_every and n % server.fail_every == 0:
+            with server.lock:
+                server.failures += 1
             self._plain(503, b"try again")
             return
         file = (server.root / path.lstrip("/")).resolve()
@@ -94,10 +96,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class RangeServer:
     """Serves `root` on 127.0.0.1 (an ephemeral port) in a background thread."""
 
-    def __init__(self, root, fail_every=0, hang=False, missing=()):
+    def __init__(self, root, fail_every=0, hang_under=None, missing=()):
+        """fail_every=N: every Nth request gets 503; hang_under="/dir/": requests for paths under it
+        ("/" for all) are accepted and never answered; missing: paths answered with 404."""
         self.root = Path(root).resolve()
         self.fail_every = fail_every
-        self.hang = hang
+        self.hang_under = hang_under
+        self.failures = 0
         self.missing = {"/" + m.lstrip("/") for m in missing}
         self.lock = threading.Lock()
         self.hung = threading.Event()

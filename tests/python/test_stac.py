@@ -161,6 +161,7 @@ def test_flaky_server_gives_the_identical_mask(nimbus_bin, product, safe_mask, t
     _write(root / "es_flaky.json", _earth_search(lambda b: f"cogs/{b}.tif"))
     with RangeServer(root, fail_every=5) as server:
         got = _mask(nimbus_bin, server.url("es_flaky.json"), tmp_path / "mask.tif", {"GDAL_HTTP_RETRY_DELAY": "0.1"})
+    assert server.failures >= 3, server.failures  # requests did fail, and were retried
     np.testing.assert_array_equal(got[0], safe_mask[0])
 
 
@@ -207,10 +208,15 @@ def test_missing_asset_on_the_server_is_refused(nimbus_bin, product, tmp_path):
     assert "asset 'green'" in message and server.url("cogs/B03.tif") in message and "404" in message
 
 
-def test_server_that_stops_answering_is_refused(nimbus_bin, product, tmp_path):
+@pytest.mark.parametrize("hang_under", ["/", "/cogs/"], ids=["item", "assets"])
+def test_server_that_stops_answering_is_refused(nimbus_bin, product, tmp_path, hang_under):
+    """The server hangs on every request (the item) or only on the band files (its assets)."""
     root, _ = product
+    _write(root / "es_hang.json", _earth_search(lambda b: f"cogs/{b}.tif"))
     env = {"GDAL_HTTP_LOW_SPEED_TIME": "1", "GDAL_HTTP_CONNECTTIMEOUT": "2", "GDAL_HTTP_MAX_RETRY": "0"}
-    with RangeServer(root, hang=True) as server:
-        url = server.url("es_item.json")
+    with RangeServer(root, hang_under=hang_under) as server:
+        url = server.url("es_hang.json")
         message = _refused(nimbus_bin, url, tmp_path, env)
     assert url in message and "GDAL_HTTP_LOW_SPEED_TIME" in message
+    if hang_under != "/":
+        assert "asset 'coastal'" in message and server.url("cogs/B01.tif") in message
