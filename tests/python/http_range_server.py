@@ -1,7 +1,8 @@
 """A local HTTP server for network-input tests: serves files from a directory on
 127.0.0.1 with Range requests (single ranges, as GDAL's /vsicurl/ asks), counts requests
 and bytes per path, and can misbehave on demand: answer 1 request in N with 503, answer
-404 for chosen paths, or accept connections and never answer.
+404 for chosen paths, accept connections and never answer, or serve JSON as a STAC API
+(chunked, no HEAD, no ranges).
 
     with RangeServer(directory) as server:
         url = server.url("item.json")
@@ -47,6 +48,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._plain(404, b"not found")
             return
         data = file.read_bytes()
+        if server.api_style and path.endswith(".json"):
+            self._as_stac_api(data, body)
+            return
         size = len(data)
         status, start, end = 200, 0, size - 1
         header = self.headers.get("Range")
@@ -79,6 +83,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with server.lock:
                 server.bytes_sent[path] += len(chunk)
 
+    def _as_stac_api(self, data, body):
+        """As a STAC API answers an item: no HEAD, Range ignored, a chunked body of unknown length."""
+        if not body:
+            self._plain(405, b"")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/geo+json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(data), 1000):
+            part = data[i:i + 1000]
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        self.wfile.write(b"0\r\n\r\n")
+        with self.server.owner.lock:
+            self.server.owner.bytes_sent[self.path.split("?", 1)[0]] += len(data)
+
     def _plain(self, status, text):
         self.send_response(status)
         self.send_header("Content-Length", str(len(text)))
@@ -96,12 +116,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class RangeServer:
     """Serves `root` on 127.0.0.1 (an ephemeral port) in a background thread."""
 
-    def __init__(self, root, fail_every=0, hang_under=None, missing=()):
+    def __init__(self, root, fail_every=0, hang_under=None, missing=(), api_style=False):
         """fail_every=N: every Nth request gets 503; hang_under="/dir/": requests for paths under it
-        ("/" for all) are accepted and never answered; missing: paths answered with 404."""
+        ("/" for all) are accepted and never answered; api_style: *.json answered as a STAC API
+        does (no HEAD, no ranges, chunked); missing: paths answered with 404."""
         self.root = Path(root).resolve()
         self.fail_every = fail_every
         self.hang_under = hang_under
+        self.api_style = api_style
         self.failures = 0
         self.missing = {"/" + m.lstrip("/") for m in missing}
         self.lock = threading.Lock()

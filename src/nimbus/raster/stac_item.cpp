@@ -8,6 +8,7 @@
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
+#include <cpl_http.h>
 #include <cpl_vsi.h>
 #include <cpl_vsi_error.h>
 
@@ -47,23 +48,63 @@ std::string gdal_error_detail() {
   return error.empty() ? std::string("no detail from GDAL") : error;
 }
 
-// The item's text, from a local file or over HTTP through GDAL's /vsicurl/.
+// The item's text, from a local file, a GDAL path, or an http(s) URL. A URL is fetched
+// with one GET through GDAL's HTTP client (its timeouts and retries of transient errors
+// apply): /vsicurl/ would list the folder and HEAD the URL first, which STAC APIs may
+// refuse, and would take a chunked body of unknown length for an empty file.
 std::string read_item_text(const std::string& item) {
-  const std::string gdal_path = is_http_url(item) ? "/vsicurl/" + item : item;
-  if (!is_network_path(gdal_path)) require_not_special_file(item, "STAC item (@[s2_raster])");
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   VSIErrorReset();
-  GByte* bytes = nullptr;
-  vsi_l_offset size = 0;
-  if (!VSIIngestFile(nullptr, gdal_path.c_str(), &bytes, &size, kMaxItemBytes)) {
-    const std::string detail = gdal_error_detail();
-    CPLFree(bytes);
-    throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' cannot be read ({}); {}", item, detail,
-                                 is_network_path(gdal_path) ? kNetworkFix : "check the path"));
+  if (is_http_url(item)) {
+    CPLHTTPResult* result = CPLHTTPFetch(item.c_str(), nullptr);
+    std::string error;
+    if (!result) {
+      error = gdal_error_detail();
+    } else if (result->nStatus != 0 || (result->pszErrBuf && *result->pszErrBuf)) {
+      error = result->pszErrBuf && *result->pszErrBuf ? result->pszErrBuf : gdal_error_detail();
+    } else if (result->nDataLen > kMaxItemBytes) {
+      CPLHTTPDestroyResult(result);
+      throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
+                                   "pass one item's URL",
+                                   item, kMaxItemBytes >> 20));
+    }
+    std::string text;
+    if (result && error.empty() && result->pabyData) {
+      text.assign(reinterpret_cast<const char*>(result->pabyData), static_cast<std::size_t>(result->nDataLen));
+    }
+    if (result) CPLHTTPDestroyResult(result);
+    if (!error.empty()) {
+      throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' cannot be read ({}); {}", item, error, kNetworkFix));
+    }
+    return text;
   }
-  std::string text(reinterpret_cast<const char*>(bytes), static_cast<std::size_t>(size));
-  CPLFree(bytes);
+  if (!is_network_path(item)) require_not_special_file(item, "STAC item (@[s2_raster])");
+  VSILFILE* file = VSIFOpenExL(item.c_str(), "rb", TRUE);
+  std::string text;
+  bool failed = file == nullptr;
+  if (file) {
+    char buffer[65536];
+    while (!failed) {
+      const std::size_t got = VSIFReadL(buffer, 1, sizeof buffer, file);
+      text.append(buffer, got);
+      if (got < sizeof buffer) {
+        failed = CPLGetLastErrorType() >= CE_Failure;  // a short read: the end, or a transfer error
+        break;
+      }
+      if (text.size() > static_cast<std::size_t>(kMaxItemBytes)) {
+        VSIFCloseL(file);
+        throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
+                                     "pass one item's JSON",
+                                     item, kMaxItemBytes >> 20));
+      }
+    }
+    VSIFCloseL(file);
+  }
+  if (failed) {
+    throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' cannot be read ({}); {}", item, gdal_error_detail(),
+                                 is_network_path(item) ? kNetworkFix : "check the path"));
+  }
   return text;
 }
 
