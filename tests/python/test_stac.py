@@ -205,9 +205,10 @@ def test_missing_asset_on_the_server_is_refused(nimbus_bin, product, tmp_path):
     root, _ = product
     _write(root / "es_404.json", _earth_search(lambda b: f"cogs/{b}.tif"))
     with RangeServer(root, missing=["cogs/B03.tif"]) as server:
-        message = _refused(nimbus_bin, server.url("es_404.json"), tmp_path)
+        message = _refused(nimbus_bin, server.url("es_404.json"), tmp_path, {"NIMBUS_STAC_TOKEN": "sig=SECRET"})
         no_item = _refused(nimbus_bin, server.url("no_such_item"), tmp_path)
     assert "asset 'green'" in message and server.url("cogs/B03.tif") in message and "404" in message
+    assert "SECRET" not in message and "$NIMBUS_STAC_TOKEN" in message  # the token is never shown
     assert server.url("no_such_item") in no_item and "404" in no_item
 
 

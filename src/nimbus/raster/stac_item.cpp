@@ -178,6 +178,20 @@ std::string text_property(const json& properties, const char* key) {
   return {};
 }
 
+// `text` with the token (a secret) replaced by the variable's name, for messages.
+std::string without_token(std::string text) {
+  const char* token = std::getenv(kStacTokenVariable);
+  if (!token || !*token) return text;
+  std::string secret = token;
+  if (secret.front() == '?') secret.erase(0, 1);
+  if (secret.empty()) return text;
+  const std::string shown = fmt::format("${}", kStacTokenVariable);
+  for (std::size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + shown.size())) {
+    text.replace(at, secret.size(), shown);
+  }
+  return text;
+}
+
 std::string baseline_in(const std::string& name) {
   static const std::regex baseline_re(R"(_N(\d\d)(\d\d)_)");
   std::smatch m;
@@ -317,7 +331,7 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
       const bool pc = paths[i].find(".blob.core.windows.net") != std::string::npos;
       throw InputError(fmt::format(
           "STAC item '{}': asset '{}' ('{}') cannot be read ({}); {}", item, asset_keys[i],
-          paths[i].substr(std::string("/vsicurl/").size()), detail,
+          without_token(paths[i].substr(std::string("/vsicurl/").size())), without_token(detail),
           pc && !(token && *token)
               ? fmt::format("Planetary Computer assets need a SAS token: set {} to the token's query string",
                             kStacTokenVariable)
