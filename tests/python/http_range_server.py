@@ -43,6 +43,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 server.failures += 1
             self._plain(503, b"try again")
             return
+        if server.token is not None and self.path.partition("?")[2] != server.token:
+            self._plain(403, b"signature mismatch")  # as signed blob storage answers
+            return
         file = (server.root / path.lstrip("/")).resolve()
         if path in server.missing or server.root not in file.parents or not file.is_file():
             self._plain(404, b"not found")
@@ -116,7 +119,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class RangeServer:
     """Serves `root` on 127.0.0.1 (an ephemeral port) in a background thread."""
 
-    def __init__(self, root, fail_every=0, hang_under=None, missing=(), api_style=False):
+    def __init__(self, root, fail_every=0, hang_under=None, missing=(), api_style=False, token=None):
         """fail_every=N: every Nth request gets 503; hang_under="/dir/": requests for paths under it
         ("/" for all) are accepted and never answered; api_style: *.json answered as a STAC API
         does (no HEAD, no ranges, chunked); missing: paths answered with 404."""
@@ -124,6 +127,7 @@ class RangeServer:
         self.fail_every = fail_every
         self.hang_under = hang_under
         self.api_style = api_style
+        self.token = token
         self.failures = 0
         self.missing = {"/" + m.lstrip("/") for m in missing}
         self.lock = threading.Lock()

@@ -136,19 +136,23 @@ def test_offset_already_applied_by_earth_search_is_not_added_again(nimbus_bin, p
 def test_items_over_http_give_the_local_mask(nimbus_bin, nimbus_py, product, safe_mask, tmp_path, convention):
     root, _ = product
     # Earth Search's item as its API answers it (chunked, no HEAD); Planetary Computer's as a static file.
-    with RangeServer(root, api_style=convention == "earth_search") as server:
+    token = "st=2026&sig=abc%2B"
+    with RangeServer(root, api_style=convention == "earth_search",
+                     token=None if convention == "earth_search" else token) as server:
         if convention == "earth_search":
             _write(root / "es_http.json", _earth_search(lambda b: f"cogs/{b}.tif"))  # relative to the item's URL
             url, env = server.url("es_http.json"), {}
         else:
             _write(root / "pc_http.json", _planetary_computer(lambda b: server.url(f"cogs/{b}.tif")))
-            url, env = server.url("pc_http.json"), {"NIMBUS_STAC_TOKEN": "st=2026&sig=abc%2B"}
+            url, env = server.url("pc_http.json") + "?" + token, {"NIMBUS_STAC_TOKEN": token}
         got = _mask(nimbus_bin, url, tmp_path / "mask.tif", env)
         _assert_same_mask(got, safe_mask)
         # Band files were read in place, by ranges, not downloaded by another route.
         assert server.requests["/cogs/B02.tif"] > 0 and server.bytes_sent["/cogs/B02.tif"] > 0
+        # No folder listing and no probing of sidecar names for every band (~30 each).
+        assert server.requests["/cogs/"] == 0 and server.total_requests < 100, sorted(server.requests.items())
         if env:
-            assert all(q == "st=2026&sig=abc%2B" for q in server.queries["/cogs/B02.tif"])
+            assert all(q == token for q in server.queries["/cogs/B02.tif"])
         else:
             assert all(q == "" for q in server.queries["/cogs/B02.tif"])
         if convention == "earth_search":
@@ -224,3 +228,14 @@ def test_server_that_stops_answering_is_refused(nimbus_bin, product, tmp_path, h
     assert url in message and "GDAL_HTTP_LOW_SPEED_TIME" in message
     if hang_under != "/":
         assert "asset 'coastal'" in message and server.url("cogs/B01.tif") in message
+
+
+def test_signed_assets_without_the_token_are_refused(nimbus_bin, product, tmp_path):
+    root, _ = product
+    with RangeServer(root, token="sig=abc") as server:
+        _write(root / "pc_unsigned.json", _planetary_computer(lambda b: server.url(f"cogs/{b}.tif")))
+        message = _refused(nimbus_bin, server.url("pc_unsigned.json") + "?sig=abc", tmp_path)
+        wrong = _refused(nimbus_bin, server.url("pc_unsigned.json") + "?sig=abc", tmp_path,
+                         {"NIMBUS_STAC_TOKEN": "sig=wrong"})
+    assert "asset 'B01'" in message and "403" in message and "NIMBUS_STAC_TOKEN" in message
+    assert "403" in wrong and "wrong" not in wrong

@@ -8,6 +8,7 @@
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
+#include <cpl_string.h>
 #include <cpl_http.h>
 #include <cpl_vsi.h>
 #include <cpl_vsi_error.h>
@@ -157,7 +158,24 @@ std::string asset_gdal_path(const std::string& item, const std::string& href) {
     if (query.front() == '?') query.erase(0, 1);
     url += (url.find('?') == std::string::npos ? "?" : "&") + query;
   }
-  return "/vsicurl/" + url;
+  // The URL as a /vsicurl? option (escaped): its folder is taken as empty, so GDAL neither
+  // lists it nor probes ~30 sidecar names (.aux.xml, .msk, .ovr, ...) per band, which a
+  // server that refuses listings (signed blob storage) would answer one by one.
+  char* escaped = CPLEscapeString(url.c_str(), -1, CPLES_URL);
+  std::string path = std::string("/vsicurl?empty_dir=yes&url=") + escaped;
+  CPLFree(escaped);
+  return path;
+}
+
+// The URL in a /vsicurl path made by asset_gdal_path, for messages.
+std::string url_of(const std::string& gdal_path) {
+  const std::string marker = "&url=";
+  const std::size_t at = gdal_path.find(marker);
+  if (gdal_path.rfind("/vsicurl?", 0) != 0 || at == std::string::npos) return gdal_path;
+  char* unescaped = CPLUnescapeString(gdal_path.c_str() + at + marker.size(), nullptr, CPLES_URL);
+  std::string url = unescaped;
+  CPLFree(unescaped);
+  return url;
 }
 
 // The asset keys of each FarmVibes band, Earth Search v1 names first.
@@ -328,12 +346,16 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
     if (VSIStatExL(paths[i].c_str(), &st, VSI_STAT_EXISTS_FLAG | VSI_STAT_SET_ERROR_FLAG) != 0) {
       const std::string detail = gdal_error_detail();
       const char* token = std::getenv(kStacTokenVariable);
-      const bool pc = paths[i].find(".blob.core.windows.net") != std::string::npos;
+      const std::string url = url_of(paths[i]);
+      // Planetary Computer's storage, or any server refusing access: most likely an unsigned URL.
+      const bool pc = url.find(".blob.core.windows.net") != std::string::npos ||
+                      detail.find("403") != std::string::npos;
       throw InputError(fmt::format(
           "STAC item '{}': asset '{}' ('{}') cannot be read ({}); {}", item, asset_keys[i],
-          without_token(paths[i].substr(std::string("/vsicurl/").size())), without_token(detail),
+          without_token(url), without_token(detail),
           pc && !(token && *token)
-              ? fmt::format("Planetary Computer assets need a SAS token: set {} to the token's query string",
+              ? fmt::format("signed assets (Planetary Computer) need a SAS token: set {} to the token's "
+                            "query string",
                             kStacTokenVariable)
               : std::string(kNetworkFix) + "; the asset may have moved: fetch the item again"));
     }
