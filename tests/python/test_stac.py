@@ -133,7 +133,7 @@ def test_offset_already_applied_by_earth_search_is_not_added_again(nimbus_bin, p
 
 
 @pytest.mark.parametrize("convention", ["earth_search", "planetary_computer"])
-def test_items_over_http_give_the_local_mask(nimbus_bin, nimbus_py, product, safe_mask, tmp_path, convention):
+def test_items_over_http_give_the_local_mask(nimbus_bin, product, safe_mask, tmp_path, convention):
     root, _ = product
     # Earth Search's item as its API answers it (chunked, no HEAD); Planetary Computer's as a static file.
     token = "st=2026&sig=abc%2B"
@@ -155,10 +155,14 @@ def test_items_over_http_give_the_local_mask(nimbus_bin, nimbus_py, product, saf
             assert all(q == token for q in server.queries["/cogs/B02.tif"])
         else:
             assert all(q == "" for q in server.queries["/cogs/B02.tif"])
-        if convention == "earth_search":
-            # The Python front end takes the same URL.
-            nimbus_py.improve_cloud_mask(s2_raster=url, out=str(tmp_path / "py.tif"), window=256)
-            np.testing.assert_array_equal(_read(tmp_path / "py.tif")[0], safe_mask[0])
+
+
+def test_python_front_end_takes_an_item_url(nimbus_py, product, safe_mask, tmp_path):
+    root, _ = product
+    _write(root / "es_python.json", _earth_search(lambda b: f"cogs/{b}.tif"))
+    with RangeServer(root) as server:
+        nimbus_py.improve_cloud_mask(s2_raster=server.url("es_python.json"), out=str(tmp_path / "py.tif"), window=256)
+    np.testing.assert_array_equal(_read(tmp_path / "py.tif")[0], safe_mask[0])
 
 
 def test_flaky_server_gives_the_identical_mask(nimbus_bin, product, safe_mask, tmp_path):
