@@ -261,3 +261,17 @@ def test_batch_manifest_takes_item_paths(nimbus_bin, product, safe_mask, tmp_pat
     assert "example.invalid/items/S2B_31TDH_20230601_0_L2A" in proc.stderr
     # As for any scene that fails: recorded in the batch report, no mask written.
     assert [p.name for p in (tmp_path / "out2").iterdir()] == ["batch-report.csv"]
+
+
+def test_relative_hrefs_resolve_against_the_item(nimbus_bin, product, tmp_path):
+    """'../cogs/B02.tif' from an item in a sub-folder, as a file and as a URL, is the same stack."""
+    root, _ = product
+    (root / "items" / "deep").mkdir(parents=True, exist_ok=True)
+    item = _write(root / "items" / "deep" / "item.json", _planetary_computer(lambda b: f"../../cogs/./{b}.tif"))
+    run_nimbus(nimbus_bin, "stack-safe", root / "cogs" / ".." / "safe" / next((root / "safe").iterdir()).name,
+               "--out", tmp_path / "safe.tif", "-q", check=True)
+    with RangeServer(root) as server:
+        for name, source in (("file", item), ("url", server.url("items/deep/item.json"))):
+            run_nimbus(nimbus_bin, "stack-safe", source, "--out", tmp_path / f"{name}.tif", "-q", check=True)
+            np.testing.assert_array_equal(_read(tmp_path / f"{name}.tif")[0], _read(tmp_path / "safe.tif")[0])
+        assert server.requests["/cogs/B02.tif"] > 0
