@@ -21,20 +21,20 @@ struct Sentinel2BandFiles {
   std::vector<double> band_offsets;  // BOA_ADD_OFFSET per band (0 before baseline 04.00 or when already applied)
   std::string processing_baseline;   // e.g. "04.00"; empty when unknown
   // Product cloud mask sources, best first; empty where absent.
-  std::string msk_classi;            // MSK_CLASSI_B00 (opaque, cirrus, snow bands)
-  std::string msk_clouds_gml;        // MSK_CLOUDS_B00.gml (vector)
-  std::string scl;                   // scene classification
+  std::string msk_classi;      // MSK_CLASSI_B00 (opaque, cirrus, snow bands)
+  std::string msk_clouds_gml;  // MSK_CLOUDS_B00.gml (vector)
+  std::string scl;             // scene classification
 };
 
 struct Sentinel2Scene {
-  std::string product;              // the path given
-  std::string stack_path;           // GDAL-openable 12-band VRT on the B02 (10 m) grid
-  std::string processing_baseline;  // e.g. "04.00"; empty when not in the metadata
-  std::vector<double> band_offsets; // BOA_ADD_OFFSET per stacked band (0 before baseline 04.00)
-  std::string product_mask_path;    // GDAL-openable uint8 mask on the stack's grid (non-zero = cloud)
-  std::string product_mask_source;  // "MSK_CLASSI", "MSK_CLOUDS GML", "SCL", or "none"
-  VsimemFiles files;                // owns stack_path, product_mask_path and what they reference:
-                                    // unlinked with the scene (close readers of them first)
+  std::string product;               // the path given
+  std::string stack_path;            // GDAL-openable 12-band VRT on the B02 (10 m) grid
+  std::string processing_baseline;   // e.g. "04.00"; empty when not in the metadata
+  std::vector<double> band_offsets;  // BOA_ADD_OFFSET per stacked band (0 before baseline 04.00)
+  std::string product_mask_path;     // GDAL-openable uint8 mask on the stack's grid (non-zero = cloud)
+  std::string product_mask_source;   // "MSK_CLASSI", "MSK_CLOUDS GML", "SCL", or "none"
+  VsimemFiles files;                 // owns stack_path, product_mask_path and what they reference:
+                                     // unlinked with the scene (close readers of them first)
 };
 
 // Stacks the bands onto B02's grid (bilinear, no-data 0 kept out of the

@@ -8,8 +8,8 @@
 
 #include <cpl_conv.h>
 #include <cpl_error.h>
-#include <cpl_string.h>
 #include <cpl_http.h>
+#include <cpl_string.h>
 #include <cpl_vsi.h>
 #include <cpl_vsi_error.h>
 
@@ -66,9 +66,10 @@ std::string read_item_text(const std::string& item) {
       error = result->pszErrBuf && *result->pszErrBuf ? result->pszErrBuf : gdal_error_detail();
     } else if (result->nDataLen > kMaxItemBytes) {
       CPLHTTPDestroyResult(result);
-      throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
-                                   "pass one item's URL",
-                                   item, kMaxItemBytes >> 20));
+      throw InputError(
+          fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
+                      "pass one item's URL",
+                      item, kMaxItemBytes >> 20));
     }
     std::string text;
     if (result && error.empty() && result->pabyData) {
@@ -95,9 +96,10 @@ std::string read_item_text(const std::string& item) {
       }
       if (text.size() > static_cast<std::size_t>(kMaxItemBytes)) {
         VSIFCloseL(file);
-        throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
-                                     "pass one item's JSON",
-                                     item, kMaxItemBytes >> 20));
+        throw InputError(
+            fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
+                        "pass one item's JSON",
+                        item, kMaxItemBytes >> 20));
       }
     }
     VSIFCloseL(file);
@@ -181,10 +183,10 @@ std::string url_of(const std::string& gdal_path) {
 // The asset keys of each FarmVibes band, Earth Search v1 names first.
 const std::map<std::string, std::vector<std::string>>& band_asset_keys() {
   static const std::map<std::string, std::vector<std::string>> keys{
-      {"B01", {"coastal", "B01"}},  {"B02", {"blue", "B02"}},      {"B03", {"green", "B03"}},
-      {"B04", {"red", "B04"}},      {"B05", {"rededge1", "B05"}},  {"B06", {"rededge2", "B06"}},
-      {"B07", {"rededge3", "B07"}}, {"B08", {"nir", "B08"}},       {"B8A", {"nir08", "B8A"}},
-      {"B09", {"nir09", "B09"}},    {"B11", {"swir16", "B11"}},    {"B12", {"swir22", "B12"}}};
+      {"B01", {"coastal", "B01"}},  {"B02", {"blue", "B02"}},     {"B03", {"green", "B03"}},
+      {"B04", {"red", "B04"}},      {"B05", {"rededge1", "B05"}}, {"B06", {"rededge2", "B06"}},
+      {"B07", {"rededge3", "B07"}}, {"B08", {"nir", "B08"}},      {"B8A", {"nir08", "B8A"}},
+      {"B09", {"nir09", "B09"}},    {"B11", {"swir16", "B11"}},   {"B12", {"swir22", "B12"}}};
   return keys;
 }
 
@@ -247,22 +249,24 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
   try {
     doc = json::parse(text);
   } catch (const json::exception& e) {
-    throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' is not valid JSON ({}); pass a STAC Item "
-                                 "(e.g. saved from the catalogue's /collections/sentinel-2-l2a/items/ID)",
-                                 item, e.what()));
+    throw InputError(
+        fmt::format("STAC item (@[s2_raster]) '{}' is not valid JSON ({}); pass a STAC Item "
+                    "(e.g. saved from the catalogue's /collections/sentinel-2-l2a/items/ID)",
+                    item, e.what()));
   }
   if (doc.is_object() && doc.value("type", "") == "FeatureCollection") {
-    throw InputError(fmt::format("'{}' is a STAC ItemCollection, not an Item; pass one item of it to @[s2_raster]",
-                                 item));
+    throw InputError(
+        fmt::format("'{}' is a STAC ItemCollection, not an Item; pass one item of it to @[s2_raster]", item));
   }
-  if (!doc.is_object() || doc.value("type", "") != "Feature" || !doc.contains("assets") ||
-      !doc["assets"].is_object()) {
-    throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' is not a STAC Item (a JSON object with \"type\": "
-                                 "\"Feature\" and \"assets\"); pass a Sentinel-2 L2A item",
-                                 item));
+  if (!doc.is_object() || doc.value("type", "") != "Feature" || !doc.contains("assets") || !doc["assets"].is_object()) {
+    throw InputError(
+        fmt::format("STAC item (@[s2_raster]) '{}' is not a STAC Item (a JSON object with \"type\": "
+                    "\"Feature\" and \"assets\"); pass a Sentinel-2 L2A item",
+                    item));
   }
   const json& assets = doc["assets"];
-  const json properties = doc.contains("properties") && doc["properties"].is_object() ? doc["properties"] : json::object();
+  const json properties =
+      doc.contains("properties") && doc["properties"].is_object() ? doc["properties"] : json::object();
   const std::string id = doc.contains("id") && doc["id"].is_string() ? doc["id"].get<std::string>() : std::string();
   const std::string collection =
       doc.contains("collection") && doc["collection"].is_string() ? doc["collection"].get<std::string>() : "";
@@ -278,16 +282,18 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
   };
   const auto scl = asset_of({"scl", "SCL"});
   if (level1c || !scl.second) {
-    throw InputError(fmt::format("STAC item '{}' is {}: Nimbus reads Sentinel-2 Level-2A items (pass the item from "
-                                 "the sentinel-2-l2a collection; L1C needs atmospheric correction first)",
-                                 item, level1c ? "a Level-1C item" : "not a Level-2A item (it has no SCL asset)"));
+    throw InputError(
+        fmt::format("STAC item '{}' is {}: Nimbus reads Sentinel-2 Level-2A items (pass the item from "
+                    "the sentinel-2-l2a collection; L1C needs atmospheric correction first)",
+                    item, level1c ? "a Level-1C item" : "not a Level-2A item (it has no SCL asset)"));
   }
   const auto href_of = [&](const std::string& band, const std::pair<std::string, const json*>& asset) {
     if (!asset.second->is_object() || !asset.second->contains("href") || !(*asset.second)["href"].is_string() ||
         (*asset.second)["href"].get<std::string>().empty()) {
-      throw InputError(fmt::format("STAC item '{}': asset '{}' ({}) has no \"href\"; the item is damaged, fetch it "
-                                   "again from the catalogue",
-                                   item, asset.first, band));
+      throw InputError(
+          fmt::format("STAC item '{}': asset '{}' ({}) has no \"href\"; the item is damaged, fetch it "
+                      "again from the catalogue",
+                      item, asset.first, band));
     }
     return asset_gdal_path(item, (*asset.second)["href"].get<std::string>());
   };
@@ -296,9 +302,10 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
     const auto keys = band_asset_keys().at(band);
     const auto asset = asset_of(keys);
     if (!asset.second) {
-      throw InputError(fmt::format("STAC item '{}' has no asset for band {} (looked for '{}' or '{}'); Nimbus needs "
-                                   "all 12 bands B01..B12 (no B10): pass a complete Sentinel-2 L2A item",
-                                   item, band, keys[0], keys[1]));
+      throw InputError(
+          fmt::format("STAC item '{}' has no asset for band {} (looked for '{}' or '{}'); Nimbus needs "
+                      "all 12 bands B01..B12 (no B10): pass a complete Sentinel-2 L2A item",
+                      item, band, keys[0], keys[1]));
     }
     files.bands.push_back(href_of(band, asset));
     asset_keys.push_back(asset.first);
@@ -318,10 +325,11 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
   if (applied != properties.end() && applied->is_boolean() && applied->get<bool>()) {
     offset = 0.0;
   } else if (files.processing_baseline.empty()) {
-    throw InputError(fmt::format("STAC item '{}' has no s2:processing_baseline property (nor a baseline _Nxxxx_ in "
-                                 "s2:product_uri or its id), so the BOA offset is unknown; use the catalogue's "
-                                 "complete item",
-                                 item));
+    throw InputError(
+        fmt::format("STAC item '{}' has no s2:processing_baseline property (nor a baseline _Nxxxx_ in "
+                    "s2:product_uri or its id), so the BOA offset is unknown; use the catalogue's "
+                    "complete item",
+                    item));
   } else {
     offset = files.processing_baseline >= "04.00" ? -1000.0 : 0.0;
   }
@@ -334,9 +342,10 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
     if (!is_network_path(paths[i])) {
       std::error_code ec;
       if (paths[i].rfind("/vsi", 0) != 0 && !fs::exists(paths[i], ec)) {
-        throw InputError(fmt::format("STAC item '{}': asset '{}' file '{}' does not exist; keep the band files "
-                                     "next to the item as its hrefs say, or fix the hrefs",
-                                     item, asset_keys[i], paths[i]));
+        throw InputError(
+            fmt::format("STAC item '{}': asset '{}' file '{}' does not exist; keep the band files "
+                        "next to the item as its hrefs say, or fix the hrefs",
+                        item, asset_keys[i], paths[i]));
       }
       continue;
     }
@@ -348,16 +357,16 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
       const char* token = std::getenv(kStacTokenVariable);
       const std::string url = url_of(paths[i]);
       // Planetary Computer's storage, or any server refusing access: most likely an unsigned URL.
-      const bool pc = url.find(".blob.core.windows.net") != std::string::npos ||
-                      detail.find("403") != std::string::npos;
-      throw InputError(fmt::format(
-          "STAC item '{}': asset '{}' ('{}') cannot be read ({}); {}", item, asset_keys[i],
-          without_token(url), without_token(detail),
-          pc && !(token && *token)
-              ? fmt::format("signed assets (Planetary Computer) need a SAS token: set {} to the token's "
-                            "query string",
-                            kStacTokenVariable)
-              : std::string(kNetworkFix) + "; the asset may have moved: fetch the item again"));
+      const bool pc =
+          url.find(".blob.core.windows.net") != std::string::npos || detail.find("403") != std::string::npos;
+      throw InputError(
+          fmt::format("STAC item '{}': asset '{}' ('{}') cannot be read ({}); {}", item, asset_keys[i],
+                      without_token(url), without_token(detail),
+                      pc && !(token && *token)
+                          ? fmt::format("signed assets (Planetary Computer) need a SAS token: set {} to the token's "
+                                        "query string",
+                                        kStacTokenVariable)
+                          : std::string(kNetworkFix) + "; the asset may have moved: fetch the item again"));
     }
   }
   return files;
