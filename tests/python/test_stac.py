@@ -191,6 +191,10 @@ def test_malformed_item_is_refused(nimbus_bin, tmp_path):
     assert "not valid JSON" in _refused(nimbus_bin, bad, tmp_path) and str(bad) in _refused(nimbus_bin, bad, tmp_path)
     bad.write_text('{"type": "Feature", "properties": {}}')
     assert "not a STAC Item" in _refused(nimbus_bin, bad, tmp_path)
+    bad.write_text('{"type": 5, "assets": {}}')
+    assert "not a STAC Item" in _refused(nimbus_bin, bad, tmp_path)
+    bad.write_text('{"type": "Feature", "id": 7, "assets": {"scl": {"href": 3}, "coastal": {"href": 3}}, "properties": []}')
+    assert "has no \"href\"" in _refused(nimbus_bin, bad, tmp_path)
     bad.write_text('{"type": "FeatureCollection", "features": []}')
     assert "ItemCollection" in _refused(nimbus_bin, bad, tmp_path)
 

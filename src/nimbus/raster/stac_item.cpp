@@ -254,11 +254,17 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
                     "(e.g. saved from the catalogue's /collections/sentinel-2-l2a/items/ID)",
                     item, e.what()));
   }
-  if (doc.is_object() && doc.value("type", "") == "FeatureCollection") {
+  // A member's text, empty when absent or not a string (a damaged item must not throw json's errors).
+  const auto text_member = [](const json& object, const char* key) {
+    const auto it = object.find(key);
+    return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  const std::string type = doc.is_object() ? text_member(doc, "type") : std::string();
+  if (type == "FeatureCollection") {
     throw InputError(
         fmt::format("'{}' is a STAC ItemCollection, not an Item; pass one item of it to @[s2_raster]", item));
   }
-  if (!doc.is_object() || doc.value("type", "") != "Feature" || !doc.contains("assets") || !doc["assets"].is_object()) {
+  if (type != "Feature" || !doc.contains("assets") || !doc["assets"].is_object()) {
     throw InputError(
         fmt::format("STAC item (@[s2_raster]) '{}' is not a STAC Item (a JSON object with \"type\": "
                     "\"Feature\" and \"assets\"); pass a Sentinel-2 L2A item",
@@ -267,9 +273,8 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
   const json& assets = doc["assets"];
   const json properties =
       doc.contains("properties") && doc["properties"].is_object() ? doc["properties"] : json::object();
-  const std::string id = doc.contains("id") && doc["id"].is_string() ? doc["id"].get<std::string>() : std::string();
-  const std::string collection =
-      doc.contains("collection") && doc["collection"].is_string() ? doc["collection"].get<std::string>() : "";
+  const std::string id = text_member(doc, "id");
+  const std::string collection = text_member(doc, "collection");
   const std::string product_type = text_property(properties, "s2:product_type");
   const bool level1c = product_type.find("1C") != std::string::npos || id.find("MSIL1C") != std::string::npos ||
                        collection.find("l1c") != std::string::npos;
