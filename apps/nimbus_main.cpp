@@ -277,7 +277,7 @@ void add_stack_command(CLI::App& app, StackCommand& s) {
                                      "Stack a Sentinel-2 L2A SAFE product to the 12-band 10 m raster Nimbus and "
                                      "FarmVibes use, and derive its product cloud mask");
   cmd->fallthrough();
-  cmd->add_option("product", s.product, "SAFE directory, .zip or MTD_MSIL2A.xml")->required();
+  cmd->add_option("product", s.product, "SAFE directory, .zip or MTD_MSIL2A.xml, or a STAC item (JSON file or URL)")->required();
   cmd->add_option("--out", s.out, "12-band uint16 COG (raw DN; BOA offsets kept as band metadata)")->required();
   cmd->add_option("--product-mask-out", s.product_mask_out, "Also write the derived product mask (uint8 COG)");
 }
@@ -292,12 +292,12 @@ void run_stack_command(const StackCommand& s) {
   nimbus::AtomicOutput& out = outputs.add_file(s.out, "stack (--out)");
   nimbus::AtomicOutput* pm_out =
       s.product_mask_out.empty() ? nullptr : &outputs.add_file(s.product_mask_out, "--product-mask-out");
-  const nimbus::SafeScene scene = nimbus::open_sentinel2_safe(s.product);
+  const nimbus::Sentinel2Scene scene = nimbus::open_sentinel2_scene(s.product);
   if (pm_out && scene.product_mask_source == "none") {
     throw nimbus::InputError(fmt::format("'{}' has no MSK_CLASSI, cloud GML or SCL layer; no product mask to write",
                                          s.product));
   }
-  out.write_with([&](const std::string& path) { nimbus::write_safe_stack(scene, path, "stack (--out)"); });
+  out.write_with([&](const std::string& path) { nimbus::write_sentinel2_stack(scene, path, "stack (--out)"); });
   if (pm_out) {
     const nimbus::RasterReader pm(scene.product_mask_path, "derived product mask");
     const nimbus::MaskBuffer mask = pm.read_band_nonzero(1);

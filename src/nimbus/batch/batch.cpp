@@ -100,6 +100,12 @@ std::string trim(const std::string& s) {
 }
 
 std::string file_identity(const std::string& path) {
+  if (path.rfind("http://", 0) == 0 || path.rfind("https://", 0) == 0) {
+    // Resuming needs to know whether an input changed; a URL does not say (yet).
+    throw InputError(fmt::format("input '{}': batch manifests take local files and GDAL paths, not http(s) URLs "
+                                 "yet; save the STAC item next to the manifest, or run improve-cloud-mask on the URL",
+                                 path));
+  }
   const std::optional<std::string> identity = file_stat_identity(path);
   if (!identity) throw InputError(fmt::format("input '{}' does not exist; fix the manifest", path));
   return *identity;
@@ -128,11 +134,13 @@ bool read_record(const std::string& path, SceneRecord& record) {
 }  // namespace
 
 std::string scene_id_from_path(const std::string& s2_raster) {
-  fs::path p(s2_raster);
+  // A URL's query string (e.g. a signature) is not part of the name.
+  const bool url = s2_raster.rfind("http://", 0) == 0 || s2_raster.rfind("https://", 0) == 0;
+  fs::path p(url ? s2_raster.substr(0, s2_raster.find('?')) : s2_raster);
   while (!p.empty() && p.filename().empty()) p = p.parent_path();  // trailing slash
   if (p.filename() == "MTD_MSIL2A.xml") p = p.parent_path();
   std::string name = p.filename().string();
-  for (const char* suffix : {".zip", ".SAFE", ".tif", ".tiff", ".TIF", ".vrt", ".jp2"}) {
+  for (const char* suffix : {".zip", ".SAFE", ".tif", ".tiff", ".TIF", ".vrt", ".jp2", ".json"}) {
     const std::string s(suffix);
     if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
       name.resize(name.size() - s.size());
@@ -190,7 +198,10 @@ std::vector<BatchScene> read_batch_manifest(const std::string& manifest_path) {
   in.seekg(got == 3 && byte(0) == 0xEF && byte(1) == 0xBB && byte(2) == 0xBF ? 3 : 0);
   const fs::path base = fs::absolute(manifest_path).parent_path();
   const auto resolve = [&](const std::string& p) {
-    if (p.empty() || fs::path(p).is_absolute() || p.rfind("/vsi", 0) == 0) return p;
+    if (p.empty() || fs::path(p).is_absolute() || p.rfind("/vsi", 0) == 0 || p.rfind("http://", 0) == 0 ||
+        p.rfind("https://", 0) == 0) {
+      return p;
+    }
     return (base / p).lexically_normal().string();
   };
   int line = 0;

@@ -90,13 +90,13 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "@[report]");
   throw_if_cancelled(options.cancel);
 
-  // A SAFE product is stacked on the fly; its own cloud mask stands in for --product-mask.
+  // A SAFE product or STAC item is stacked on the fly; its own cloud mask stands in for --product-mask.
   std::string scene_path = options.s2_raster;
   std::string product_path = options.product_mask;
   std::string product_role = "product mask (@[product_mask])";
-  std::optional<SafeScene> safe;
-  if (looks_like_sentinel2_safe(options.s2_raster)) {
-    safe = open_sentinel2_safe(options.s2_raster);
+  std::optional<Sentinel2Scene> safe;
+  if (looks_like_sentinel2_scene(options.s2_raster)) {
+    safe = open_sentinel2_scene(options.s2_raster);
     scene_path = safe->stack_path;
     if (product_path.empty()) {
       if (safe->product_mask_source == "none") {
@@ -111,7 +111,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     }
   } else if (product_path.empty()) {
     throw InputError("no product mask given; pass @[product_mask] PM.tif (it is derived automatically only for "
-                     "Sentinel-2 SAFE products)");
+                     "Sentinel-2 SAFE products and STAC items)");
   }
 
   const RasterReader scene(scene_path, safe ? fmt::format("Sentinel-2 product (@[s2_raster] '{}')", options.s2_raster)

@@ -67,8 +67,9 @@ const std::vector<Binding>& bindings() {
     const char* merge = "merge_cloud_masks_simple";
     std::vector<Binding> b;
     b.push_back(path(ParamSpec{"s2_raster", ParamType::Path, nullptr,
-                               "12-band L2A stack (B01..B12 without B10, nodata 0), or an L2A SAFE product "
-                               "(directory, .zip or MTD_MSIL2A.xml; GDAL paths such as /vsicurl/ work)"}
+                               "12-band L2A stack (B01..B12 without B10, nodata 0), an L2A SAFE product "
+                               "(directory, .zip or MTD_MSIL2A.xml; GDAL paths such as /vsicurl/ work), or an L2A "
+                               "STAC item (JSON file or http(s) URL)"}
                          .mandatory()
                          .as(ParamRole::Input)
                          .affecting_output(),

@@ -75,41 +75,6 @@ std::string product_root(const std::string& path) {
   return path;
 }
 
-void run_warp(const std::string& dst, GDALDatasetH src, const std::vector<std::string>& args, const std::string& what,
-              const std::string& product) {
-  CPLStringList argv;
-  for (const auto& a : args) argv.AddString(a.c_str());
-  GDALWarpAppOptions* opts = GDALWarpAppOptionsNew(argv.List(), nullptr);
-  int usage_error = 0;
-  const GdalDatasetPtr out = adopt_dataset(GDALWarp(dst.c_str(), nullptr, 1, &src, opts, &usage_error));
-  GDALWarpAppOptionsFree(opts);
-  if (!out) {
-    throw InputError(fmt::format("Sentinel-2 product '{}': resampling {} to the 10 m grid failed ({})", product, what,
-                                 CPLGetLastErrorMsg()));
-  }
-}
-
-std::vector<std::string> grid_args(const GridInfo& g) {
-  const double x0 = g.geotransform[0], y0 = g.geotransform[3];
-  const double x1 = x0 + g.geotransform[1] * g.width, y1 = y0 + g.geotransform[5] * g.height;
-  return {"-te", fmt::format("{:.10f}", std::min(x0, x1)), fmt::format("{:.10f}", std::min(y0, y1)),
-          fmt::format("{:.10f}", std::max(x0, x1)), fmt::format("{:.10f}", std::max(y0, y1)), "-ts",
-          std::to_string(g.width), std::to_string(g.height)};
-}
-
-// A single-band file reprojected onto the 10 m grid, as a VRT in /vsimem owned by `files`.
-std::string onto_grid(const std::string& file, const GridInfo& grid, const char* resampling, bool nodata_zero,
-                      const std::string& what, const std::string& product, VsimemFiles& files) {
-  const GdalDatasetPtr src = adopt_dataset(GDALOpen(file.c_str(), GA_ReadOnly));
-  if (!src) throw InputError(fmt::format("Sentinel-2 product '{}': {} ('{}') cannot be opened", product, what, file));
-  std::vector<std::string> args{"-of", "VRT", "-r", resampling, "-et", "0"};  // exact transformer
-  if (nodata_zero) args.insert(args.end(), {"-srcnodata", "0", "-dstnodata", "0"});
-  for (const auto& a : grid_args(grid)) args.push_back(a);
-  const std::string dst = files.make(what + ".vrt");
-  run_warp(dst, GDALDataset::ToHandle(src.get()), args, what, product);
-  return dst;
-}
-
 // The processing baseline in a product name (..._N0400_R122_... -> "04.00"), or empty.
 std::string baseline_from_name(const std::string& path) {
   static const std::regex baseline_re(R"(_N(\d\d)(\d\d)_)");
@@ -153,55 +118,7 @@ const std::map<std::string, int>& esa_band_id() {
   return ids;
 }
 
-// Writes a uint8 mask (non-zero = cloud) computed from `source` pixels to /vsimem, owned by `files`.
-// Only the first `max_bands` bands of the source are read (a damaged file may declare thousands).
-template <typename Classify>
-std::string classify_to_mask(const std::string& source, const GridInfo& grid, const std::string& stem,
-                             int max_bands, VsimemFiles& files, Classify classify) {
-  GdalDatasetPtr src = adopt_dataset(GDALOpen(source.c_str(), GA_ReadOnly));
-  if (!src) {
-    throw InputError(fmt::format("the product mask source '{}' cannot be opened ({}); the product may be damaged, "
-                                 "re-download it",
-                                 source, CPLGetLastErrorMsg()));
-  }
-  const int bands = std::min(src->GetRasterCount(), max_bands);
-  std::vector<std::vector<std::uint16_t>> planes(bands, std::vector<std::uint16_t>(std::size_t(grid.width) * grid.height));
-  for (int b = 0; b < bands; ++b) {
-    if (src->GetRasterBand(b + 1)->RasterIO(GF_Read, 0, 0, grid.width, grid.height, planes[b].data(), grid.width,
-                                            grid.height, GDT_UInt16, 0, 0, nullptr) != CE_None) {
-      throw InputError(fmt::format("reading the product mask source '{}' failed ({})", source, CPLGetLastErrorMsg()));
-    }
-  }
-  src.reset();
-  std::vector<std::uint8_t> mask(std::size_t(grid.width) * grid.height);
-  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = classify(planes, i) ? 1 : 0;
-  const std::string path = files.make(stem + ".tif");
-  CPLErrorReset();
-  GdalDatasetPtr out(GetGDALDriverManager()->GetDriverByName("GTiff")->Create(path.c_str(), grid.width, grid.height,
-                                                                                1, GDT_Byte, nullptr));
-  if (!out) {
-    throw InputError(fmt::format("the product mask from '{}' cannot be created in memory ({}); free some memory",
-                                 source, CPLGetLastErrorMsg()));
-  }
-  std::array<double, 6> gt = grid.geotransform;
-  out->SetGeoTransform(gt.data());
-  out->SetProjection(grid.crs_wkt.c_str());
-  out->GetRasterBand(1)->SetNoDataValue(100);
-  if (out->GetRasterBand(1)->RasterIO(GF_Write, 0, 0, grid.width, grid.height, mask.data(), grid.width, grid.height,
-                                      GDT_Byte, 0, 0, nullptr) != CE_None) {
-    throw InputError(fmt::format("writing the product mask from '{}' in memory failed ({}); free some memory", source,
-                                 CPLGetLastErrorMsg()));
-  }
-  return path;
-}
-
 }  // namespace
-
-const std::vector<std::string>& farmvibes_band_order() {
-  static const std::vector<std::string> order{"B01", "B02", "B03", "B04", "B05", "B06",
-                                              "B07", "B08", "B8A", "B09", "B11", "B12"};
-  return order;
-}
 
 bool looks_like_sentinel2_safe(const std::string& path) {
   ensure_gdal_initialised();
@@ -229,12 +146,13 @@ bool looks_like_sentinel2_safe(const std::string& path) {
   return false;
 }
 
-SafeScene open_sentinel2_safe(const std::string& path) {
+Sentinel2BandFiles find_sentinel2_safe_files(const std::string& path) {
   ensure_gdal_initialised();
   const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
-  SafeScene scene;
+  Sentinel2BandFiles scene;
   scene.product = path;
+  scene.label = fmt::format("Sentinel-2 product '{}'", path);
   const std::string root = product_root(path);
   std::vector<std::string> files;
   list_files(root, files);
@@ -269,7 +187,6 @@ SafeScene open_sentinel2_safe(const std::string& path) {
   }
 
   // Band files, highest resolution first (compact SAFE naming: T31TDH_..._B02_10m.jp2).
-  std::map<std::string, std::string> band_file;
   for (const std::string& band : farmvibes_band_order()) {
     const std::string f = ends_with_one_of(files, {"_" + band + "_10m.jp2", "_" + band + "_20m.jp2",
                                                    "_" + band + "_60m.jp2", "_" + band + ".jp2"});
@@ -278,119 +195,19 @@ SafeScene open_sentinel2_safe(const std::string& path) {
                                    "GRANULE/*/IMG_DATA/R*m/*_{}_*m.jp2); the download may be incomplete",
                                    path, band, band));
     }
-    band_file[band] = f;
-  }
-  // The 10 m grid of B02, as FarmVibes stacks onto it.
-  GridInfo grid;
-  {
-    RasterReader b02(band_file["B02"], fmt::format("Sentinel-2 product '{}' band B02", path));
-    grid = b02.grid();
-  }
-  // The product mask is classified from whole planes on this grid (up to 3 uint16
-  // bands and the result): check that it fits before anything is allocated.
-  require_memory(static_cast<std::uint64_t>(grid.width) * static_cast<std::uint64_t>(grid.height) * 8,
-                 fmt::format("Sentinel-2 product '{}' (B02 is {}x{} pixels)", path, grid.width, grid.height));
-  std::vector<std::string> sources;
-  for (const std::string& band : farmvibes_band_order()) {
-    sources.push_back(onto_grid(band_file[band], grid, "bilinear", true, band, path, scene.files));
+    scene.bands.push_back(f);
     auto it = offsets.find(esa_band_id().at(band));
     scene.band_offsets.push_back(it != offsets.end() ? it->second : 0.0);
   }
-  CPLStringList argv;
-  argv.AddString("-separate");
-  argv.AddString("-srcnodata");
-  argv.AddString("0");
-  argv.AddString("-vrtnodata");
-  argv.AddString("0");
-  GDALBuildVRTOptions* opts = GDALBuildVRTOptionsNew(argv.List(), nullptr);
-  std::vector<const char*> names;
-  for (const auto& s : sources) names.push_back(s.c_str());
-  scene.stack_path = scene.files.make("stack.vrt");
-  int usage_error = 0;
-  GdalDatasetPtr stack = adopt_dataset(GDALBuildVRT(scene.stack_path.c_str(), static_cast<int>(names.size()), nullptr,
-                                                    names.data(), opts, &usage_error));
-  GDALBuildVRTOptionsFree(opts);
-  if (!stack) {
-    throw InputError(fmt::format("Sentinel-2 product '{}': stacking the bands failed ({})", path, CPLGetLastErrorMsg()));
-  }
-  for (std::size_t i = 0; i < farmvibes_band_order().size(); ++i) {
-    GDALRasterBandH band = GDALGetRasterBand(GDALDataset::ToHandle(stack.get()), static_cast<int>(i) + 1);
-    GDALSetDescription(band, farmvibes_band_order()[i].c_str());
-    if (scene.band_offsets[i] != 0.0) {
-      GDALSetMetadataItem(band, kBandOffsetKey, fmt::format("{}", scene.band_offsets[i]).c_str(), nullptr);
-    }
-  }
-  stack.reset();  // written out to /vsimem
-
-  // The product's own cloud mask, best source first.
-  const std::string classi = ends_with_one_of(files, {"/MSK_CLASSI_B00.jp2"});
-  const std::string gml = ends_with_one_of(files, {"/MSK_CLOUDS_B00.gml"});
-  const std::string scl = ends_with_one_of(files, {"_SCL_20m.jp2", "_SCL_60m.jp2"});
-  if (!classi.empty()) {
-    // Bands: 1 opaque clouds, 2 cirrus, 3 snow; clouds are the first two.
-    const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", path, scene.files);
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", 2, scene.files,
-                                               [](const auto& p, std::size_t i) {
-      return p[0][i] != 0 || (p.size() > 1 && p[1][i] != 0);
-    });
-    scene.product_mask_source = "MSK_CLASSI";
-  } else if (GdalDatasetPtr vec = gml.empty() ? nullptr
-                                              : adopt_dataset(GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr,
-                                                                         nullptr))) {
-    const std::string empty = classify_to_mask(band_file["B02"], grid, "pm_gml", 1, scene.files,
-                                               [](const auto&, std::size_t) { return false; });
-    GdalDatasetPtr dst = adopt_dataset(GDALOpen(empty.c_str(), GA_Update));
-    if (!dst) {
-      throw InputError(fmt::format("the product mask for '{}' cannot be reopened in memory ({}); free some memory", gml,
-                                   CPLGetLastErrorMsg()));
-    }
-    CPLStringList args;
-    for (const char* a : {"-burn", "1"}) args.AddString(a);
-    GDALRasterizeOptions* ropts = GDALRasterizeOptionsNew(args.List(), nullptr);
-    // GDALRasterize into an existing dataset returns that same handle (not a new one).
-    const GDALDatasetH done = GDALRasterize(nullptr, GDALDataset::ToHandle(dst.get()),
-                                            GDALDataset::ToHandle(vec.get()), ropts, &usage_error);
-    GDALRasterizeOptionsFree(ropts);
-    if (!done) throw InputError(fmt::format("rasterising '{}' failed ({})", gml, CPLGetLastErrorMsg()));
-    scene.product_mask_path = empty;
-    scene.product_mask_source = "MSK_CLOUDS GML";
-  } else if (!scl.empty()) {
-    const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", path, scene.files);
-    // Scene classification: 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus.
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", 1, scene.files,
-                                               [](const auto& p, std::size_t i) {
-      const int c = p[0][i];
-      return c == 3 || c == 8 || c == 9 || c == 10;
-    });
-    scene.product_mask_source = "SCL";
-  } else {
-    scene.product_mask_source = "none";
-  }
+  // The product's own cloud mask sources; stack_sentinel2_bands uses the best one present.
+  scene.msk_classi = ends_with_one_of(files, {"/MSK_CLASSI_B00.jp2"});
+  scene.msk_clouds_gml = ends_with_one_of(files, {"/MSK_CLOUDS_B00.gml"});
+  scene.scl = ends_with_one_of(files, {"_SCL_20m.jp2", "_SCL_60m.jp2"});
   return scene;
 }
 
-void write_safe_stack(const SafeScene& scene, const std::string& path, const std::string& role) {
-  const GdalErrorScope quiet;
-  const GdalDatasetPtr src = adopt_dataset(GDALOpen(scene.stack_path.c_str(), GA_ReadOnly));
-  if (!src) {
-    throw InputError(fmt::format("{} '{}': the stack of '{}' cannot be reopened ({})", role, path, scene.product,
-                                 CPLGetLastErrorMsg()));
-  }
-  CPLStringList argv;
-  for (const char* a : {"-of", "COG", "-co", "COMPRESS=ZSTD", "-co", "PREDICTOR=STANDARD", "-co", "BLOCKSIZE=256",
-                        "-co", "BIGTIFF=IF_SAFER", "-co", "NUM_THREADS=ALL_CPUS"})
-    argv.AddString(a);
-  GDALTranslateOptions* opts = GDALTranslateOptionsNew(argv.List(), nullptr);
-  int usage_error = 0;
-  CPLErrorReset();
-  GdalDatasetPtr out = adopt_dataset(GDALTranslate(path.c_str(), GDALDataset::ToHandle(src.get()), opts, &usage_error));
-  GDALTranslateOptionsFree(opts);
-  const bool ok = out != nullptr && CPLGetLastErrorType() < CE_Failure;
-  out.reset();
-  if (!ok) {
-    throw InputError(fmt::format("{} '{}': writing the stack failed ({}); check disk space", role, path,
-                                 CPLGetLastErrorMsg()));
-  }
+Sentinel2Scene open_sentinel2_safe(const std::string& path) {
+  return stack_sentinel2_bands(find_sentinel2_safe_files(path));
 }
 
 }  // namespace nimbus
