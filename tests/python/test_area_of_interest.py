@@ -212,3 +212,35 @@ def test_bad_area_of_interest_is_a_clear_input_error(nimbus_bin, scene, tmp_path
     if "--bbox" in args or "--aoi" in args:
         assert "--aoi" in lines[0] or "--bbox" in lines[0]
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_batch_applies_the_area_of_interest_to_every_scene(nimbus_bin, scene, full_runs, tmp_path):
+    """The same field on every scene of a batch; a scene it misses fails alone (exit 1 for the batch)."""
+    import csv
+    from synthetic_scene import make_scene as build, write_scene
+    full = full_runs()
+    other = write_scene(build(WIDTH, HEIGHT, 8, False), tmp_path / "other")
+    # The same grid shifted 5 km east: the AOI misses it.
+    elsewhere = write_scene(build(WIDTH, HEIGHT, 9, False), tmp_path / "elsewhere")
+    with rasterio.open(elsewhere["s2"], "r+") as dst:
+        dst.transform = dst.transform * rasterio.Affine.translation(500, 0)
+    with rasterio.open(elsewhere["product_mask"], "r+") as dst:
+        dst.transform = dst.transform * rasterio.Affine.translation(500, 0)
+    manifest = tmp_path / "m.csv"
+    with open(manifest, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("s2_raster", "product_mask", "id"))
+        for name, s in (("a", scene), ("b", other), ("c", elsewhere)):
+            w.writerow((s["s2"], s["product_mask"], name))
+    bbox = ",".join(map(repr, _utm_box(full, 70, 60, 170, 140)))
+    proc = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "--bbox", bbox, "--aoi-crs",
+                      "EPSG:32631", *CHIPS)
+    with open(tmp_path / "out" / "batch-report.csv") as f:
+        status = {r["id"]: r["status"] for r in csv.DictReader(f)}
+    assert status["a"] == "done" and status["b"] == "done" and status["c"] != "done", proc.stderr
+    assert "does not overlap" in proc.stderr
+    with rasterio.open(tmp_path / "out" / "a.tif") as src:
+        assert src.tags()["NIMBUS_AOI_WINDOW"] == "70,60,100,80"
+        np.testing.assert_array_equal(src.read(1), full["mask"][60:140, 70:170])
+    with rasterio.open(tmp_path / "out" / "b.tif") as src:
+        assert src.shape == (80, 100)
