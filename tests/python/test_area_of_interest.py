@@ -244,3 +244,14 @@ def test_batch_applies_the_area_of_interest_to_every_scene(nimbus_bin, scene, fu
         np.testing.assert_array_equal(src.read(1), full["mask"][60:140, 70:170])
     with rasterio.open(tmp_path / "out" / "b.tif") as src:
         assert src.shape == (80, 100)
+
+
+def test_the_aoi_file_is_an_input_and_never_overwritten(nimbus_bin, scene, tmp_path):
+    aoi = tmp_path / "field.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[2.0, 45.0], [2.1, 45.0], [2.1, 45.1],
+                                                                    [2.0, 45.0]]]}))
+    before = aoi.read_bytes()
+    proc = run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", scene["s2"], "--product-mask",
+                      scene["product_mask"], "--out", aoi, "--aoi", aoi, "-q")
+    assert proc.returncode == 2 and "--aoi" in proc.stderr, proc.stderr
+    assert aoi.read_bytes() == before

@@ -52,6 +52,10 @@ std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
                                {o.product_mask, "@[product_mask]"},
                                {o.cloud_model, "@[cloud_model]"},
                                {o.shadow_model, "@[shadow_model]"}};
+  std::error_code ec;
+  if (!o.aoi.empty() && o.aoi.find('\n') == std::string::npos && std::filesystem::is_regular_file(o.aoi, ec)) {
+    inputs.push_back({o.aoi, "@[aoi]"});
+  }
   const std::filesystem::path raster(o.s2_raster);
   if (raster.filename() == "MTD_MSIL2A.xml") {
     inputs.push_back({raster.parent_path().empty() ? "." : raster.parent_path().string(),
