@@ -250,7 +250,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   if (aoi) {
     // Merge on the grown window, then keep the written window.
     MaskBuffer merged = crop(mask, scene.width(), merge_window);
-    finish_merge(merged, crop(product.read_band_nonzero(1), scene.width(), merge_window), merge_window.width,
+    finish_merge(merged, product.read_band_nonzero(1, merge_window), merge_window.width,
                  merge_window.height, options.merge);
     const PixelWindow inner{out_window.x0 - merge_window.x0, out_window.y0 - merge_window.y0, out_window.width,
                             out_window.height};

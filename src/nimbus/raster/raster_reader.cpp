@@ -394,22 +394,30 @@ FloatBuffer RasterReader::read_band(int band) const {
 }
 
 MaskBuffer RasterReader::read_band_nonzero(int band) const {
+  return read_band_nonzero(band, PixelWindow{0, 0, grid_.width, grid_.height});
+}
+
+MaskBuffer RasterReader::read_band_nonzero(int band, const PixelWindow& window) const {
   const GdalErrorScope quiet;
-  const std::size_t w = static_cast<std::size_t>(grid_.width);
-  MaskBuffer out(w * static_cast<std::size_t>(grid_.height));
+  if (window.empty() || window.x0 < 0 || window.y0 < 0 || window.x1() > grid_.width || window.y1() > grid_.height) {
+    throw InternalError(fmt::format("window {} lies outside the {}x{} raster", window.text(), grid_.width,
+                                    grid_.height));
+  }
+  const std::size_t w = static_cast<std::size_t>(window.width);
+  MaskBuffer out(w * static_cast<std::size_t>(window.height));
   GDALRasterBand* b = dataset_->GetRasterBand(band);
   const NetworkTimeoutScope timeouts;
   // Rows in blocks, read as float64 so no integer or float value collapses to 0.
   const int rows_per_block = 256;
   std::vector<double> buffer(w * rows_per_block);
-  for (int y = 0; y < grid_.height; y += rows_per_block) {
-    const int rows = std::min(rows_per_block, grid_.height - y);
+  for (int y = 0; y < window.height; y += rows_per_block) {
+    const int rows = std::min(rows_per_block, window.height - y);
     CPLErrorReset();
-    if (b->RasterIO(GF_Read, 0, y, grid_.width, rows, buffer.data(), grid_.width, rows, GDT_Float64, 0, 0, nullptr) !=
-        CE_None) {
+    if (b->RasterIO(GF_Read, window.x0, window.y0 + y, window.width, rows, buffer.data(), window.width, rows,
+                    GDT_Float64, 0, 0, nullptr) != CE_None) {
       throw InputError(fmt::format("{} '{}': reading band {} rows {}..{} failed ({}); the file may be truncated or "
                                    "corrupt",
-                                   role_, path_, band, y, y + rows, last_gdal_message()));
+                                   role_, path_, band, window.y0 + y, window.y0 + y + rows, last_gdal_message()));
     }
     std::uint8_t* dst = out.data() + static_cast<std::size_t>(y) * w;
     const std::size_t n = w * static_cast<std::size_t>(rows);

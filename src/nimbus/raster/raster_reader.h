@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nimbus/core/large_buffer.h"
+#include "nimbus/tiling/pixel_window.h"
 #include "nimbus/raster/gdal_handles.h"
 
 class GDALDataset;
@@ -73,6 +74,8 @@ class RasterReader {
   // out[i] = 1 where the band's raw value is non-zero. Compared in the band's
   // own value range, so e.g. a uint16 value of 256 is non-zero.
   MaskBuffer read_band_nonzero(int band) const;
+  // The same for a window of the raster (row-major, window.width x window.height).
+  MaskBuffer read_band_nonzero(int band, const PixelWindow& window) const;
 
   // Input policy for Sentinel-2 scenes: integer bands wider than 8 bits are digital
   // numbers; 8-bit and complex bands are refused; floating-point bands are accepted
