@@ -255,3 +255,16 @@ def test_the_aoi_file_is_an_input_and_never_overwritten(nimbus_bin, scene, tmp_p
                       scene["product_mask"], "--out", aoi, "--aoi", aoi, "-q")
     assert proc.returncode == 2 and "--aoi" in proc.stderr, proc.stderr
     assert aoi.read_bytes() == before
+
+
+def test_preview_shows_the_window(nimbus_bin, scene, full_runs, tmp_path):
+    import struct
+    full = full_runs()
+    t = full["transform"]
+    corners = [t * (60, 40), t * (160, 40), t * (60, 140), t * (60, 40)]
+    wkt = "POLYGON((" + ", ".join(f"{x!r} {y!r}" for x, y in corners) + "))"
+    _run(nimbus_bin, scene, tmp_path, "--aoi", wkt, "--aoi-crs", "EPSG:32631", "--crop-to-aoi", "--preview",
+         tmp_path / "p.png")
+    header = (tmp_path / "p.png").read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", header[16:24]) == (100, 100)

@@ -81,10 +81,6 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const std::string aoi_param = options.aoi.empty() ? "@[bbox]" : "@[aoi]";
   if (!options.aoi.empty() || !options.bbox.empty()) {
     aoi = AreaOfInterest::parse(options.aoi, options.bbox, options.aoi_crs);
-    if (!options.preview_png.empty()) {
-      throw InputError(fmt::format("@[preview] is not available with an area of interest yet; drop @[preview] or {}",
-                                   aoi_param));
-    }
   } else if (options.crop_to_aoi) {
     throw InputError("@[crop_to_aoi] needs an area of interest; pass @[aoi] or @[bbox]");
   }
@@ -255,6 +251,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     const PixelWindow inner{out_window.x0 - merge_window.x0, out_window.y0 - merge_window.y0, out_window.width,
                             out_window.height};
     mask = crop(merged, merge_window.width, inner);
+    if (!nodata.empty()) nodata = crop(nodata, scene.width(), out_window);
     if (keep) {
       cloud = crop(cloud, scene.width(), out_window);
       shadow = crop(shadow, scene.width(), out_window);
@@ -322,7 +319,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
   if (preview_out) {
     try {
-      write_mask_preview(scene, mask, nodata, preview_out->temp_path());
+      write_mask_preview(scene, out_window, mask, nodata, preview_out->temp_path());
     } catch (const InputError&) {
       throw InputError(fmt::format("preview PNG (@[preview]) '{}' could not be written; check disk space and "
                                    "permissions",

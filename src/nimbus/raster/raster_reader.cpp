@@ -376,11 +376,21 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
 }
 
 void RasterReader::read_band_resampled(int band, int out_w, int out_h, float* data) const {
+  read_band_resampled(band, PixelWindow{0, 0, grid_.width, grid_.height}, out_w, out_h, data);
+}
+
+void RasterReader::read_band_resampled(int band, const PixelWindow& window, int out_w, int out_h,
+                                       float* data) const {
   const GdalErrorScope quiet;
+  if (window.empty() || window.x0 < 0 || window.y0 < 0 || window.x1() > grid_.width || window.y1() > grid_.height) {
+    throw InternalError(fmt::format("window {} lies outside the {}x{} raster", window.text(), grid_.width,
+                                    grid_.height));
+  }
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
-  if (b->RasterIO(GF_Read, 0, 0, grid_.width, grid_.height, data, out_w, out_h, GDT_Float32, 0, 0, nullptr) !=
+  if (b->RasterIO(GF_Read, window.x0, window.y0, window.width, window.height, data, out_w, out_h, GDT_Float32, 0, 0,
+                  nullptr) !=
       CE_None) {
     throw InputError(fmt::format("{} '{}': reading band {} at {}x{} failed ({}); the file may be truncated or corrupt",
                                  role_, path_, band, out_w, out_h, last_gdal_message()));

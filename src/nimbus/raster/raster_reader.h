@@ -67,6 +67,8 @@ class RasterReader {
 
   // Whole band (1-based) decimated by GDAL (nearest) to out_w x out_h, float32.
   void read_band_resampled(int band, int out_w, int out_h, float* data) const;
+  // The same for a window of the band.
+  void read_band_resampled(int band, const PixelWindow& window, int out_w, int out_h, float* data) const;
 
   // Whole band (1-based) as float32, row-major.
   FloatBuffer read_band(int band) const;
