@@ -98,5 +98,23 @@ TEST(ChipGrid, EnumeratesRowMajor) {
   EXPECT_EQ(grid.chip(3).cols.read_start, 0);
 }
 
+TEST(ChipGrid, ChipsMeetingAWindowAreThoseWhoseReadWindowOverlapsIt) {
+  const ChipGrid grid(1000, 600, 512, 0.25);  // cols read 0/244/488 (+512), rows 0/88
+  EXPECT_EQ(grid.chips_meeting(PixelWindow{0, 0, 1, 1}), (std::vector<int>{0}));
+  EXPECT_EQ(grid.chips_meeting(PixelWindow{512, 0, 1, 1}), (std::vector<int>{1, 2}));  // col 0 ends at 512
+  EXPECT_EQ(grid.chips_meeting(PixelWindow{600, 550, 10, 10}), (std::vector<int>{4, 5}));
+  EXPECT_EQ(grid.chips_meeting(PixelWindow{0, 0, 1000, 600}), (std::vector<int>{0, 1, 2, 3, 4, 5}));
+}
+
+TEST(PixelWindow, GrowsAndClampsToTheRaster) {
+  const PixelWindow w{5, 90, 10, 8};
+  const PixelWindow g = w.grown(7, 100, 100);
+  EXPECT_EQ(g.x0, 0);
+  EXPECT_EQ(g.y0, 83);
+  EXPECT_EQ(g.x1(), 22);
+  EXPECT_EQ(g.y1(), 100);
+  EXPECT_EQ(g.text(), "0,83,22,17");
+}
+
 }  // namespace
 }  // namespace nimbus

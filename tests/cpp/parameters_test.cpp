@@ -18,7 +18,9 @@ Json other_value(const ParamSpec& p) {
     case ParamType::Bool: return !p.default_value.get<bool>();
     case ParamType::Int: return p.default_value.get<int>() + 1;
     case ParamType::Float: return p.default_value.get<double>() + 0.125;
-    case ParamType::String: return p.choices.back() != p.default_value ? p.choices.back() : p.choices.front();
+    case ParamType::String:
+      if (p.choices.empty()) return "other " + p.name;  // free text (aoi, bbox, aoi_crs): checked when run
+      return p.choices.back() != p.default_value ? p.choices.back() : p.choices.front();
     case ParamType::Path: return p.name == "cloud_model" || p.name == "shadow_model" ? "embedded:nimbus_cloud_v1"
                                                                                     : "/data/" + p.name + ".tif";
     case ParamType::StringList: return Json::array({"COMPRESS=ZSTD"});

@@ -379,12 +379,14 @@ void require_chip_loop_memory(const RasterReader& scene, const std::vector<Proba
 // own that runs up to `prefetch` chips ahead (GDAL decode overlaps inference).
 class PrefetchedChips {
  public:
-  PrefetchedChips(const ChipReader& reader, const ChipGrid& grid, int chip, int bands, int prefetch)
-      : queue_(static_cast<std::size_t>(std::max(1, prefetch))) {
+  // Reads the chips `indices` (ascending) of the grid, in that order.
+  PrefetchedChips(const ChipReader& reader, const ChipGrid& grid, const std::vector<int>& indices, int chip,
+                  int bands, int prefetch)
+      : queue_(static_cast<std::size_t>(std::max(1, prefetch))), indices_(indices) {
     producer_ = std::thread([this, &reader, &grid, chip, bands] {
       const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
       try {
-        for (int index = 0; index < grid.size(); ++index) {
+        for (const int index : indices_) {
           const Chip c = grid.chip(index);
           ChipData data;
           data.index = index;
@@ -412,7 +414,9 @@ class PrefetchedChips {
   // chips read before it have been consumed.
   bool next(ChipData& data) {
     if (queue_.pop(data)) {
-      if (data.index != expected_++) throw InternalError("chip stream out of order");
+      if (expected_ >= indices_.size() || data.index != indices_[expected_++]) {
+        throw InternalError("chip stream out of order");
+      }
       return true;
     }
     producer_.join();
@@ -423,7 +427,8 @@ class PrefetchedChips {
  private:
   ChipQueue queue_;
   std::exception_ptr read_error_;  // written by the reader thread before it closes the queue
-  int expected_ = 0;
+  const std::vector<int> indices_;
+  std::size_t expected_ = 0;
   std::thread producer_;
 };
 
@@ -495,6 +500,8 @@ class ChipWriter {
   virtual ~ChipWriter() = default;
   // `skip`: the chip is all nodata and the model did not run on it.
   virtual void write(const Chip& c, const ChipData& data, bool skip, const ModelStep& step) = 0;
+  // A chip outside the requested region: not read, not run, contributes nothing.
+  virtual void pass(const Chip& c, int index) = 0;
 };
 
 // FarmVibes' midpoint cut: each chip writes only its own window, so the
@@ -515,6 +522,8 @@ class MidpointWriter final : public ChipWriter {
       }
     }
   }
+  // Its window keeps the sinks' initial values (nodata probability, mask 0).
+  void pass(const Chip&, int) override {}
 
  private:
   TaskSinks sinks_;
@@ -554,6 +563,14 @@ class LinearBlendWriter final : public ChipWriter {
         band_.sum_w[local + static_cast<std::size_t>(x)] += w;
       }
     }
+    end_of_chip(data.index);
+  }
+  void pass(const Chip&, int index) override { end_of_chip(index); }
+
+ private:
+  // After the last chip of a chip row, the rows above the next chip row are complete.
+  void end_of_chip(int index) {
+    const int chip_row = index / chip_cols_, chip_col = index % chip_cols_;
     if (chip_col == chip_cols_ - 1) {
       const auto& rows = grid_.row_spans();
       const int next = chip_row + 1 < static_cast<int>(rows.size()) ? rows[static_cast<std::size_t>(chip_row + 1)].read_start
@@ -562,7 +579,6 @@ class LinearBlendWriter final : public ChipWriter {
     }
   }
 
- private:
   // Rows [band.y0, end) are complete: write them to the sinks, then slide the band.
   void finish_rows(int end) {
     for (int y = band_.y0; y < end; ++y) {
@@ -597,9 +613,10 @@ class LinearBlendWriter final : public ChipWriter {
 };
 
 // The chip loop over the reader's grid (the scene, or its decimated copy).
+// `region`, when set, is in the reader's grid's pixels.
 PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& scene,
                                 const std::vector<ProbabilityTask>& tasks, const ChipPredictionParams& params,
-                                const ChipProgress& progress) {
+                                const std::optional<PixelWindow>& region, const ChipProgress& progress) {
   const auto start = std::chrono::steady_clock::now();
   const ChipGrid grid(reader.width(), reader.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
@@ -621,20 +638,37 @@ PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& sc
     }
   }
 
+  std::vector<int> selected;
+  if (region) {
+    selected = grid.chips_meeting(*region);
+  } else {
+    selected.resize(static_cast<std::size_t>(grid.size()));
+    for (int i = 0; i < grid.size(); ++i) selected[static_cast<std::size_t>(i)] = i;
+  }
   PredictionStats stats;
-  stats.chips = grid.size();
-  PrefetchedChips chips(reader, grid, chip, bands, params.prefetch_chips);
+  stats.chips = static_cast<int>(selected.size());
+  stats.chips_in_grid = grid.size();
+  PrefetchedChips chips(reader, grid, selected, chip, bands, params.prefetch_chips);
   ChipData data;
-  while (chips.next(data)) {
-    const Chip c = grid.chip(data.index);
+  int done = 0;
+  std::size_t next_selected = 0;
+  for (int index = 0; index < grid.size(); ++index) {
+    const Chip c = grid.chip(index);
+    if (next_selected >= selected.size() || selected[next_selected] != index) {
+      for (auto& writer : writers) writer->pass(c, index);
+      continue;
+    }
+    ++next_selected;
+    if (!chips.next(data)) throw InternalError("chip stream ended early");
     const bool skip = data.invalid_count == chip_pixels;
     stats.chips_skipped += skip ? 1 : 0;
     for (std::size_t k = 0; k < tasks.size(); ++k) {
       if (!skip) stats.seconds_inference += steps[k].run(data);
       writers[k]->write(c, data, skip, steps[k]);
     }
-    if (progress) progress(data.index + 1, grid.size());
+    if (progress) progress(++done, stats.chips);
   }
+  if (chips.next(data)) throw InternalError("chip stream has chips left over");
   stats.seconds_total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
 }
@@ -724,8 +758,22 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
     model_input_size(*t.model, params.window_size, mh, mw);
     t.model->prepare(scene.band_count(), mh, mw);  // compile for the chip shape before any pixel is read
   }
+  if (params.region && (params.region->empty() || params.region->x0 < 0 || params.region->y0 < 0 ||
+                        params.region->x1() > scene.width() || params.region->y1() > scene.height())) {
+    throw InternalError("chip region lies outside the scene");
+  }
   const ChipReader reader(scene, params.in_memory, ds);
-  if (ds == 1) return predict_on_grid(reader, scene, tasks, params, progress);
+  if (ds == 1) return predict_on_grid(reader, scene, tasks, params, params.region, progress);
+  // The decimated pixels the region's bilinear taps reach: pixel x takes coarse
+  // floor((x + 0.5) / ds - 0.5) and the one after it.
+  std::optional<PixelWindow> coarse_region;
+  if (params.region) {
+    const PixelWindow& r = *params.region;
+    const int cx0 = std::max(0, r.x0 / ds - 1), cy0 = std::max(0, r.y0 / ds - 1);
+    const int cx1 = std::min(reader.width(), (r.x1() - 1) / ds + 2);
+    const int cy1 = std::min(reader.height(), (r.y1() - 1) / ds + 2);
+    coarse_region = PixelWindow{cx0, cy0, std::max(1, cx1 - cx0), std::max(1, cy1 - cy0)};
+  }
   // Chips of window x window on the decimated grid (each covers window*ds full-resolution
   // pixels), probabilities kept at that resolution, then brought back to the full grid.
   std::vector<FloatBuffer> coarse(tasks.size());
@@ -733,7 +781,7 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   for (std::size_t k = 0; k < tasks.size(); ++k) {
     coarse_tasks.push_back(ProbabilityTask{tasks[k].head, tasks[k].model, &coarse[k]});
   }
-  PredictionStats stats = predict_on_grid(reader, scene, coarse_tasks, params, progress);
+  PredictionStats stats = predict_on_grid(reader, scene, coarse_tasks, params, coarse_region, progress);
   const auto start = std::chrono::steady_clock::now();
   upsample_to_full_grid(reader, scene, ds, tasks, coarse);
   stats.seconds_total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "nimbus/core/large_buffer.h"
@@ -65,6 +66,11 @@ struct ChipPredictionParams {
   ChipBlend blend = ChipBlend::Midpoint;
   bool in_memory = false;  // read the whole scene once instead of once per chip
   int prefetch_chips = 2;  // chips the reader thread may run ahead of inference
+  // When set, only the chips of the full scene's grid that contribute to these
+  // full-resolution pixels are read and run (the grid itself is unchanged, so
+  // their probabilities are the full run's, bit for bit). Outside the chips run,
+  // probabilities are kProbabilityNodata. Unset: the whole scene.
+  std::optional<PixelWindow> region;
 };
 
 // One model to run over the scene and where its probability raster goes.
@@ -83,7 +89,8 @@ struct ProbabilityTask {
 };
 
 struct PredictionStats {
-  int chips = 0;
+  int chips = 0;                   // chips run (all of the grid unless params.region is set)
+  int chips_in_grid = 0;           // chips of the full grid
   int chips_skipped = 0;           // all-nodata chips, never sent to a model
   double seconds_inference = 0.0;  // inside InferenceBackend::run, summed over models
   double seconds_total = 0.0;

@@ -20,6 +20,7 @@
 #include "nimbus/ops/compute_cloud_prob.h"
 #include "nimbus/ops/compute_shadow_prob.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
+#include "nimbus/raster/area_of_interest.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/preview.h"
@@ -28,6 +29,9 @@
 
 namespace nimbus {
 namespace {
+
+// The merged mask's nodata value (FarmVibes keeps the probabilities' nodata tag 100).
+constexpr std::uint8_t kMaskNodata = 100;
 
 using Clock = std::chrono::steady_clock;
 
@@ -48,6 +52,10 @@ std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
                                {o.product_mask, "@[product_mask]"},
                                {o.cloud_model, "@[cloud_model]"},
                                {o.shadow_model, "@[shadow_model]"}};
+  std::error_code ec;
+  if (!o.aoi.empty() && o.aoi.find('\n') == std::string::npos && std::filesystem::is_regular_file(o.aoi, ec)) {
+    inputs.push_back({o.aoi, "@[aoi]"});
+  }
   const std::filesystem::path raster(o.s2_raster);
   if (raster.filename() == "MTD_MSIL2A.xml") {
     inputs.push_back({raster.parent_path().empty() ? "." : raster.parent_path().string(),
@@ -69,6 +77,13 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                                                 kMaxThreads));
   }
   if (options.s2_raster.empty()) throw ParameterError("s2_raster", "is required; give a Sentinel-2 raster S2.tif");
+  std::optional<AreaOfInterest> aoi;
+  const std::string aoi_param = options.aoi.empty() ? "@[bbox]" : "@[aoi]";
+  if (!options.aoi.empty() || !options.bbox.empty()) {
+    aoi = AreaOfInterest::parse(options.aoi, options.bbox, options.aoi_crs);
+  } else if (options.crop_to_aoi) {
+    throw InputError("@[crop_to_aoi] needs an area of interest; pass @[aoi] or @[bbox]");
+  }
 
   // Every output location is checked (and --keep-probabilities created) before any
   // work; the files are published together at the very end.
@@ -135,6 +150,22 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                                  scene.width() / ds, scene.height() / ds, options.chips.window_size));
   }
   product.require_product_mask();
+  // With an area of interest: the written window, and the window merged - grown by
+  // the halo the merge needs so the written pixels equal the full scene's (see
+  // docs/area_of_interest.md): closing_size for the dilation, min_area more so every
+  // component smaller than min_area that touches the window lies wholly inside it.
+  PixelWindow out_window{0, 0, scene.width(), scene.height()};
+  PixelWindow merge_window = out_window;
+  ChipPredictionParams chip_params = options.chips;
+  if (aoi) {
+    out_window = aoi->pixel_window(scene.grid(), fmt::format("{} '{}'", scene.role(), options.s2_raster));
+    const long halo = static_cast<long>(options.merge.closing_size) + options.merge.min_area;
+    merge_window = out_window.grown(static_cast<int>(std::min<long>(halo, std::max(scene.width(), scene.height()))),
+                                    scene.width(), scene.height());
+    chip_params.region = merge_window;
+    logger()->info("area of interest: pixel window {} of {}x{}; merging {}", out_window.text(), scene.width(),
+                   scene.height(), merge_window.text());
+  }
   const ChipGrid grid(scene.width() / ds, scene.height() / ds, options.chips.window_size, options.chips.overlap);
   {
     // Per pixel: the mask and the product mask (bytes), the dilation (at most 4 bytes
@@ -167,7 +198,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   ImproveCloudMaskReport report;
   report.width = scene.width();
   report.height = scene.height();
-  report.chips_per_model = grid.size();
+  report.chips_total = grid.size();
+  if (aoi) report.aoi_window = out_window.text();
   report.cloud_model = cloud_model->model().origin;
   report.cloud_model_sha256 = cloud_model->model().sha256;
   report.shadow_model = shadow_model->model().origin;
@@ -188,11 +220,14 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                        options.merge.cloud_prob_threshold, options.preview_png.empty() ? nullptr : &nodata},
        ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
                        options.merge.shadow_prob_threshold}},
-      options.chips, log_progress("cloud+shadow", options.cancel));
+      chip_params, log_progress("cloud+shadow", options.cancel));
+  report.chips_per_model = stats.chips;
   if (stats.chips_skipped == stats.chips) {
-    throw InputError(fmt::format("{} '{}' has no valid pixel: in every pixel some band equals the nodata value; "
-                                 "check the file's nodata value (gdalinfo) and that the scene covers data",
-                                 scene.role(), options.s2_raster));
+    throw InputError(fmt::format("{} '{}' has no valid pixel{}: in every pixel some band equals the nodata value; "
+                                 "check the file's nodata value (gdalinfo) and that the scene covers data{}",
+                                 scene.role(), options.s2_raster,
+                                 aoi ? fmt::format(" near the area of interest ({})", aoi_param) : "",
+                                 aoi ? fmt::format(" there, or move {}", aoi_param) : ""));
   }
   report.seconds_inference = stats.seconds_inference;
   report.seconds_chips = stats.seconds_total;
@@ -208,8 +243,32 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
 
   const auto merge_start = Clock::now();
-  finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
+  if (aoi) {
+    // Merge on the grown window, then keep the written window.
+    MaskBuffer merged = crop(mask, scene.width(), merge_window);
+    finish_merge(merged, product.read_band_nonzero(1, merge_window), merge_window.width,
+                 merge_window.height, options.merge);
+    const PixelWindow inner{out_window.x0 - merge_window.x0, out_window.y0 - merge_window.y0, out_window.width,
+                            out_window.height};
+    mask = crop(merged, merge_window.width, inner);
+    if (!nodata.empty()) nodata = crop(nodata, scene.width(), out_window);
+    if (keep) {
+      cloud = crop(cloud, scene.width(), out_window);
+      shadow = crop(shadow, scene.width(), out_window);
+    }
+    if (options.crop_to_aoi) {
+      const MaskBuffer inside = aoi->inside_mask(scene.grid(), out_window);
+      for (std::size_t i = 0; i < inside.size(); ++i) {
+        if (inside[i]) continue;
+        mask[i] = kMaskNodata;
+        if (keep) cloud[i] = shadow[i] = kProbabilityNodata;
+      }
+    }
+  } else {
+    finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
+  }
   report.seconds_merge = seconds_since(merge_start);
+  const GridInfo out_grid = window_grid(scene.grid(), out_window);
   throw_if_cancelled(options.cancel);
   const auto write_start = Clock::now();
 
@@ -229,6 +288,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       {"NIMBUS_BOA_ADD_OFFSET_APPLIED", boa_offset},
   };
   provenance.merge(parameter_tags(options));
+  if (aoi) {
+    provenance["NIMBUS_AOI_WINDOW"] = out_window.text();
+    provenance["NIMBUS_AOI_CRS"] = options.aoi_crs;
+    provenance["NIMBUS_CROP_TO_AOI"] = options.crop_to_aoi ? "true" : "false";
+  }
   if (safe) {
     provenance["NIMBUS_PROCESSING_BASELINE"] = safe->processing_baseline;
     provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = derived_mask ? safe->product_mask_source : "given";
@@ -238,7 +302,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   mask_options.creation_options = options.creation_options;
   mask_options.cancel = options.cancel;
   mask_out.write_with([&](const std::string& path) {
-    write_single_band_geotiff(path, "output mask (@[out])", scene.grid(), mask.data(), mask_options);
+    write_single_band_geotiff(path, "output mask (@[out])", out_grid, mask.data(), mask_options);
   });
 
   if (cloud_prob_out) {
@@ -247,15 +311,15 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     prob_options.creation_options = options.creation_options;
     prob_options.cancel = options.cancel;
     cloud_prob_out->write_with([&](const std::string& path) {
-      write_single_band_geotiff(path, "@[keep_probabilities]", scene.grid(), cloud.data(), prob_options);
+      write_single_band_geotiff(path, "@[keep_probabilities]", out_grid, cloud.data(), prob_options);
     });
     shadow_prob_out->write_with([&](const std::string& path) {
-      write_single_band_geotiff(path, "@[keep_probabilities]", scene.grid(), shadow.data(), prob_options);
+      write_single_band_geotiff(path, "@[keep_probabilities]", out_grid, shadow.data(), prob_options);
     });
   }
   if (preview_out) {
     try {
-      write_mask_preview(scene, mask, nodata, preview_out->temp_path());
+      write_mask_preview(scene, out_window, mask, nodata, preview_out->temp_path());
     } catch (const InputError&) {
       throw InputError(fmt::format("preview PNG (@[preview]) '{}' could not be written; check disk space and "
                                    "permissions",
@@ -265,9 +329,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   throw_if_cancelled(options.cancel);
   report.seconds_write = seconds_since(write_start);
 
-  std::size_t masked = 0;
-  for (std::uint8_t v : mask) masked += v;
-  report.masked_fraction = mask.empty() ? 0.0 : static_cast<double>(masked) / static_cast<double>(mask.size());
+  std::size_t masked = 0, counted = 0;
+  for (std::uint8_t v : mask) {
+    masked += v == 1 ? 1 : 0;
+    counted += v == kMaskNodata ? 0 : 1;
+  }
+  report.masked_fraction = counted == 0 ? 0.0 : static_cast<double>(masked) / static_cast<double>(counted);
   report.seconds_total = seconds_since(start);
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
@@ -292,6 +359,8 @@ Json report_json(const ImproveCloudMaskReport& r) {
   return {{"width", r.width},
           {"height", r.height},
           {"chips_per_model", r.chips_per_model},
+          {"chips_total", r.chips_total},
+          {"aoi_window", r.aoi_window.empty() ? Json() : Json(r.aoi_window)},
           {"chips_skipped", r.chips_skipped},
           {"cloud_model", r.cloud_model},
           {"cloud_model_sha256", r.cloud_model_sha256},

@@ -29,13 +29,21 @@ struct ImproveCloudMaskOptions {
   std::vector<std::string> creation_options;  // GDAL COG -co KEY=VALUE for every raster written
   int threads = 0;                     // 0 = all cores
   InferenceEngine engine = InferenceEngine::Auto;  // oneDNN, falling back to OpenCV DNN per model
+  // Area of interest: at most one of aoi (GeoJSON file or text, or WKT) and bbox
+  // ("minx,miny,maxx,maxy"), in aoi_crs; the output is the AOI's pixel window.
+  std::string aoi;
+  std::string bbox;
+  std::string aoi_crs = "EPSG:4326";
+  bool crop_to_aoi = false;            // pixels of the window outside the polygon are nodata (100)
   CancelCheck cancel;                  // polled between chips and stages; true: throw Cancelled, no output left
 };
 
 struct ImproveCloudMaskReport {
   int width = 0;
   int height = 0;
-  int chips_per_model = 0;
+  int chips_per_model = 0;  // chips run per model (fewer than chips_total with an area of interest)
+  int chips_total = 0;      // chips of the full scene's grid
+  std::string aoi_window;   // "x0,y0,width,height" of the written window in scene pixels; empty: whole scene
   std::string cloud_model;  // origin
   std::string cloud_model_sha256;
   std::string shadow_model;

@@ -110,6 +110,30 @@ const std::vector<Binding>& bindings() {
                  },
                  [](const Options& o) { return Json(o.chips.blend == ChipBlend::Linear ? "linear" : "midpoint"); },
                  {}});
+    b.push_back({ParamSpec{"aoi", ParamType::String, nullptr,
+                           "Area of interest: a GeoJSON file, GeoJSON text (geometry, Feature or FeatureCollection) "
+                           "or WKT polygon, in aoi_crs; only the chips it needs run and only its pixel window is "
+                           "written (exclusive with bbox)"}
+                     .affecting_output(),
+                 [](Options& o, const Json& v) { o.aoi = v.is_null() ? "" : v.get<std::string>(); },
+                 [](const Options& o) { return o.aoi.empty() ? Json() : Json(o.aoi); },
+                 {}});
+    b.push_back({ParamSpec{"bbox", ParamType::String, nullptr,
+                           "Area of interest as minx,miny,maxx,maxy in aoi_crs (exclusive with aoi)"}
+                     .affecting_output(),
+                 [](Options& o, const Json& v) { o.bbox = v.is_null() ? "" : v.get<std::string>(); },
+                 [](const Options& o) { return o.bbox.empty() ? Json() : Json(o.bbox); },
+                 {}});
+    b.push_back(field(ParamSpec{"aoi_crs", ParamType::String, "EPSG:4326",
+                                "CRS of aoi/bbox coordinates: anything GDAL/OGR understands (EPSG:32633, WKT, PROJ); "
+                                "x/y in GIS order (longitude first)"}
+                          .affecting_output(),
+                      &Options::aoi_crs));
+    b.push_back(field(ParamSpec{"crop_to_aoi", ParamType::Bool, false,
+                                "Set pixels of the written window whose centre lies outside the aoi polygon to nodata "
+                                "(100)"}
+                          .affecting_output(),
+                      &Options::crop_to_aoi));
     b.push_back(field(from_op(cloud, "in_memory", "in_memory"), &Options::chips, &ChipPredictionParams::in_memory));
     // The engines agree to 1e-4, yet a mask may differ in a few pixels: a batch
     // re-runs a scene finished with the other engine.

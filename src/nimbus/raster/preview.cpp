@@ -45,11 +45,31 @@ cv::Mat stretch_to_byte(const cv::Mat& band) {
 
 void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const MaskBuffer& nodata,
                         const std::string& path, int max_size) {
-  const std::size_t npix = static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height());
-  if (mask.size() != npix || nodata.size() != npix) throw InternalError("preview mask or nodata has the wrong size");
-  const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(scene.width(), scene.height()));
-  const int w = std::max(1, static_cast<int>(std::lround(scene.width() * scale)));
-  const int h = std::max(1, static_cast<int>(std::lround(scene.height() * scale)));
+  write_mask_preview(scene, PixelWindow{0, 0, scene.width(), scene.height()}, mask, nodata, path, max_size);
+}
+
+void write_mask_preview(const RasterReader& scene, const PixelWindow& window, const MaskBuffer& given_mask,
+                        const MaskBuffer& given_nodata, const std::string& path, int max_size) {
+  const std::size_t npix = static_cast<std::size_t>(window.width) * static_cast<std::size_t>(window.height);
+  if (given_mask.size() != npix || given_nodata.size() != npix) {
+    throw InternalError("preview mask or nodata has the wrong size");
+  }
+  // Mask nodata (100, outside a cropped area of interest) is drawn as nodata.
+  MaskBuffer mask_storage, nodata_storage;
+  const bool has_mask_nodata = std::any_of(given_mask.begin(), given_mask.end(), [](std::uint8_t v) { return v > 1; });
+  if (has_mask_nodata) {
+    mask_storage.resize(npix);
+    nodata_storage.resize(npix);
+    for (std::size_t i = 0; i < npix; ++i) {
+      mask_storage[i] = given_mask[i] == 1 ? 1 : 0;
+      nodata_storage[i] = given_mask[i] > 1 || given_nodata[i] ? 1 : 0;
+    }
+  }
+  const MaskBuffer& mask = has_mask_nodata ? mask_storage : given_mask;
+  const MaskBuffer& nodata = has_mask_nodata ? nodata_storage : given_nodata;
+  const double scale = std::min(1.0, static_cast<double>(max_size) / std::max(window.width, window.height));
+  const int w = std::max(1, static_cast<int>(std::lround(window.width * scale)));
+  const int h = std::max(1, static_cast<int>(std::lround(window.height * scale)));
 
   // B02, B03, B04 in OpenCV's BGR order.
   const int bands_bgr[3] = {2, 3, 4};
@@ -57,19 +77,19 @@ void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const
   for (int i = 0; i < 3; ++i) {
     const int band = scene.band_count() >= 4 ? bands_bgr[i] : 1;
     cv::Mat plane(h, w, CV_32F);
-    scene.read_band_resampled(band, w, h, plane.ptr<float>());
+    scene.read_band_resampled(band, window, w, h, plane.ptr<float>());
     channels.push_back(stretch_to_byte(plane));
   }
   cv::Mat rgb;
   cv::merge(channels, rgb);
 
-  cv::Mat full_mask(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(mask.data()));
+  cv::Mat full_mask(window.height, window.width, CV_8U, const_cast<std::uint8_t*>(mask.data()));
   cv::Mat coverage;
   cv::resize(full_mask, coverage, cv::Size(w, h), 0, 0, cv::INTER_AREA);
   // Nodata pixels are in the mask (their probability is nodata, which passes any
   // threshold), but tinting them would make a half-empty swath look like one huge
   // cloud: they are drawn as a grey hatch instead, whatever the mask says.
-  cv::Mat full_nodata(scene.height(), scene.width(), CV_8U, const_cast<std::uint8_t*>(nodata.data()));
+  cv::Mat full_nodata(window.height, window.width, CV_8U, const_cast<std::uint8_t*>(nodata.data()));
   cv::Mat nodata_share;  // 0/1 averaged over each preview pixel's footprint and rounded: 1 = mostly nodata
   cv::resize(full_nodata, nodata_share, cv::Size(w, h), 0, 0, cv::INTER_AREA);
   const cv::Vec3b tint(255, 0, 255);

@@ -19,4 +19,9 @@ namespace nimbus {
 void write_mask_preview(const RasterReader& scene, const MaskBuffer& mask, const MaskBuffer& nodata,
                         const std::string& path, int max_size = 1024);
 
+// The same for a window of the scene (an area of interest): `mask` and `nodata` are
+// window-sized; mask pixels of 100 (outside a --crop-to-aoi polygon) are drawn as nodata.
+void write_mask_preview(const RasterReader& scene, const PixelWindow& window, const MaskBuffer& mask,
+                        const MaskBuffer& nodata, const std::string& path, int max_size = 1024);
+
 }  // namespace nimbus

@@ -376,11 +376,21 @@ std::size_t RasterReader::read_window(int x0, int y0, int w, int h, float* data,
 }
 
 void RasterReader::read_band_resampled(int band, int out_w, int out_h, float* data) const {
+  read_band_resampled(band, PixelWindow{0, 0, grid_.width, grid_.height}, out_w, out_h, data);
+}
+
+void RasterReader::read_band_resampled(int band, const PixelWindow& window, int out_w, int out_h,
+                                       float* data) const {
   const GdalErrorScope quiet;
+  if (window.empty() || window.x0 < 0 || window.y0 < 0 || window.x1() > grid_.width || window.y1() > grid_.height) {
+    throw InternalError(fmt::format("window {} lies outside the {}x{} raster", window.text(), grid_.width,
+                                    grid_.height));
+  }
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
-  if (b->RasterIO(GF_Read, 0, 0, grid_.width, grid_.height, data, out_w, out_h, GDT_Float32, 0, 0, nullptr) !=
+  if (b->RasterIO(GF_Read, window.x0, window.y0, window.width, window.height, data, out_w, out_h, GDT_Float32, 0, 0,
+                  nullptr) !=
       CE_None) {
     throw InputError(fmt::format("{} '{}': reading band {} at {}x{} failed ({}); the file may be truncated or corrupt",
                                  role_, path_, band, out_w, out_h, last_gdal_message()));
@@ -394,22 +404,30 @@ FloatBuffer RasterReader::read_band(int band) const {
 }
 
 MaskBuffer RasterReader::read_band_nonzero(int band) const {
+  return read_band_nonzero(band, PixelWindow{0, 0, grid_.width, grid_.height});
+}
+
+MaskBuffer RasterReader::read_band_nonzero(int band, const PixelWindow& window) const {
   const GdalErrorScope quiet;
-  const std::size_t w = static_cast<std::size_t>(grid_.width);
-  MaskBuffer out(w * static_cast<std::size_t>(grid_.height));
+  if (window.empty() || window.x0 < 0 || window.y0 < 0 || window.x1() > grid_.width || window.y1() > grid_.height) {
+    throw InternalError(fmt::format("window {} lies outside the {}x{} raster", window.text(), grid_.width,
+                                    grid_.height));
+  }
+  const std::size_t w = static_cast<std::size_t>(window.width);
+  MaskBuffer out(w * static_cast<std::size_t>(window.height));
   GDALRasterBand* b = dataset_->GetRasterBand(band);
   const NetworkTimeoutScope timeouts;
   // Rows in blocks, read as float64 so no integer or float value collapses to 0.
   const int rows_per_block = 256;
   std::vector<double> buffer(w * rows_per_block);
-  for (int y = 0; y < grid_.height; y += rows_per_block) {
-    const int rows = std::min(rows_per_block, grid_.height - y);
+  for (int y = 0; y < window.height; y += rows_per_block) {
+    const int rows = std::min(rows_per_block, window.height - y);
     CPLErrorReset();
-    if (b->RasterIO(GF_Read, 0, y, grid_.width, rows, buffer.data(), grid_.width, rows, GDT_Float64, 0, 0, nullptr) !=
-        CE_None) {
+    if (b->RasterIO(GF_Read, window.x0, window.y0 + y, window.width, rows, buffer.data(), window.width, rows,
+                    GDT_Float64, 0, 0, nullptr) != CE_None) {
       throw InputError(fmt::format("{} '{}': reading band {} rows {}..{} failed ({}); the file may be truncated or "
                                    "corrupt",
-                                   role_, path_, band, y, y + rows, last_gdal_message()));
+                                   role_, path_, band, window.y0 + y, window.y0 + y + rows, last_gdal_message()));
     }
     std::uint8_t* dst = out.data() + static_cast<std::size_t>(y) * w;
     const std::size_t n = w * static_cast<std::size_t>(rows);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "nimbus/core/large_buffer.h"
+#include "nimbus/tiling/pixel_window.h"
 #include "nimbus/raster/gdal_handles.h"
 
 class GDALDataset;
@@ -66,6 +67,8 @@ class RasterReader {
 
   // Whole band (1-based) decimated by GDAL (nearest) to out_w x out_h, float32.
   void read_band_resampled(int band, int out_w, int out_h, float* data) const;
+  // The same for a window of the band.
+  void read_band_resampled(int band, const PixelWindow& window, int out_w, int out_h, float* data) const;
 
   // Whole band (1-based) as float32, row-major.
   FloatBuffer read_band(int band) const;
@@ -73,6 +76,8 @@ class RasterReader {
   // out[i] = 1 where the band's raw value is non-zero. Compared in the band's
   // own value range, so e.g. a uint16 value of 256 is non-zero.
   MaskBuffer read_band_nonzero(int band) const;
+  // The same for a window of the raster (row-major, window.width x window.height).
+  MaskBuffer read_band_nonzero(int band, const PixelWindow& window) const;
 
   // Input policy for Sentinel-2 scenes: integer bands wider than 8 bits are digital
   // numbers; 8-bit and complex bands are refused; floating-point bands are accepted

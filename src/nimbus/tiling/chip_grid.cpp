@@ -70,4 +70,19 @@ Chip ChipGrid::chip(int index) const {
   return Chip{index, rows_[index / ncols], cols_[index % ncols]};
 }
 
+std::vector<int> ChipGrid::chips_meeting(const PixelWindow& window) const {
+  std::vector<int> indices;
+  const int ncols = static_cast<int>(cols_.size());
+  for (int r = 0; r < static_cast<int>(rows_.size()); ++r) {
+    const ChipSpan& rs = rows_[static_cast<std::size_t>(r)];
+    if (rs.read_end <= window.y0 || rs.read_start >= window.y1()) continue;
+    for (int c = 0; c < ncols; ++c) {
+      const ChipSpan& cs = cols_[static_cast<std::size_t>(c)];
+      if (cs.read_end <= window.x0 || cs.read_start >= window.x1()) continue;
+      indices.push_back(r * ncols + c);
+    }
+  }
+  return indices;
+}
+
 }  // namespace nimbus

@@ -6,6 +6,8 @@
 
 #include <vector>
 
+#include "nimbus/tiling/pixel_window.h"
+
 namespace nimbus {
 
 // One chip along one axis, in raster pixel coordinates.
@@ -45,6 +47,9 @@ class ChipGrid {
   const std::vector<ChipSpan>& col_spans() const { return cols_; }
   int size() const { return static_cast<int>(rows_.size() * cols_.size()); }
   Chip chip(int index) const;
+  // Row-major indices of the chips whose read window overlaps `window`: every chip
+  // that contributes to a pixel of it, with the midpoint cut or the linear blend.
+  std::vector<int> chips_meeting(const PixelWindow& window) const;
 
  private:
   int chip_size_;
