@@ -145,19 +145,12 @@ def test_merge_halo_keeps_the_window_exact(nimbus_bin, scene, full_runs, tmp_pat
     _assert_crop_equal(full, _read(tmp_path))
 
 
-def test_downsampling_with_aoi_equals_full_scene_crop(nimbus_bin, scene, full_runs, tmp_path):
-    full = full_runs("--downsampling", "2")
-    bbox = _utm_box(full, 33, 41, 150, 120)
-    _run(nimbus_bin, scene, tmp_path, "--bbox", ",".join(map(repr, bbox)), "--aoi-crs", "EPSG:32631",
-         "--downsampling", "2")
-    _assert_crop_equal(full, _read(tmp_path))
-
-
-def test_linear_blend_with_aoi_equals_full_scene_crop(nimbus_bin, scene, full_runs, tmp_path):
-    full = full_runs("--blend", "linear")
-    bbox = _utm_box(full, 60, 90, 170, 200)
-    _run(nimbus_bin, scene, tmp_path, "--bbox", ",".join(map(repr, bbox)), "--aoi-crs", "EPSG:32631",
-         "--blend", "linear")
+@pytest.mark.parametrize("options,box", [(("--downsampling", "2"), (33, 41, 150, 120)),
+                                         (("--blend", "linear"), (60, 90, 170, 200))])
+def test_chip_options_with_aoi_equal_full_scene_crop(nimbus_bin, scene, full_runs, tmp_path, options, box):
+    full = full_runs(*options)
+    bbox = _utm_box(full, *box)
+    _run(nimbus_bin, scene, tmp_path, "--bbox", ",".join(map(repr, bbox)), "--aoi-crs", "EPSG:32631", *options)
     _assert_crop_equal(full, _read(tmp_path))
 
 
