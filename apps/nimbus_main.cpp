@@ -229,10 +229,8 @@ void show_progress(int done, int total, const nimbus::SceneOutcome& o, double el
 
 int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
   const std::vector<nimbus::BatchScene> scenes = nimbus::read_batch_manifest(b.manifest);
-  nimbus::Json values = b.declared.values(nimbus::improve_cloud_mask_operation());
-  // Each scene's raster and output come from the manifest; declared as required for one scene.
-  values["s2_raster"] = values["out"] = "(per scene)";
-  const nimbus::ImproveCloudMaskOptions options = nimbus::improve_cloud_mask_options(values);
+  const nimbus::ImproveCloudMaskOptions options =
+      nimbus::batch_options(b.declared.values(nimbus::improve_cloud_mask_operation()));
   nimbus::validate(options.merge);
   nimbus::validate_creation_options(options.creation_options);
   const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();

@@ -209,14 +209,7 @@ nimbus::ImproveCloudMaskOptions options_from(const py::dict& kw) {
 
 // Options for a batch: the scene's raster and output come from the scene list.
 nimbus::ImproveCloudMaskOptions batch_options_from(const py::dict& kw) {
-  nimbus::Json values = values_from(kw, nimbus::improve_cloud_mask_operation());
-  for (const char* per_scene : {"s2_raster", "product_mask", "out"}) {
-    if (values.contains(per_scene)) {
-      throw nimbus::ParameterError(per_scene, "is given per scene (in the scene list), not as a batch option");
-    }
-  }
-  values["s2_raster"] = values["out"] = "(per scene)";
-  return nimbus::improve_cloud_mask_options(values);
+  return nimbus::batch_options(values_from(kw, nimbus::improve_cloud_mask_operation()));
 }
 
 // A library JSON value as Python objects (dicts, lists, numbers, text).

@@ -189,6 +189,17 @@ ImproveCloudMaskOptions improve_cloud_mask_options(const Json& values) {
   return o;
 }
 
+ImproveCloudMaskOptions batch_options(Json values) {
+  for (const char* per_scene : {"s2_raster", "product_mask", "out"}) {
+    if (values.contains(per_scene)) {
+      throw ParameterError(per_scene, "is given per scene (in the scene list), not as a batch option");
+    }
+  }
+  // Required for one scene; a batch sets them scene by scene.
+  values["s2_raster"] = values["out"] = "(per scene)";
+  return improve_cloud_mask_options(values);
+}
+
 Json improve_cloud_mask_values(const ImproveCloudMaskOptions& options) {
   Json values = Json::object();
   for (const Binding& b : bindings()) values[b.spec.name] = b.get(options);

@@ -19,6 +19,10 @@ const OperationSpec& improve_cloud_mask_operation();
 // them against the declaration first; throws ParameterError naming the parameter.
 ImproveCloudMaskOptions improve_cloud_mask_options(const Json& values);
 
+// Options shared by every scene of a batch: each scene brings its own s2_raster,
+// product_mask and out, so `values` may not hold them (ParameterError naming it).
+ImproveCloudMaskOptions batch_options(Json values);
+
 // The values of every declared parameter in `options` (the inverse of
 // improve_cloud_mask_options; null where an optional path is not set).
 Json improve_cloud_mask_values(const ImproveCloudMaskOptions& options);
