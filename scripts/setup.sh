@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
 
-demo=demo-out
+# NIMBUS_DEMO_DIR: where the demo scene and its mask go (default demo-out).
+demo="${NIMBUS_DEMO_DIR:-demo-out}"
 mkdir -p "$demo"
 if [ ! -f "$demo/s2.tif" ]; then
   /usr/bin/python3 tests/tools/synthetic_scene.py "$demo" --width 1536 --height 1536 --seed 7 --nodata-wedge

@@ -43,7 +43,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 server.failures += 1
             self._plain(503, b"try again")
             return
-        if server.token is not None and self.path.partition("?")[2] != server.token:
+        if (server.token is not None and path.startswith(server.signed_under)
+                and self.path.partition("?")[2] != server.token):
             self._plain(403, b"signature mismatch")  # as signed blob storage answers
             return
         file = (server.root / path.lstrip("/")).resolve()
@@ -119,15 +120,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class RangeServer:
     """Serves `root` on 127.0.0.1 (an ephemeral port) in a background thread."""
 
-    def __init__(self, root, fail_every=0, hang_under=None, missing=(), api_style=False, token=None):
+    def __init__(self, root, fail_every=0, hang_under=None, missing=(), api_style=False, token=None,
+                 signed_under="/"):
         """fail_every=N: every Nth request gets 503; hang_under="/dir/": requests for paths under it
         ("/" for all) are accepted and never answered; api_style: *.json answered as a STAC API
-        does (no HEAD, no ranges, chunked); missing: paths answered with 404."""
+        does (no HEAD, no ranges, chunked); missing: paths answered with 404; token: the query
+        string every request for a path under `signed_under` must carry (else 403), as signed
+        blob storage answers."""
         self.root = Path(root).resolve()
         self.fail_every = fail_every
         self.hang_under = hang_under
         self.api_style = api_style
         self.token = token
+        self.signed_under = signed_under
         self.failures = 0
         self.missing = {"/" + m.lstrip("/") for m in missing}
         self.lock = threading.Lock()
