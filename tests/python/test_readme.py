@@ -69,7 +69,7 @@ def sandbox(nimbus_bin, nimbus_py, test_models, tmp_path_factory):
     """The reader's working directory, and the local servers standing in for the two catalogues."""
     home = tmp_path_factory.mktemp("readme")
     (home / "build").symlink_to(Path(nimbus_bin).resolve().parent)
-    safe, _, _ = write_safe(home / "products", width=400, height=380, baseline="05.09", classi=False)
+    safe, _, _ = write_safe(home / "products", width=600, height=540, baseline="05.09", classi=False)
     shutil.copytree(safe, home / SAFE_NAME)
     bands = home / "bands"
     bands.mkdir()
