@@ -189,25 +189,31 @@ void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c) {
 
 // Parameters given per scene in the manifest, or per scene in the output directory.
 const std::set<std::string> kPerSceneParameters{"s2_raster", "product_mask", "out", "keep_probabilities", "preview",
-                                                "report"};
+                                                "report", "stac_out"};
 
 struct BatchCommand {
   std::string manifest;
   std::string out_dir;
+  bool stac_items = false;
   DeclaredOptions declared;
 };
 
 void add_batch_command(CLI::App& app, BatchCommand& b) {
   CLI::App* cmd = app.add_subcommand(
       "batch",
-      "improve-cloud-mask over every scene of a CSV manifest (columns s2_raster, product_mask, id); resumes: scenes "
-      "whose output verifies against its record are skipped");
+      "improve-cloud-mask over every scene of a CSV manifest (columns s2_raster, product_mask, id) or a STAC "
+      "ItemCollection; resumes: scenes whose output verifies against its record are skipped");
   cmd->fallthrough();
-  cmd->add_option("manifest", b.manifest, "CSV manifest with a header row: s2_raster[,product_mask][,id]")
+  cmd->add_option("manifest", b.manifest,
+                  "CSV manifest with a header row: s2_raster[,product_mask][,id]; or a STAC ItemCollection (saved "
+                  "search results, JSON file or http(s) URL), one scene per item")
       ->required();
   cmd->add_option("--out-dir", b.out_dir,
                   "Directory for <id>.tif masks, their <id>.tif.nimbus.json records and batch-report.csv")
       ->required();
+  cmd->add_flag("--stac-items", b.stac_items,
+                "Also write a STAC Item per mask (<id>.json, as improve-cloud-mask --stac-out) and their "
+                "ItemCollection (items.geojson, absolute hrefs) into --out-dir");
   add_declared_options(cmd, nimbus::improve_cloud_mask_operation(), b.declared, kPerSceneParameters);
 }
 
@@ -221,8 +227,7 @@ void show_progress(int done, int total, const nimbus::SceneOutcome& o, double el
                  std::string(width - filled, '.').c_str(), done, total, o.id.c_str(), o.status.c_str(), eta);
     if (done == total) std::fprintf(stderr, "\n");
   } else {
-    std::fprintf(stderr, "[%d/%d] %s: %s in %.1f s%s%s\n", done, total, o.id.c_str(), o.status.c_str(), o.seconds,
-                 o.error.empty() ? "" : " - ", o.error.c_str());
+    std::fprintf(stderr, "[%d/%d] %s: %s in %.1f s\n", done, total, o.id.c_str(), o.status.c_str(), o.seconds);
   }
   std::fflush(stderr);
 }
@@ -234,28 +239,31 @@ int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
   nimbus::validate(options.merge);
   nimbus::validate_creation_options(options.creation_options);
   const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
-  nimbus::check_batch_outputs(scenes, b.out_dir, options, {{b.manifest, "manifest"}}, {report});
+  nimbus::check_batch_outputs(scenes, b.out_dir, options, {{b.manifest, "manifest"}}, {report}, b.stac_items);
   nimbus::validate(options.chips);
   // The per-scene pipeline logs would break the progress bar; -v brings them back.
   if (!verbose) spdlog::set_level(spdlog::level::warn);
   const auto start = std::chrono::steady_clock::now();
-  const auto outcomes = nimbus::run_batch(scenes, b.out_dir, options,
-                                          [&](int done, int total, const nimbus::SceneOutcome& o) {
-                                            if (quiet) return;
-                                            show_progress(done, total, o,
-                                                          std::chrono::duration<double>(
-                                                              std::chrono::steady_clock::now() - start)
-                                                              .count());
-                                          });
+  // Each failure is printed once, as it happens (the progress line only says "failed").
+  const auto outcomes = nimbus::run_batch(
+      scenes, b.out_dir, options,
+      [&](int done, int total, const nimbus::SceneOutcome& o) {
+        if (!quiet) {
+          show_progress(done, total, o,
+                        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        if (o.status == "failed") {
+          if (!quiet && ::isatty(STDERR_FILENO) && done < total) std::fprintf(stderr, "\n");
+          print_error(nimbus::spell_parameters(fmt::format("scene {}: {}", o.id, o.error), cli_spelling));
+        }
+      },
+      b.stac_items);
   nimbus::write_file_atomically(report, "batch report", nimbus::batch_report_csv(outcomes));
   int done = 0, skipped = 0, failed = 0;
   for (const auto& o : outcomes) {
     done += o.status == "done";
     skipped += o.status == "skipped";
     failed += o.status == "failed";
-  }
-  for (const auto& o : outcomes) {
-    if (o.status == "failed") print_error(fmt::format("scene {}: {}", o.id, o.error));
   }
   if (!quiet) {
     std::fprintf(stderr, "batch: %d done, %d skipped (output verified), %d failed; per-scene status in %s\n", done,

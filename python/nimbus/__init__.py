@@ -27,8 +27,11 @@ from ._nimbus import run_workflow as _run_workflow_files
 from ._nimbus import (  # noqa: F401  (re-exported API)
     InputError,
     __version__,
+    check_batch_items,
     check_batch_outputs,
     check_scene_ids,
+    failed_scene,
+    is_stac_item_collection,
     merge_cloud_masks,
     operation_parameters,
     process_batch_scene,
@@ -38,6 +41,7 @@ from ._nimbus import (  # noqa: F401  (re-exported API)
     run_op,
     scene_id_from_path,
     set_log_level,
+    write_batch_item_collection,
     write_raster,
 )
 
@@ -185,9 +189,11 @@ def normalise_scenes(scenes):
     """Scenes as dicts with s2_raster, product_mask (None: derived from a SAFE product) and id.
     Accepts paths, (s2_raster, product_mask) pairs, dicts, a manifest CSV path or one scene's path."""
     if isinstance(scenes, (str, bytes, os.PathLike)):
-        # One path: a manifest (.csv, any case) or a single scene, never its characters.
-        if os.fsdecode(scenes).lower().endswith(".csv"):
-            return read_batch_manifest(os.fsdecode(scenes))
+        # One path: a manifest (.csv, any case, or a STAC ItemCollection) or a single scene,
+        # never its characters.
+        text = os.fsdecode(scenes)
+        if text.lower().endswith(".csv") or _is_item_collection(text):
+            return read_batch_manifest(text)
         scenes = [scenes]
     out = []
     for s in scenes:
@@ -215,15 +221,30 @@ def normalise_scenes(scenes):
     return out
 
 
-def batch(scenes, out_dir, progress=True, **options):
+def _is_item_collection(path):
+    """Whether a JSON file or an http(s) URL holds a STAC ItemCollection (saved search results)."""
+    if path.startswith(("http://", "https://")):
+        return is_stac_item_collection(path)
+    if path.lower().endswith((".json", ".geojson")) and os.path.isfile(path):
+        try:
+            return is_stac_item_collection(path)
+        except InputError:
+            return False
+    return False
+
+
+def batch(scenes, out_dir, progress=True, stac_items=False, **options):
     """Processes scenes one after the other into ``out_dir``/<id>.tif, skipping scenes whose
-    output verifies against its record (so an interrupted batch resumes). Returns one
-    outcome dict per scene: id, status ('done', 'skipped', 'failed'), output, sha256, error,
-    seconds. ``options`` as for :func:`improve_cloud_mask`."""
+    output verifies against its record (so an interrupted batch resumes). ``scenes`` as for
+    :func:`normalise_scenes`, including a STAC ItemCollection (file or URL). Scenes whose
+    STAC item is broken fail before any scene runs. With ``stac_items``, each mask gets a
+    STAC Item ``out_dir``/<id>.json and the batch an ItemCollection ``out_dir``/items.geojson.
+    Returns one outcome dict per scene: id, status ('done', 'skipped', 'failed'), output,
+    sha256, error, stac_item, seconds. ``options`` as for :func:`improve_cloud_mask`."""
     scenes = normalise_scenes(scenes)
     out_dir = os.path.abspath(os.fsdecode(out_dir))
     # Every output location is checked against every input before the first scene runs.
-    check_batch_outputs(scenes, out_dir, options)
+    check_batch_outputs(scenes, out_dir, options, stac_items)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
@@ -231,10 +252,13 @@ def batch(scenes, out_dir, progress=True, **options):
     remove_stale_partials(scenes, out_dir, True)
     bar = _progress(len(scenes)) if progress else None
     outcomes = []
-    for scene in scenes:
-        outcomes.append(process_batch_scene(scene, out_dir, options))
+    for scene, error in zip(scenes, check_batch_items(scenes)):
+        outcomes.append(failed_scene(scene, out_dir, error) if error
+                        else process_batch_scene(scene, out_dir, options, stac_items))
         if bar:
             bar(outcomes[-1])
+    if stac_items:
+        write_batch_item_collection([o["stac_item"] for o in outcomes if o["stac_item"]], out_dir)
     return outcomes
 
 

@@ -19,7 +19,9 @@
 #include "nimbus/models/default_models.h"
 #include "nimbus/ops/compute_cloud_prob.h"
 #include "nimbus/ops/compute_shadow_prob.h"
+#include "nimbus/core/checksum.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
+#include "nimbus/pipeline/mask_stac_item.h"
 #include "nimbus/raster/area_of_interest.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
@@ -103,6 +105,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (@[preview])");
   AtomicOutput* report_out =
       options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "@[report]");
+  AtomicOutput* stac_out =
+      options.stac_out.empty() ? nullptr : &outputs.add_file(options.stac_out, "STAC Item (@[stac_out])");
   throw_if_cancelled(options.cancel);
 
   // A SAFE product or STAC item is stacked on the fly; its own cloud mask stands in for --product-mask.
@@ -139,6 +143,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
   const RasterReader product(product_path, product_role);
   require_same_grid(scene, product);
+  if (stac_out && (scene.grid().crs_wkt.empty() || !scene.grid().has_geotransform)) {
+    throw InputError(fmt::format("{} '{}' has no CRS or geotransform, so a STAC Item (@[stac_out]) cannot say where "
+                                 "the mask lies; georeference the input (gdal_edit.py -a_srs -a_ullr) or drop "
+                                 "@[stac_out]",
+                                 scene.role(), options.s2_raster));
+  }
   const int ds = options.chips.downsampling;
   if (ds < 1 || ds > kMaxDownsampling) {
     throw InputError(fmt::format("downsampling is {}; use 1 (full resolution) to {}", ds, kMaxDownsampling));
@@ -335,10 +345,55 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     counted += v == kMaskNodata ? 0 : 1;
   }
   report.masked_fraction = counted == 0 ? 0.0 : static_cast<double>(masked) / static_cast<double>(counted);
+  {
+    // Cloud cover as catalogues give it: percent of the valid pixels inside the area of
+    // interest's polygon (with crop_to_aoi the pixels outside are nodata already).
+    const MaskBuffer inside =
+        aoi && !options.crop_to_aoi ? aoi->inside_mask(scene.grid(), out_window) : MaskBuffer();
+    std::size_t cover_masked = 0, cover_valid = 0;
+    for (std::size_t i = 0; i < mask.size(); ++i) {
+      if (mask[i] == kMaskNodata || (!inside.empty() && !inside[i])) continue;
+      ++cover_valid;
+      cover_masked += mask[i] == 1 ? 1 : 0;
+    }
+    if (cover_valid > 0) {
+      report.cloud_cover = 100.0 * static_cast<double>(cover_masked) / static_cast<double>(cover_valid);
+    }
+  }
   report.seconds_total = seconds_since(start);
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  if (stac_out) {
+    MaskItemFacts facts;
+    facts.item_path = options.stac_out;
+    facts.mask_path = options.out;
+    facts.mask_sha256 = sha256_file(mask_out.temp_path(), "output mask (@[out])");
+    std::error_code ec;
+    facts.mask_bytes = std::filesystem::file_size(mask_out.temp_path(), ec);
+    facts.grid = out_grid;
+    facts.aoi = aoi ? &*aoi : nullptr;
+    if (safe) {
+      facts.datetime = safe->datetime;
+      facts.start_datetime = safe->start_datetime;
+      facts.end_datetime = safe->end_datetime;
+      facts.input_stac_item = safe->stac_item;
+    } else {
+      // A stack may carry its acquisition time (e.g. from the SAFE product it was made of).
+      for (const char* key : {"datetime", "ACQUISITION_DATETIME", "PRODUCT_START_TIME", "SENSING_TIME"}) {
+        facts.datetime = scene.metadata_item(key);
+        if (!facts.datetime.empty()) break;
+      }
+    }
+    const Json item = mask_stac_item(options, report, facts);
+    try {
+      write_whole_file(stac_out->temp_path(), "@[stac_out]",
+                       item.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+    } catch (const InputError&) {
+      throw InputError(fmt::format("@[stac_out] '{}' could not be written; check disk space and permissions",
+                                   options.stac_out));
+    }
+  }
   if (report_out) {
     try {
       // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
@@ -372,6 +427,7 @@ Json report_json(const ImproveCloudMaskReport& r) {
           {"models_loaded", r.models_loaded},
           {"model_cache_hits", r.model_cache_hits},
           {"masked_fraction", r.masked_fraction},
+          {"cloud_cover", r.cloud_cover ? Json(*r.cloud_cover) : Json()},
           {"seconds_inference", r.seconds_inference},
           {"seconds_chips", r.seconds_chips},
           {"seconds_merge", r.seconds_merge},

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct ImproveCloudMaskOptions {
   std::string keep_probabilities_dir;  // when set, also write cloud/shadow probability GeoTIFFs here
   std::string preview_png;             // when set, also write an RGB + mask quicklook
   std::string report_path;             // when set, also write the report as JSON (published with the mask)
+  std::string stac_out;                // when set, also write a STAC Item describing the mask (mask_stac_item.h)
   std::vector<std::string> creation_options;  // GDAL COG -co KEY=VALUE for every raster written
   int threads = 0;                     // 0 = all cores
   InferenceEngine engine = InferenceEngine::Auto;  // oneDNN, falling back to OpenCV DNN per model
@@ -54,6 +56,9 @@ struct ImproveCloudMaskReport {
   int models_loaded = 0;     // of this run's two models, read and parsed by this run
   int model_cache_hits = 0;  // of this run's two models, taken from the process's model cache
   double masked_fraction = 0.0;         // share of pixels set to 1
+  // Percent of the valid pixels (not nodata, inside the area of interest's polygon) that are
+  // masked: STAC's eo:cloud_cover. Empty when no pixel is valid.
+  std::optional<double> cloud_cover;
   int chips_skipped = 0;            // all-nodata chips never sent to a model
   double seconds_inference = 0.0;   // inside the models, both summed
   double seconds_chips = 0.0;       // the whole chip loop (read + inference + activation)

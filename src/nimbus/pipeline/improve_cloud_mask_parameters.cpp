@@ -162,6 +162,11 @@ const std::vector<Binding>& bindings() {
                                "Also write timings, chip counts and peak memory as JSON here"}
                          .as(ParamRole::Output),
                      &Options::report_path));
+    b.push_back(path(ParamSpec{"stac_out", ParamType::Path, nullptr,
+                               "Also write a STAC Item (JSON) describing the mask here: footprint, datetime, "
+                               "projection, checksum, eo:cloud_cover, provenance"}
+                         .as(ParamRole::Output),
+                     &Options::stac_out));
     return b;
   }();
   return all;
@@ -194,6 +199,11 @@ ImproveCloudMaskOptions batch_options(Json values) {
     if (values.contains(per_scene)) {
       throw ParameterError(per_scene, "is given per scene (in the scene list), not as a batch option");
     }
+  }
+  if (values.contains("stac_out") && !values["stac_out"].is_null()) {
+    throw ParameterError("stac_out", "names one file, but a batch writes one STAC Item per scene; ask the batch "
+                                     "for <id>.json items next to the masks instead (nimbus batch --stac-items, "
+                                     "nimbus.batch(..., stac_items=True))");
   }
   // Required for one scene; a batch sets them scene by scene.
   values["s2_raster"] = values["out"] = "(per scene)";

@@ -195,6 +195,11 @@ std::optional<double> RasterReader::nodata_value() const {
   return has ? std::optional<double>(value) : std::nullopt;
 }
 
+std::string RasterReader::metadata_item(const std::string& key) const {
+  const char* value = dataset_->GetMetadataItem(key.c_str());
+  return value ? std::string(value) : std::string();
+}
+
 std::vector<std::string> RasterReader::band_descriptions() const {
   std::vector<std::string> out;
   for (int b = 1; b <= band_count_; ++b) out.emplace_back(dataset_->GetRasterBand(b)->GetDescription());

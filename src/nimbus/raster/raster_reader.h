@@ -46,6 +46,8 @@ class RasterReader {
   std::string data_type_name() const;
   // Band 1's declared nodata value, if any.
   std::optional<double> nodata_value() const;
+  // The dataset's metadata item `key` (default domain), empty when absent.
+  std::string metadata_item(const std::string& key) const;
   // Each band's description (GDAL band description, e.g. "B02"), empty where none.
   std::vector<std::string> band_descriptions() const;
 

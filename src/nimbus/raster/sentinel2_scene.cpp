@@ -123,6 +123,10 @@ Sentinel2Scene stack_sentinel2_bands(const Sentinel2BandFiles& in) {
   scene.product = path;
   scene.processing_baseline = in.processing_baseline;
   scene.band_offsets = in.band_offsets;
+  scene.datetime = in.datetime;
+  scene.start_datetime = in.start_datetime;
+  scene.end_datetime = in.end_datetime;
+  scene.stac_item = in.stac_item;
   // The 10 m grid of B02, as FarmVibes stacks onto it.
   GridInfo grid;
   {
