@@ -116,8 +116,11 @@ std::string read_item_text(const std::string& item) {
                             "no STAC Item is that large: pass one item's JSON or URL");
 }
 
-// Where relative hrefs are resolved: the item's folder (or URL up to its last '/').
-std::string item_base(const std::string& item) {
+std::pair<std::string, std::string> split_locator(const std::string& item);
+
+// Where relative hrefs are resolved: the item's (or its collection's) folder, or URL up to its last '/'.
+std::string item_base(const std::string& located_item) {
+  const std::string item = split_locator(located_item).first;
   if (is_http_url(item) || is_network_path(item)) {
     const std::string no_query = item.substr(0, item.find_first_of("?#"));
     return no_query.substr(0, no_query.rfind('/') + 1);
