@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import rasterio
 
-PER_SCENE = {"s2_raster", "product_mask", "out", "keep_probabilities", "preview", "report"}
+PER_SCENE = {"s2_raster", "product_mask", "out", "keep_probabilities", "preview", "report", "stac_out"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_cli_help_lists_exactly_the_declared_options(nimbus_bin, declared):
 
 def test_batch_takes_every_declared_option_not_given_per_scene(nimbus_bin, declared):
     _, options = _help_options(nimbus_bin, "batch")
-    assert options - {"--out-dir"} == {p["cli_flag"] for p in declared if p["name"] not in PER_SCENE}
+    # --stac-items: the per-scene form of --stac-out (an item per mask, named by the scene).
+    assert options - {"--out-dir", "--stac-items"} == {p["cli_flag"] for p in declared if p["name"] not in PER_SCENE}
 
 
 def test_python_signature_is_the_declaration(nimbus_py, declared):
