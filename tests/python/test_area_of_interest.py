@@ -146,9 +146,12 @@ def test_merge_halo_keeps_the_window_exact(nimbus_bin, scene, full_runs, tmp_pat
 
 
 @pytest.mark.parametrize("options,box", [(("--downsampling", "2"), (33, 41, 150, 120)),
-                                         (("--blend", "linear"), (60, 90, 170, 200))])
+                                         (("--blend", "linear"), (60, 90, 170, 200)),
+                                         (("--in-memory",), (130, 5, 230, 70)),
+                                         (("--downsampling", "2", "--in-memory"), (250, 180, 301, 251))])
 def test_chip_options_with_aoi_equal_full_scene_crop(nimbus_bin, scene, full_runs, tmp_path, options, box):
-    full = full_runs(*options)
+    """--in-memory with an AOI copies only the chips' pixels; the full run it is compared with reads from disk."""
+    full = full_runs(*[o for o in options if o != "--in-memory"])
     bbox = _utm_box(full, *box)
     _run(nimbus_bin, scene, tmp_path, "--bbox", ",".join(map(repr, bbox)), "--aoi-crs", "EPSG:32631", *options)
     _assert_crop_equal(full, _read(tmp_path))
