@@ -18,6 +18,7 @@
 #include "nimbus/core/error.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/core/input_files.h"
+#include "nimbus/raster/area_of_interest.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/tiling/chip_grid.h"
@@ -958,16 +959,26 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
     auto model = make_backend(load_model(p.at("model_path").get<std::string>(), p.at("root_dir").get<std::string>(),
                                          role),
                               role, engine);
-    const RasterReader scene(ctx.inputs.at("sentinel_raster").path,
-                             fmt::format("input sentinel_raster of task '{}'", ctx.task));
+    const Artifact& input = ctx.inputs.at("sentinel_raster");
+    const RasterReader scene(input.path, fmt::format("input sentinel_raster of task '{}'", ctx.task));
+    GridInfo grid = scene.grid();
+    if (ctx.window) {
+      // Only the chips of the full scene's grid the window needs; the output is the window.
+      if (input.window || scene.width() != ctx.window->grid_width || scene.height() != ctx.window->grid_height) {
+        throw InputError(fmt::format("task '{}' ({}) with a run geometry needs the whole scene as its input "
+                                     "sentinel_raster (its chip grid is the scene's); feed it from a source",
+                                     ctx.task, h->op_name));
+      }
+      params.region = ctx.window->pixels;
+      grid = window_grid(grid, ctx.window->pixels);
+    }
     const CancelCheck& cancel = ctx.cancel;
     const FloatBuffer probability =
         predict_probability(scene, *model, *h, params, [&cancel](int, int) { throw_if_cancelled(cancel); });
     const std::string path = ctx.output_dir + "/" + output_port + ".tif";
     GeoTiffOptions tiff = probability_geotiff_options();
     tiff.cancel = ctx.cancel;
-    write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), scene.grid(), probability.data(),
-                              tiff);
+    write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), grid, probability.data(), tiff);
     return OpOutputs{{output_port, Artifact{path, "Sentinel2CloudProbability", ""}}};
   };
   return op;
