@@ -160,9 +160,10 @@ OpOutputs run_on_window(const OpRunContext& ctx, const MergeParams& params, cons
   const PixelWindow in_cloud = local("cloud_probability", cloud), in_shadow = local("shadow_probability", shadow);
   cloud.read_band_window(1, in_cloud.x0, in_cloud.y0, in_cloud.width, in_cloud.height, cloud_p.data());
   shadow.read_band_window(1, in_shadow.x0, in_shadow.y0, in_shadow.width, in_shadow.height, shadow_p.data());
-  const MaskBuffer merged = merge_cloud_masks_simple(
-      cloud_p, shadow_p, product.read_band_nonzero(1, local("product_mask", product)), merge.width, merge.height,
-      params);
+  const PixelWindow in_product = local("product_mask", product);
+  product.require_product_mask(in_product);
+  const MaskBuffer merged = merge_cloud_masks_simple(cloud_p, shadow_p, product.read_band_nonzero(1, in_product),
+                                                     merge.width, merge.height, params);
   const PixelWindow inner{run.pixels.x0 - merge.x0, run.pixels.y0 - merge.y0, run.pixels.width, run.pixels.height};
   const MaskBuffer mask = crop(merged, merge.width, inner);
   const std::string path = ctx.output_dir + "/merged_cloud_mask.tif";

@@ -149,7 +149,6 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                                  scene.role(), options.s2_raster, scene.width(), scene.height(), ds,
                                  scene.width() / ds, scene.height() / ds, options.chips.window_size));
   }
-  product.require_product_mask();
   // With an area of interest: the written window, and the window merged - grown by
   // the halo the merge needs so the written pixels equal the full scene's (see
   // docs/area_of_interest.md): closing_size for the dilation, min_area more so every
@@ -166,6 +165,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     logger()->info("area of interest: pixel window {} of {}x{}; merging {}", out_window.text(), scene.width(),
                    scene.height(), merge_window.text());
   }
+  product.require_product_mask(merge_window);
   const ChipGrid grid(scene.width() / ds, scene.height() / ds, options.chips.window_size, options.chips.overlap);
   {
     // Per pixel of the merge window (the whole scene without an area of interest):
