@@ -1,5 +1,6 @@
 #include "nimbus/raster/sentinel2_scene.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -7,6 +8,7 @@
 #include <cpl_string.h>
 #include <gdal_priv.h>
 #include <gdal_utils.h>
+#include <ogr_spatialref.h>
 
 #include <fmt/format.h>
 #include "nimbus/core/error.h"
@@ -41,6 +43,34 @@ std::vector<std::string> grid_args(const GridInfo& g) {
           std::to_string(g.width), std::to_string(g.height)};
 }
 
+// gdalwarp's VRTs warp whole 512 x 128 blocks of the 10 m grid. A chip read warps every
+// block it touches, and each block's source window (with the bilinear kernel's margin)
+// reaches into the next tile of the band file whenever a block edge falls on a tile edge,
+// which 512-pixel blocks do at every other block (20 m tiles of 512 = 1024 pixels at
+// 10 m). Over HTTP each such tile is a request and bytes the chip does not need. Smaller
+// square blocks cut that overreach; pixel values do not depend on the block size.
+constexpr int kWarpBlock = 128;
+
+void set_warp_block_size(const std::string& vrt, int size) {
+  VSILFILE* f = VSIFOpenL(vrt.c_str(), "rb");
+  if (!f) return;
+  std::string xml;
+  char buffer[65536];
+  for (std::size_t n; (n = VSIFReadL(buffer, 1, sizeof buffer, f)) > 0;) xml.append(buffer, n);
+  VSIFCloseL(f);
+  for (const char* tag : {"BlockXSize", "BlockYSize"}) {
+    const std::string open = fmt::format("<{}>", tag), close = fmt::format("</{}>", tag);
+    const auto at = xml.find(open);
+    const auto end = at == std::string::npos ? at : xml.find(close, at);
+    if (end == std::string::npos) return;
+    xml.replace(at + open.size(), end - at - open.size(), std::to_string(size));
+  }
+  f = VSIFOpenL(vrt.c_str(), "wb");
+  if (!f) return;
+  VSIFWriteL(xml.data(), 1, xml.size(), f);
+  VSIFCloseL(f);
+}
+
 // A single-band file reprojected onto the 10 m grid, as a VRT in /vsimem owned by `files`.
 std::string onto_grid(const std::string& file, const GridInfo& grid, const char* resampling, bool nodata_zero,
                       const std::string& what, const std::string& label, VsimemFiles& files) {
@@ -51,11 +81,23 @@ std::string onto_grid(const std::string& file, const GridInfo& grid, const char*
                                                          "GDAL_HTTP_CONNECTTIMEOUT, GDAL_HTTP_LOW_SPEED_TIME)"
                                                        : "the product may be incomplete, re-download it"));
   }
+  // Already on the grid (the 10 m bands): read in place. Warping onto the same grid would
+  // give the same values (bilinear weights 1 and 0, nodata 0 kept) but read whole warp
+  // blocks with their kernel margin, i.e. tiles the chips do not need.
+  double gt[6];
+  const OGRSpatialReference* srs = src->GetSpatialRef();
+  OGRSpatialReference grid_srs;
+  if (src->GetGeoTransform(gt) == CE_None && srs && grid_srs.importFromWkt(grid.crs_wkt.c_str()) == OGRERR_NONE &&
+      src->GetRasterXSize() == grid.width && src->GetRasterYSize() == grid.height &&
+      std::equal(gt, gt + 6, grid.geotransform.begin()) && srs->IsSame(&grid_srs)) {
+    return file;
+  }
   std::vector<std::string> args{"-of", "VRT", "-r", resampling, "-et", "0"};  // exact transformer
   if (nodata_zero) args.insert(args.end(), {"-srcnodata", "0", "-dstnodata", "0"});
   for (const auto& a : grid_args(grid)) args.push_back(a);
   const std::string dst = files.make(what + ".vrt");
   run_warp(dst, GDALDataset::ToHandle(src.get()), args, what, label);
+  set_warp_block_size(dst, kWarpBlock);
   return dst;
 }
 
