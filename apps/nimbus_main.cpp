@@ -323,6 +323,8 @@ struct WorkflowCommands {
   std::vector<std::string> inputs;
   std::vector<std::string> params;
   std::string out_dir;
+  std::string geometry;
+  std::string geometry_crs = "EPSG:4326";
   std::string cache_dir;
   bool no_cache = false;
   std::string workflows_dir;
@@ -369,6 +371,11 @@ void add_workflow_commands(CLI::App& app, WorkflowCommands& w) {
   run->add_option("--input", w.inputs, "Source file, NAME=PATH (repeatable)");
   run->add_option("--param", w.params, "Workflow parameter, NAME=VALUE (repeatable; VALUE parsed as YAML)");
   run->add_option("--out-dir", w.out_dir, "Directory for the sink files (<sink>.tif)")->required();
+  run->add_option("--geometry", w.geometry,
+                  "Run geometry (FarmVibes' run geometry): GeoJSON file or text, or WKT, Polygon or MultiPolygon; "
+                  "only the chips it needs run and the sinks are its window (docs/area_of_interest.md)");
+  run->add_option("--geometry-crs", w.geometry_crs, "CRS of --geometry's coordinates (x = longitude for EPSG:4326)")
+      ->capture_default_str();
   run->add_option("--cache-dir", w.cache_dir, "Op cache directory (default $NIMBUS_CACHE_DIR or ~/.cache/nimbus)");
   run->add_flag("--no-cache", w.no_cache, "Do not read or write the op cache");
   run->add_option("--workflows-dir", w.workflows_dir, "Where nested workflows are looked up by name");
@@ -411,6 +418,8 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
       options.inputs[k] = v;
     }
     options.out_dir = w.out_dir;
+    options.geometry = w.geometry;
+    options.geometry_crs = w.geometry_crs;
     options.cache_dir = w.no_cache ? "" : (w.cache_dir.empty() ? default_cache_dir() : w.cache_dir);
     options.max_parallel_tasks = w.parallel_tasks;
     const nimbus::WorkflowLibrary library{workflows_dir_for(w.workflows_dir, w.workflow)};
@@ -585,7 +594,12 @@ int main(int argc, char** argv) {
     // Parameters named by the library are spelled as this command takes them; a bad
     // declared option also says where to read about it.
     const bool declared_options = app.got_subcommand("improve-cloud-mask") || app.got_subcommand("batch");
-    if (!declared_options) {
+    if (app.got_subcommand("run")) {
+      print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) {
+        return n == "geometry" || n == "geometry_crs" ? "--" + std::string(n == "geometry" ? "geometry" : "geometry-crs")
+                                                      : n;
+      }));
+    } else if (!declared_options) {
       print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) { return n; }));
     } else if (dynamic_cast<const nimbus::ParameterError*>(&e) != nullptr) {
       print_error(fmt::format("{}; see `nimbus {} --help`", nimbus::spell_parameters(e.what(), cli_spelling),

@@ -15,6 +15,7 @@ Each op on its own (files or arrays), the FarmVibes workflow, many scenes
 Long-running calls release the GIL. Bad input raises ``nimbus.InputError``.
 """
 import inspect
+import json
 import os
 import tempfile
 import uuid
@@ -108,14 +109,25 @@ class _ArrayInputs:
 
 
 def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None, crs=None, nodata=0,
-                 cache_dir="", parallel_tasks=2, workflows_dir=""):
+                 cache_dir="", parallel_tasks=2, workflows_dir="", geometry=None, geometry_crs="EPSG:4326"):
     """Runs a workflow (name or YAML path). ``inputs`` maps each source to a file path or to
     a numpy array (written with ``geotransform``/``crs``; ``nodata`` applies to 3-D arrays,
     i.e. the Sentinel-2 stack). With ``out_dir`` the sinks are written there and their paths
     returned; without, the sinks come back as arrays (single-band sinks as 2-D).
     ``cache_dir``: the op cache ('' = none). ``workflows_dir``: where workflows named by
-    name are found ('' = :data:`WORKFLOWS_DIR`, the ones shipped with this package)."""
+    name are found ('' = :data:`WORKFLOWS_DIR`, the ones shipped with this package).
+    ``geometry``: FarmVibes' run geometry - a GeoJSON file path, GeoJSON or WKT text, a GeoJSON
+    mapping or an object with ``__geo_interface__`` (e.g. a shapely polygon), in ``geometry_crs``;
+    only the chips it needs run and the sinks are its pixel window (docs/area_of_interest.md)."""
     params = dict(params or {})
+    if geometry is None:
+        geometry_text = ""
+    elif hasattr(geometry, "__geo_interface__"):
+        geometry_text = json.dumps(geometry.__geo_interface__)
+    elif isinstance(geometry, dict):
+        geometry_text = json.dumps(geometry)
+    else:
+        geometry_text = os.fspath(geometry)
     with tempfile.TemporaryDirectory(prefix="nimbus-") as tmp:
         files = {}
         for name, value in inputs.items():
@@ -128,7 +140,8 @@ def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None,
                 files[name] = os.fspath(value)
         target = os.fspath(out_dir) if out_dir is not None else os.path.join(tmp, "sinks")
         sinks = _run_workflow_files(os.fspath(workflow), files, target, params, os.fspath(cache_dir),
-                                    parallel_tasks, os.fspath(workflows_dir) or WORKFLOWS_DIR)
+                                    parallel_tasks, os.fspath(workflows_dir) or WORKFLOWS_DIR, geometry_text,
+                                    geometry_crs)
         if out_dir is not None:
             return sinks
         arrays = {}

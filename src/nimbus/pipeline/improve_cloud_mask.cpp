@@ -159,7 +159,6 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                                  scene.role(), options.s2_raster, scene.width(), scene.height(), ds,
                                  scene.width() / ds, scene.height() / ds, options.chips.window_size));
   }
-  product.require_product_mask();
   // With an area of interest: the written window, and the window merged - grown by
   // the halo the merge needs so the written pixels equal the full scene's (see
   // docs/area_of_interest.md): closing_size for the dilation, min_area more so every
@@ -176,16 +175,26 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     logger()->info("area of interest: pixel window {} of {}x{}; merging {}", out_window.text(), scene.width(),
                    scene.height(), merge_window.text());
   }
+  product.require_product_mask(merge_window);
   const ChipGrid grid(scene.width() / ds, scene.height() / ds, options.chips.window_size, options.chips.overlap);
   {
-    // Per pixel: the mask and the product mask (bytes), the dilation (at most 4 bytes
-    // whatever the radius), the kept probabilities, the in-memory copy of the scene.
-    const std::uint64_t npix = static_cast<std::uint64_t>(scene.width()) * static_cast<std::uint64_t>(scene.height());
+    // Per pixel of the merge window (the whole scene without an area of interest):
+    // the mask and the product mask (bytes), the dilation (at most 4 bytes whatever
+    // the radius), the kept probabilities; per pixel the chips read, the in-memory copy.
+    const auto pixels = [](const PixelWindow& w) {
+      return static_cast<std::uint64_t>(w.width) * static_cast<std::uint64_t>(w.height);
+    };
     std::uint64_t per_pixel = 2 + 4;
     if (!options.keep_probabilities_dir.empty()) per_pixel += 8;
-    if (options.chips.in_memory) per_pixel += static_cast<std::uint64_t>(scene.band_count()) * 4 + 1;
-    require_memory(per_pixel * npix, fmt::format("{} '{}' ({}x{} pixels, {} bands)", scene.role(), options.s2_raster,
-                                                 scene.width(), scene.height(), scene.band_count()));
+    std::uint64_t bytes = per_pixel * pixels(merge_window);
+    if (options.chips.in_memory) {
+      bytes += (static_cast<std::uint64_t>(scene.band_count()) * 4 + 1) *
+               pixels(chip_read_extent(scene.width(), scene.height(), chip_params));
+    }
+    require_memory(bytes, fmt::format("{} '{}' ({}x{} pixels{}, {} bands)", scene.role(), options.s2_raster,
+                                      scene.width(), scene.height(),
+                                      aoi ? fmt::format(", area of interest {}", merge_window.text()) : "",
+                                      scene.band_count()));
   }
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
@@ -220,8 +229,9 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Without --keep-probabilities the floats are never stored: each model's
   // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
   const bool keep = cloud_prob_out != nullptr;
+  // Every buffer covers the merge window (the whole scene without an area of interest).
   FloatBuffer cloud, shadow;
-  MaskBuffer mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
+  MaskBuffer mask(static_cast<std::size_t>(merge_window.width) * static_cast<std::size_t>(merge_window.height), 0);
   // Only the preview needs nodata apart from the mask (nodata passes every threshold).
   MaskBuffer nodata(options.preview_png.empty() ? 0 : mask.size(), 0);
   const PredictionStats stats = predict_probabilities(
@@ -255,16 +265,15 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const auto merge_start = Clock::now();
   if (aoi) {
     // Merge on the grown window, then keep the written window.
-    MaskBuffer merged = crop(mask, scene.width(), merge_window);
-    finish_merge(merged, product.read_band_nonzero(1, merge_window), merge_window.width,
-                 merge_window.height, options.merge);
+    finish_merge(mask, product.read_band_nonzero(1, merge_window), merge_window.width, merge_window.height,
+                 options.merge);
     const PixelWindow inner{out_window.x0 - merge_window.x0, out_window.y0 - merge_window.y0, out_window.width,
                             out_window.height};
-    mask = crop(merged, merge_window.width, inner);
-    if (!nodata.empty()) nodata = crop(nodata, scene.width(), out_window);
+    mask = crop(mask, merge_window.width, inner);
+    if (!nodata.empty()) nodata = crop(nodata, merge_window.width, inner);
     if (keep) {
-      cloud = crop(cloud, scene.width(), out_window);
-      shadow = crop(shadow, scene.width(), out_window);
+      cloud = crop(cloud, merge_window.width, inner);
+      shadow = crop(shadow, merge_window.width, inner);
     }
     if (options.crop_to_aoi) {
       const MaskBuffer inside = aoi->inside_mask(scene.grid(), out_window);

@@ -16,6 +16,13 @@ namespace nimbus {
 struct RunOptions {
   std::map<std::string, std::string> inputs;  // source name -> file
   std::string out_dir;
+  // FarmVibes' run geometry: a GeoJSON file or text (geometry, Feature or
+  // FeatureCollection) or WKT, Polygon or MultiPolygon, in `geometry_crs`. When set,
+  // every op computes only the pixels the geometry's window needs (the chips it
+  // touches, grown by the merge's halo) and the sinks are that window, cut from the
+  // sources' grid exactly as improve-cloud-mask --aoi cuts it.
+  std::string geometry;
+  std::string geometry_crs = "EPSG:4326";
   std::string cache_dir;  // empty = no cache (ops run in a scratch directory)
   int max_parallel_tasks = 2;
   // Polled from the calling thread about every 100 ms; true stops the run (running
