@@ -19,10 +19,13 @@ every worker (a shared file system), and every worker needs ``import nimbus``.
 Each worker process loads each model once, on its first task, and its later tasks reuse
 it (Nimbus' process-wide model cache; a model file replaced on disk is loaded again).
 """
+__all__ = ["improve_cloud_masks"]
+
 import os
 import uuid
 
 import nimbus
+from nimbus import _nimbus
 
 
 def _process_scene(scene, out_dir, options):
@@ -51,7 +54,7 @@ def improve_cloud_masks(scenes, out_dir, client=None, threads_per_scene=1, retri
     scenes = nimbus.normalise_scenes(scenes)
     out_dir = os.path.abspath(os.fsdecode(out_dir))
     # Every output location is checked against every input before any task is submitted.
-    nimbus.check_batch_outputs(scenes, out_dir, options)
+    _nimbus.check_batch_outputs(scenes, out_dir, options)
     os.makedirs(out_dir, exist_ok=True)
     options = dict(options)
     options.setdefault("threads", threads_per_scene)
@@ -63,5 +66,5 @@ def improve_cloud_masks(scenes, out_dir, client=None, threads_per_scene=1, retri
     finally:
         client.cancel(futures)
     # Every task has finished: hidden partial files left by killed workers are garbage.
-    nimbus.remove_stale_partials(scenes, out_dir, False)
+    _nimbus.remove_stale_partials(scenes, out_dir, False)
     return outcomes
