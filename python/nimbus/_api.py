@@ -113,7 +113,8 @@ def _read_single_band(path):
 
 
 def read_raster(path):
-    return geoarray(**_nimbus.read_raster(path))
+    r = _nimbus.read_raster(path)
+    return geoarray(r["array"], r["geotransform"], r["crs"], r["nodata"])
 
 
 document(read_raster, """

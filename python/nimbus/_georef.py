@@ -32,10 +32,16 @@ def gdal_geotransform(value, name="geotransform"):
     gt = tuple(float(v) for v in numbers_)
     if not all(math.isfinite(v) for v in gt):
         raise InputError(f"{name} = {gt} has a non-finite number; give finite coordinates and pixel sizes")
+    affine_hint = ("if these are affine coefficients (a, b, c, d, e, f) as rasterio prints them, pass "
+                   "affine.Affine(a, b, c, d, e, f) instead")
     if gt[1] * gt[5] - gt[2] * gt[4] == 0:
-        raise InputError(f"{name} = {gt} maps every pixel onto a line (zero pixel size in GDAL order x0, dx, rx, "
-                         "y0, ry, dy); if these are affine coefficients (a, b, c, d, e, f), pass "
-                         "affine.Affine(a, b, c, d, e, f) instead")
+        raise InputError(f"{name} = {gt} maps every pixel onto a line (GDAL order x0, dx, rx, y0, ry, dy); "
+                         + affine_hint)
+    if not hasattr(value, "to_gdal") and (gt[1] == 0 or gt[5] == 0):
+        # Plain numbers are ambiguous: affine order (dx, 0, x0, 0, dy, y0) read in GDAL order has
+        # a zero pixel width. Only a grid turned by exactly 90 degrees has one; it is given as an Affine.
+        raise InputError(f"{name} = {gt} has a zero pixel width or height in GDAL order (x0, dx, rx, y0, ry, dy); "
+                         + affine_hint + " (a grid turned by 90 degrees is given as an affine.Affine too)")
     return gt
 
 
@@ -93,7 +99,8 @@ class GeoArray(NamedTuple):
         The raster's nodata value (100 for masks, FarmVibes' tag), None if none.
 
     ``geotransform`` gives the transform in GDAL order whatever its type and
-    ``to_xarray()`` an ``xarray.DataArray`` (needs xarray). Every function taking an
+    ``to_xarray()`` an ``xarray.DataArray`` (needs xarray); ``numpy.asarray(g)`` is
+    ``g.array``. Every function taking an
     array also takes a GeoArray, and uses its transform and CRS.
     """
 
@@ -101,6 +108,10 @@ class GeoArray(NamedTuple):
     transform: object = None
     crs: Optional[str] = None
     nodata: Optional[float] = None
+
+    def __array__(self, dtype=None, copy=None):
+        # numpy functions (np.asarray, np.array_equal, rasterio's write) see the array itself.
+        return np.asarray(self.array, dtype=dtype)
 
     @property
     def geotransform(self):
