@@ -143,8 +143,8 @@ def write_raster(path, array, geotransform=None, crs=None, nodata=None):
 
 
 document(write_raster, """
-    Writes an array as a tiled GeoTIFF, replaced atomically (never a special file or an
-    input). Georeferencing is optional here: without it the file has pixel coordinates.""",
+    Writes an array as a tiled GeoTIFF, all or nothing (never over a special file or a
+    link). Georeferencing is optional here: without it the file has pixel coordinates.""",
          [("path", "path : str, bytes or os.PathLike\n    Where to write (.tif)."),
           ("array", """array : numpy.ndarray or GeoArray, shape (H, W) or (bands, H, W)
     uint8, uint16, int16, uint32, int32, float32 or float64. A GeoArray brings its
