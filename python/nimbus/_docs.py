@@ -40,7 +40,8 @@ def declared_entry(name):
 
 
 def _wrap(text):
-    return textwrap.fill(text, width=92, initial_indent="    ", subsequent_indent="    ")
+    return textwrap.fill(text, width=92, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False,
+                         break_long_words=False)
 
 
 def document(function, summary, parameters=(), returns="", raises="", example="", options=False,
