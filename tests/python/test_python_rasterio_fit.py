@@ -140,17 +140,18 @@ def test_transforms_as_affine_or_gdal_sequences(nimbus_py, tmp_path, transform):
 
 
 def _osr_32631():
-    from osgeo import osr
+    osr = pytest.importorskip("osgeo.osr")
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32631)
     return srs
 
 
-@pytest.mark.parametrize("crs", [32631, np.int64(32631), "EPSG:32631", "epsg:32631", CRS.from_epsg(32631).to_wkt(),
-                                 CRS.from_epsg(32631), _osr_32631()],
+@pytest.mark.parametrize("make_crs", [lambda: 32631, lambda: np.int64(32631), lambda: "EPSG:32631",
+                                      lambda: "epsg:32631", lambda: CRS.from_epsg(32631).to_wkt(),
+                                      lambda: CRS.from_epsg(32631), _osr_32631],
                          ids=["int", "numpy-int", "EPSG-string", "lower-case", "WKT", "rasterio-CRS", "osr"])
-def test_crs_as_epsg_codes_strings_wkt_and_crs_objects(nimbus_py, tmp_path, crs):
-    back, _, file_crs = _write_and_read(nimbus_py, tmp_path / "c.tif", GT, crs)
+def test_crs_as_epsg_codes_strings_wkt_and_crs_objects(nimbus_py, tmp_path, make_crs):
+    back, _, file_crs = _write_and_read(nimbus_py, tmp_path / "c.tif", GT, make_crs())
     assert file_crs.to_epsg() == 32631 and CRS.from_wkt(back.crs).to_epsg() == 32631
 
 
