@@ -15,7 +15,7 @@ packages=(
   pybind11-dev python3-dev
   python3-numpy python3-scipy python3-rasterio python3-skimage python3-opencv
   python3-torch python3-onnx python3-pytest python3-pil
-  python3-dask python3-distributed
+  python3-dask python3-distributed python3-xarray
 )
 
 missing=()

@@ -19,10 +19,13 @@ every worker (a shared file system), and every worker needs ``import nimbus``.
 Each worker process loads each model once, on its first task, and its later tasks reuse
 it (Nimbus' process-wide model cache; a model file replaced on disk is loaded again).
 """
+__all__ = ["improve_cloud_masks"]
+
 import os
 import uuid
 
 import nimbus
+from nimbus import _nimbus
 
 
 def _process_scene(scene, out_dir, options, stac_items=False):
@@ -53,12 +56,12 @@ def improve_cloud_masks(scenes, out_dir, client=None, threads_per_scene=1, retri
     scenes = nimbus.normalise_scenes(scenes)
     out_dir = os.path.abspath(os.fsdecode(out_dir))
     # Every output location is checked against every input before any task is submitted.
-    nimbus.check_batch_outputs(scenes, out_dir, options, stac_items)
+    _nimbus.check_batch_outputs(scenes, out_dir, options, stac_items)
     os.makedirs(out_dir, exist_ok=True)
     options = dict(options)
     options.setdefault("threads", threads_per_scene)
     # Scenes whose STAC item is broken fail here, once, and are not submitted.
-    errors = dict(zip((s["id"] for s in scenes), nimbus.check_batch_items(scenes)))
+    errors = dict(zip((s["id"] for s in scenes), _nimbus.check_batch_items(scenes)))
     runnable = [s for s in scenes if not errors[s["id"]]]
     run = uuid.uuid4().hex[:8]
     futures = client.map(_process_scene, runnable, out_dir=out_dir, options=options, stac_items=stac_items,
@@ -68,8 +71,8 @@ def improve_cloud_masks(scenes, out_dir, client=None, threads_per_scene=1, retri
     finally:
         client.cancel(futures)
     # Every task has finished: hidden partial files left by killed workers are garbage.
-    nimbus.remove_stale_partials(scenes, out_dir, False)
-    outcomes = [ran[s["id"]] if s["id"] in ran else nimbus.failed_scene(s, out_dir, errors[s["id"]]) for s in scenes]
+    _nimbus.remove_stale_partials(scenes, out_dir, False)
+    outcomes = [ran[s["id"]] if s["id"] in ran else _nimbus.failed_scene(s, out_dir, errors[s["id"]]) for s in scenes]
     if stac_items:
-        nimbus.write_batch_item_collection([o["stac_item"] for o in outcomes if o["stac_item"]], out_dir)
+        _nimbus.write_batch_item_collection([o["stac_item"] for o in outcomes if o["stac_item"]], out_dir)
     return outcomes
