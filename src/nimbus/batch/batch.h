@@ -41,6 +41,13 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
                          const ImproveCloudMaskOptions& options, const std::vector<RunInput>& extra_inputs = {},
                          const std::vector<std::string>& extra_outputs = {});
 
+// Every problem with the manifest's input paths (missing file, URL, FIFO or device),
+// each path once with the scenes that name it, e.g. "scene a, scene b: input 'x.tif'
+// does not exist; fix the manifest". Empty when every path can be read; run_batch
+// refuses to start otherwise, so a batch never computes half its scenes and then
+// stops at a typo.
+std::vector<std::string> batch_input_problems(const std::vector<BatchScene>& scenes);
+
 // <out_dir>/<id>.tif and its record <out_dir>/<id>.tif.nimbus.json.
 std::string scene_output_path(const std::string& out_dir, const std::string& id);
 std::string scene_record_path(const std::string& out_dir, const std::string& id);
@@ -71,10 +78,17 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
 int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::string& out_dir,
                           bool only_dead_processes);
 
-// All scenes in order; `progress(done_count, total, outcome)` after each one.
+// Progress inside the scene at `scene_index` (0-based): its chips and stages. A scene
+// that is skipped (verified earlier output) reports none.
+using BatchSceneProgress = std::function<void(int scene_index, const RunProgress& progress)>;
+
+// All scenes in order, after checking every input path (batch_input_problems: throws
+// InputError naming the first problem and how many there are);
+// `progress(done_count, total, outcome)` after each one, `within_scene` as each runs.
 std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const std::string& out_dir,
                                     const ImproveCloudMaskOptions& options,
-                                    const std::function<void(int, int, const SceneOutcome&)>& progress);
+                                    const std::function<void(int, int, const SceneOutcome&)>& progress,
+                                    const BatchSceneProgress& within_scene = {});
 
 // One outcome as JSON: id, status, output, sha256, error, seconds.
 Json outcome_json(const SceneOutcome& outcome);
