@@ -279,7 +279,9 @@ int run_batch_command(const BatchCommand& b, bool quiet, bool verbose, nimbus_cl
     failed += o.status == "failed";
   }
   for (const auto& o : outcomes) {
-    if (o.status == "failed") print_error(fmt::format("scene {}: {}", o.id, o.error));
+    if (o.status == "failed") {
+      print_error(fmt::format("scene {}: {}", o.id, nimbus::spell_parameters(o.error, cli_spelling)));
+    }
   }
   if (!quiet) {
     std::fprintf(stderr, "batch: %d done, %d skipped (output verified), %d failed; per-scene status in %s\n", done,
