@@ -48,7 +48,8 @@ cp "$workflows/data_ingestion/sentinel2/improve_cloud_mask.yaml" "$workflows/ins
 cd "$tmp"  # nowhere near the source or build tree
 
 step "installed CLI"
-[ "$("$prefix/bin/nimbus" --version)" = "$NIMBUS_VERSION" ] || fail "nimbus --version says '$("$prefix/bin/nimbus" --version)'"
+# The first line names Nimbus' version; GDAL, OpenCV and oneDNN follow.
+[ "$("$prefix/bin/nimbus" --version | head -n 1)" = "nimbus $NIMBUS_VERSION" ] || fail "nimbus --version says '$("$prefix/bin/nimbus" --version)'"
 "$prefix/bin/nimbus" workflows list | grep -qx "install_check/seed_copy" \
   || fail "the installed nimbus does not list the installed workflows ($workflows)"
 

@@ -102,17 +102,27 @@ def test_interrupted_batch_resumes_and_verifies_outputs(nimbus_bin, scenes, tmp_
     assert {r["status"] for r in _report(out).values()} == {"done"}
 
 
-def test_failed_scene_is_reported_and_the_others_complete(nimbus_bin, scenes, tmp_path):
-    rows = _rows(scenes[:2], tmp_path) + [("missing.tif", scenes[0]["product_mask"], "ghost")]
+def test_failed_scene_is_reported_once_and_the_others_complete(nimbus_bin, scenes, tmp_path):
+    # A path that exists but is no raster fails when its scene runs (a missing path stops
+    # the batch before it starts: test_cli_progress.py).
+    broken = tmp_path / "broken.tif"
+    broken.write_text("not a raster")
+    rows = _rows(scenes[:2], tmp_path) + [("broken.tif", scenes[0]["product_mask"], "ghost")]
     manifest = _manifest(tmp_path / "m.csv", rows)
     proc = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"nimbus: error: scene ghost: input '{tmp_path / 'missing.tif'}' does not exist; fix the manifest"]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("nimbus: error: scene ghost: ") and str(broken) in line
     report = _report(tmp_path / "out")
     assert [report[k]["status"] for k in ("field-0", "field-1", "ghost")] == ["done", "done", "failed"]
-    assert "missing.tif" in report["ghost"]["error"]
+    assert "broken.tif" in report["ghost"]["error"]
     assert not (tmp_path / "out" / "ghost.tif").exists()
+    # With progress shown, the error is still printed once (after the batch), not also in its progress line.
+    again = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out")
+    assert again.returncode == 2
+    assert again.stderr.count("ghost: ") == 2, again.stderr  # its progress line and its error line
+    assert "[3/3] ghost: failed in " in again.stderr and again.stderr.count("nimbus: error:") == 1
+    assert "@[" not in again.stderr and "(--s2-raster)" in again.stderr  # spelled as the CLI takes it
 
 
 @pytest.mark.parametrize("content,needle", [

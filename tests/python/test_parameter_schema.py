@@ -33,8 +33,12 @@ def test_python_sees_the_same_declaration(nimbus_py, declared):
 def test_cli_help_lists_exactly_the_declared_options(nimbus_bin, declared):
     text, options = _help_options(nimbus_bin, "improve-cloud-mask")
     assert options == {p["cli_flag"] for p in declared}
+    lines = text.splitlines()
     for p in declared:
-        line = next(l for l in text.splitlines() if re.match(rf"\s+{re.escape(p['cli_flag'])}\b", l))
+        at = next(i for i, l in enumerate(lines) if re.match(rf"\s+{re.escape(p['cli_flag'])}\b", l))
+        # The option's entry: its line and the description's wrapped continuation lines.
+        end = next((j for j in range(at + 1, len(lines)) if not re.match(r"\s{20,}\S", lines[j])), len(lines))
+        line = " ".join(l.strip() for l in lines[at:end])
         if p["required"]:
             assert "REQUIRED" in line, line
         if p["type"] in ("int", "float", "string") and p["default"] is not None:

@@ -340,6 +340,31 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
   for (const std::string& o : extra_outputs) index.check_not_an_input(o, "the batch report");
 }
 
+std::vector<std::string> batch_input_problems(const std::vector<BatchScene>& scenes) {
+  // Path -> the scenes naming it, in manifest order, so each problem is told once.
+  std::vector<std::string> paths;
+  std::map<std::string, std::vector<std::string>> named_by;
+  for (const BatchScene& s : scenes) {
+    for (const std::string* path : {&s.s2_raster, &s.product_mask}) {
+      if (path->empty()) continue;
+      std::vector<std::string>& ids = named_by[*path];
+      if (ids.empty()) paths.push_back(*path);
+      if (std::find(ids.begin(), ids.end(), s.id) == ids.end()) ids.push_back(s.id);
+    }
+  }
+  std::vector<std::string> problems;
+  for (const std::string& path : paths) {
+    try {
+      file_identity(path);
+      require_not_special_file(path, fmt::format("input '{}'", path));
+    } catch (const InputError& e) {
+      const std::vector<std::string>& ids = named_by[path];
+      problems.push_back(fmt::format("scene{} {}: {}", ids.size() > 1 ? "s" : "", fmt::join(ids, ", "), e.what()));
+    }
+  }
+  return problems;
+}
+
 std::string scene_output_path(const std::string& out_dir, const std::string& id) {
   return (fs::path(out_dir) / (id + ".tif")).string();
 }
@@ -480,8 +505,14 @@ int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::stri
 std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const std::string& out_dir,
                                     const ImproveCloudMaskOptions& options,
                                     const std::function<void(int, int, const SceneOutcome&)>& progress,
-                                    bool stac_items) {
+                                    const BatchSceneProgress& within_scene, bool stac_items) {
   check_scene_ids(scenes);
+  if (const std::vector<std::string> problems = batch_input_problems(scenes); !problems.empty()) {
+    throw InputError(problems.size() == 1
+                         ? problems.front()
+                         : fmt::format("{} (and {} more problems with the manifest's paths)", problems.front(),
+                                       problems.size() - 1));
+  }
   validate_creation_options(options.creation_options);
   check_batch_outputs(scenes, out_dir, options, {}, {}, stac_items);
   ensure_directory(out_dir, "@[out_dir]");
@@ -491,8 +522,16 @@ std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const
   std::vector<SceneOutcome> outcomes;
   outcomes.reserve(scenes.size());
   for (std::size_t i = 0; i < scenes.size(); ++i) {
-    outcomes.push_back(item_errors[i].empty() ? process_batch_scene(scenes[i], out_dir, options, stac_items)
-                                              : failed_scene(scenes[i], out_dir, item_errors[i]));
+    if (!item_errors[i].empty()) {
+      outcomes.push_back(failed_scene(scenes[i], out_dir, item_errors[i]));
+    } else {
+      ImproveCloudMaskOptions o = options;
+      if (within_scene) {
+        const int index = static_cast<int>(i);
+        o.progress = [&within_scene, index](const RunProgress& p) { within_scene(index, p); };
+      }
+      outcomes.push_back(process_batch_scene(scenes[i], out_dir, o, stac_items));
+    }
     if (progress) progress(static_cast<int>(outcomes.size()), static_cast<int>(scenes.size()), outcomes.back());
   }
   if (stac_items) {

@@ -54,6 +54,13 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
 // entry per scene: the error line, or empty (fine, or not a STAC item).
 std::vector<std::string> check_batch_items(const std::vector<BatchScene>& scenes);
 
+// Every problem with the manifest's input paths (missing file, URL, FIFO or device),
+// each path once with the scenes that name it, e.g. "scene a, scene b: input 'x.tif'
+// does not exist; fix the manifest". Empty when every path can be read; run_batch
+// refuses to start otherwise, so a batch never computes half its scenes and then
+// stops at a typo.
+std::vector<std::string> batch_input_problems(const std::vector<BatchScene>& scenes);
+
 // <out_dir>/<id>.tif and its record <out_dir>/<id>.tif.nimbus.json.
 std::string scene_output_path(const std::string& out_dir, const std::string& id);
 std::string scene_record_path(const std::string& out_dir, const std::string& id);
@@ -94,13 +101,19 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
 int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::string& out_dir,
                           bool only_dead_processes);
 
-// All scenes in order (scenes whose STAC item fails check_batch_items fail without
-// running); `progress(done_count, total, outcome)` after each one. With stac_items, each
-// mask gets its STAC Item and the batch its ItemCollection (write_batch_item_collection).
+// Progress inside the scene at `scene_index` (0-based): its chips and stages. A scene
+// that is skipped (verified earlier output) reports none.
+using BatchSceneProgress = std::function<void(int scene_index, const RunProgress& progress)>;
+
+// All scenes in order, after checking every input path (batch_input_problems: throws
+// InputError naming the first problem and how many there are); scenes whose STAC item
+// fails check_batch_items fail without running. `progress(done_count, total, outcome)`
+// after each one, `within_scene` as each runs. With stac_items, each mask gets its STAC
+// Item and the batch its ItemCollection (write_batch_item_collection).
 std::vector<SceneOutcome> run_batch(const std::vector<BatchScene>& scenes, const std::string& out_dir,
                                     const ImproveCloudMaskOptions& options,
                                     const std::function<void(int, int, const SceneOutcome&)>& progress,
-                                    bool stac_items = false);
+                                    const BatchSceneProgress& within_scene = {}, bool stac_items = false);
 
 // Writes batch_item_collection_path(out_dir): a STAC ItemCollection of these items
 // (files written by the batch), asset hrefs made absolute so the collection works from

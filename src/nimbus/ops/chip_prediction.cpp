@@ -893,8 +893,8 @@ FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& mod
 }
 
 OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
-                                       const std::string& default_root_dir, const std::string& default_model,
-                                       const std::string& short_description) {
+                                       const std::string& farmvibes_root_dir, const std::string& farmvibes_model,
+                                       const std::string& default_model, const std::string& short_description) {
   OpDefinition op;
   op.name = head.op_name;
   op.op_dir = head.op_name;
@@ -908,9 +908,12 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
                 1.0, static_cast<double>(kMaxDownsampling)}
           .affecting_output()
           .tagged("NIMBUS_DOWNSAMPLING"),
-      ParamSpec{"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
+      ParamSpec{"root_dir", ParamType::String, farmvibes_root_dir,
+                "Directory a relative model_path is looked up in (FarmVibes' model directory)"},
       ParamSpec{"model_path", ParamType::String, default_model,
-                "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"}
+                fmt::format("ONNX model file (absolute, relative to root_dir, or embedded:<name>); default: Nimbus' "
+                            "embedded model; FarmVibes' is {} (in root_dir)",
+                            farmvibes_model)}
           .affecting_output(),
       ParamSpec{"window_size", ParamType::Int, 512, "Chip size in pixels",
                 static_cast<double>(kMinWindowSize)}

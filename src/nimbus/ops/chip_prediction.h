@@ -135,9 +135,13 @@ FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& mod
 // The workflow op for a probability head: FarmVibes' parameters and defaults
 // (downsampling, root_dir, model_path, window_size, overlap, batch_size,
 // num_workers, in_memory), one Sentinel2Raster input, one probability output.
+// One default differs: model_path is Nimbus' embedded model (`default_model`, an
+// "embedded:<name>" reference), so a workflow runs on a machine without FarmVibes'
+// files; FarmVibes' file (`farmvibes_model`, under root_dir, FarmVibes' directory)
+// is used when model_path names it.
 OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
-                                       const std::string& default_root_dir, const std::string& default_model,
-                                       const std::string& short_description);
+                                       const std::string& farmvibes_root_dir, const std::string& farmvibes_model,
+                                       const std::string& default_model, const std::string& short_description);
 
 // Runs every task's model on each chip, reading each chip once (on a reader
 // thread that prefetches ahead of inference). Output does not depend on timing

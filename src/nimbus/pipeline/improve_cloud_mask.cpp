@@ -16,6 +16,7 @@
 #include "nimbus/core/log.h"
 #include "nimbus/version.h"
 #include "nimbus/inference/backend.h"
+#include "nimbus/raster/gdal_handles.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/ops/compute_cloud_prob.h"
 #include "nimbus/ops/compute_shadow_prob.h"
@@ -41,12 +42,46 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-ChipProgress log_progress(const char* what, const CancelCheck& cancel) {
-  return [what, &cancel](int done, int total) {
-    if (done == total || done % 16 == 0) logger()->info("{}: {}/{} chips", what, done, total);
-    throw_if_cancelled(cancel);
-  };
-}
+// Tells the caller's progress callback (if any) about chips and finished stages.
+class ProgressEvents {
+ public:
+  explicit ProgressEvents(const ImproveCloudMaskOptions& options)
+      : callback_(options.progress), cancel_(options.cancel), stage_start_(Clock::now()) {}
+
+  ChipProgress chips() {
+    return [this](int done, int total) {
+      chips_done_ = done;
+      chips_total_ = total;
+      if (callback_) callback_(event(RunProgress::Stage::Chips));
+      throw_if_cancelled(cancel_);
+    };
+  }
+
+  // Ends `stage` (started when the previous one ended); returns its duration.
+  double finished(RunProgress::Stage stage) {
+    RunProgress p = event(stage);
+    p.stage_finished = true;
+    p.stage_seconds = seconds_since(stage_start_);
+    stage_start_ = Clock::now();
+    if (callback_) callback_(p);
+    return p.stage_seconds;
+  }
+
+ private:
+  RunProgress event(RunProgress::Stage stage) const {
+    RunProgress p;
+    p.stage = stage;
+    p.chips_done = chips_done_;
+    p.chips_total = chips_total_;
+    return p;
+  }
+
+  const ProgressCallback& callback_;
+  const CancelCheck& cancel_;
+  Clock::time_point stage_start_;
+  int chips_done_ = 0;
+  int chips_total_ = 0;
+};
 
 // What the run reads; no output may be one of these or lie inside a SAFE product.
 std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
@@ -68,8 +103,26 @@ std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
 
 }  // namespace
 
+const char* stage_name(RunProgress::Stage stage) {
+  switch (stage) {
+    case RunProgress::Stage::Prepare: return "prepare";
+    case RunProgress::Stage::Chips: return "chips";
+    case RunProgress::Stage::Merge: return "merge";
+    case RunProgress::Stage::Write: return "write";
+  }
+  return "unknown";
+}
+
+Json component_versions() {
+  return {{"nimbus", kVersion},
+          {"gdal", gdal_runtime_version()},
+          {"opencv", opencv_runtime_version()},
+          {"onednn", onednn_runtime_version()}};
+}
+
 ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options) {
   const auto start = Clock::now();
+  ProgressEvents progress(options);
   // Everything that can be checked without reading pixels is checked first.
   validate(options.merge);
   validate_creation_options(options.creation_options);
@@ -215,6 +268,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   throw_if_cancelled(options.cancel);
 
   ImproveCloudMaskReport report;
+  report.seconds_prepare = progress.finished(RunProgress::Stage::Prepare);
   report.width = scene.width();
   report.height = scene.height();
   report.chips_total = grid.size();
@@ -240,7 +294,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                        options.merge.cloud_prob_threshold, options.preview_png.empty() ? nullptr : &nodata},
        ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
                        options.merge.shadow_prob_threshold}},
-      chip_params, log_progress("cloud+shadow", options.cancel));
+      chip_params, progress.chips());
+  progress.finished(RunProgress::Stage::Chips);
   report.chips_per_model = stats.chips;
   if (stats.chips_skipped == stats.chips) {
     throw InputError(fmt::format("{} '{}' has no valid pixel{}: in every pixel some band equals the nodata value; "
@@ -287,6 +342,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
   }
   report.seconds_merge = seconds_since(merge_start);
+  progress.finished(RunProgress::Stage::Merge);
   const GridInfo out_grid = window_grid(scene.grid(), out_window);
   throw_if_cancelled(options.cancel);
   const auto write_start = Clock::now();
@@ -373,6 +429,31 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
+  report.nimbus_version = kVersion;
+  report.versions = component_versions();
+  {
+    const Json values = improve_cloud_mask_values(options);
+    for (const ParamSpec& p : improve_cloud_mask_operation().parameters) {
+      const Json& value = values.at(p.name);
+      if (p.role == ParamRole::Setting) {
+        report.parameters[p.name] = value;
+      } else if (p.role == ParamRole::Input) {
+        report.inputs[p.name] = value;
+      }
+    }
+    report.inputs["cloud_model"] = report.cloud_model;  // its origin: the path, or embedded:<name>
+    report.inputs["shadow_model"] = report.shadow_model;
+    if (derived_mask) report.inputs["product_mask"] = "derived from " + safe->product_mask_source;
+    report.outputs["mask"] = options.out;
+    if (keep) {
+      const std::filesystem::path dir(options.keep_probabilities_dir);
+      report.outputs["cloud_probability"] = (dir / "cloud_probability.tif").string();
+      report.outputs["shadow_probability"] = (dir / "shadow_probability.tif").string();
+    }
+    if (preview_out) report.outputs["preview"] = options.preview_png;
+    if (report_out) report.outputs["report"] = options.report_path;
+    if (stac_out) report.outputs["stac_item"] = options.stac_out;
+  }
   if (stac_out) {
     MaskItemFacts facts;
     facts.item_path = options.stac_out;
@@ -416,11 +497,18 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
 
   // Every file is complete; publish them together (or none of them).
   outputs.commit();
+  progress.finished(RunProgress::Stage::Write);
   return report;
 }
 
 Json report_json(const ImproveCloudMaskReport& r) {
-  return {{"width", r.width},
+  return {{"nimbus_version", r.nimbus_version},
+          {"versions", r.versions},
+          {"inputs", r.inputs},
+          {"outputs", r.outputs},
+          {"parameters", r.parameters},
+          {"engine", r.parameters.value("engine", Json())},
+          {"width", r.width},
           {"height", r.height},
           {"chips_per_model", r.chips_per_model},
           {"chips_total", r.chips_total},
@@ -437,6 +525,7 @@ Json report_json(const ImproveCloudMaskReport& r) {
           {"model_cache_hits", r.model_cache_hits},
           {"masked_fraction", r.masked_fraction},
           {"cloud_cover", r.cloud_cover ? Json(*r.cloud_cover) : Json()},
+          {"seconds_prepare", r.seconds_prepare},
           {"seconds_inference", r.seconds_inference},
           {"seconds_chips", r.seconds_chips},
           {"seconds_merge", r.seconds_merge},

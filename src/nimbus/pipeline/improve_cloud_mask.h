@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,29 @@ namespace nimbus {
 
 // The most worker threads accepted (--threads); more would only exhaust the system.
 inline constexpr int kMaxThreads = 1024;
+
+// How far a run has got, for a front end to show (the library prints no progress).
+struct RunProgress {
+  enum class Stage {
+    Prepare,  // check inputs and outputs, open the scene, load the models
+    Chips,    // both models over the chips
+    Merge,    // thresholds, OR with the product mask, dilation, min_area
+    Write,    // mask, probabilities, preview, report
+  };
+  Stage stage = Stage::Prepare;
+  int chips_done = 0;   // chips run so far (both models run on each chip)
+  int chips_total = 0;  // chips this run needs; 0 until the Prepare stage has finished
+  // True for the one event that ends `stage`; stage_seconds is then its duration.
+  bool stage_finished = false;
+  double stage_seconds = 0.0;
+};
+
+// "prepare", "chips", "merge", "write".
+const char* stage_name(RunProgress::Stage stage);
+
+// Called on the thread that called improve_cloud_mask: after every chip and at the
+// end of every stage. It may throw (e.g. Cancelled) to stop the run.
+using ProgressCallback = std::function<void(const RunProgress&)>;
 
 struct ImproveCloudMaskOptions {
   std::string s2_raster;     // 12-band L2A stack (FarmVibes band order), nodata 0
@@ -38,9 +62,19 @@ struct ImproveCloudMaskOptions {
   std::string aoi_crs = "EPSG:4326";
   bool crop_to_aoi = false;            // pixels of the window outside the polygon are nodata (100)
   CancelCheck cancel;                  // polled between chips and stages; true: throw Cancelled, no output left
+  ProgressCallback progress;           // optional; see RunProgress
 };
 
 struct ImproveCloudMaskReport {
+  std::string nimbus_version;
+  // What the run read and wrote, by parameter name (paths as given; the product mask
+  // of a SAFE product or STAC item as "derived from <layer>"; a model left out as
+  // "embedded:<name>"), and every setting as resolved (thresholds, chips, engine, ...).
+  Json inputs = Json::object();
+  Json outputs = Json::object();
+  Json parameters = Json::object();
+  // The library versions the run used: nimbus, gdal, opencv, onednn.
+  Json versions = Json::object();
   int width = 0;
   int height = 0;
   int chips_per_model = 0;  // chips run per model (fewer than chips_total with an area of interest)
@@ -60,6 +94,7 @@ struct ImproveCloudMaskReport {
   // masked: STAC's eo:cloud_cover. Empty when no pixel is valid.
   std::optional<double> cloud_cover;
   int chips_skipped = 0;            // all-nodata chips never sent to a model
+  double seconds_prepare = 0.0;     // checks, opening the scene, loading the models
   double seconds_inference = 0.0;   // inside the models, both summed
   double seconds_chips = 0.0;       // the whole chip loop (read + inference + activation)
   double seconds_merge = 0.0;       // threshold + OR + dilation + min_area
@@ -77,5 +112,9 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
 
 // The report as JSON (the CLI's --report file, the Python API's return value).
 Json report_json(const ImproveCloudMaskReport& report);
+
+// Nimbus and the libraries it runs on, name -> version ("nimbus", "gdal", "opencv",
+// "onednn"), as they are at run time (the report, `nimbus --version`).
+Json component_versions();
 
 }  // namespace nimbus

@@ -16,6 +16,7 @@
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/input_files.h"
 #include "nimbus/raster/area_of_interest.h"
+#include "nimbus/core/log.h"
 #include "nimbus/raster/raster_reader.h"
 #include "nimbus/inference/onnx_model.h"
 #include "nimbus/raster/atomic_output.h"
@@ -190,6 +191,23 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   for (const GraphEdge& e : graph.edges) waiting_on[e.destination.node].insert(e.origin.node);
 
   RunReport report;
+  for (const GraphNode& node : graph.nodes) {
+    if (!node.parameters.contains("model_path") || !node.parameters["model_path"].is_string()) continue;
+    const std::string model = node.parameters["model_path"].get<std::string>();
+    std::string resolved = model;
+    if (model.rfind("embedded:", 0) != 0 && !fs::path(model).is_absolute() && node.parameters.contains("root_dir") &&
+        node.parameters["root_dir"].is_string()) {
+      resolved = (fs::path(node.parameters["root_dir"].get<std::string>()) / model).string();
+    }
+    report.models[node.name] = resolved;
+    if (resolved.rfind("embedded:", 0) == 0) {
+      logger()->info("task {}: model {} (Nimbus' embedded model; give the workflow's model parameter, e.g. a path to "
+                     "FarmVibes' file, to run another)",
+                     node.name, resolved);
+    } else {
+      logger()->info("task {}: model {}", node.name, resolved);
+    }
+  }
   std::mutex mu;
   std::condition_variable cv;
   std::set<std::string> done, started;

@@ -41,6 +41,9 @@ struct TaskRun {
 struct RunReport {
   std::vector<TaskRun> tasks;  // in completion order
   std::map<std::string, std::string> outputs;  // sink -> file in out_dir
+  // Task -> the model it runs (its model_path, resolved against root_dir):
+  // "embedded:<name>" for Nimbus' own (the default), else a file such as FarmVibes'.
+  std::map<std::string, std::string> models;
 };
 
 using TaskEvent = std::function<void(const TaskRun&)>;
