@@ -40,6 +40,7 @@
 #include "nimbus/workflow/describe.h"
 #include "nimbus/workflow/runner.h"
 #include "nimbus/workflow/workflow_graph.h"
+#include "serve_command.h"
 #include "shipped_workflows.h"
 
 namespace {
@@ -536,6 +537,8 @@ int main(int argc, char** argv) {
   add_stack_command(app, stack);
   InferCommand infer;
   add_infer_command(app, infer);
+  ServeCommand serve;
+  add_serve_command(app, serve);
 
   try {
     app.parse(argc, argv);
@@ -570,6 +573,8 @@ int main(int argc, char** argv) {
       run_stack_command(stack);
     } else if (app.got_subcommand("infer")) {
       return run_infer_command(infer);
+    } else if (app.got_subcommand("serve")) {
+      return run_serve_command(serve);
     } else {
       return run_workflow_command(app, workflow);
     }
