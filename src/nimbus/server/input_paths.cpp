@@ -1,6 +1,9 @@
 #include "nimbus/server/input_paths.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
@@ -130,11 +133,14 @@ void download_asset(const std::string& url, const std::string& destination, cons
   client.set_connection_timeout(30);
   client.set_read_timeout(120);
   const std::string partial = destination + ".download";
-  bool cancelled = false;
-  {
-    std::ofstream out(partial, std::ios::binary);
-    if (!out) throw InputError(fmt::format("{}: cannot write '{}'; check the data directory", field, partial));
-    int status = 0;
+  std::ofstream out(partial, std::ios::binary);
+  if (!out) throw InputError(fmt::format("{}: cannot write '{}'; check the data directory", field, partial));
+  // The GET runs on its own thread so that a cancellation is seen while the remote
+  // server has not answered yet: stop() closes the connection.
+  std::atomic<int> status{0};
+  std::atomic<bool> finished{false};
+  httplib::Error error = httplib::Error::Success;
+  std::thread get([&] {
     const auto result = client.Get(
         target,
         [&](const httplib::Response& r) {
@@ -142,26 +148,29 @@ void download_asset(const std::string& url, const std::string& destination, cons
           return r.status == 200;
         },
         [&](const char* data, std::size_t n) {
-          if (cancel && cancel()) {
-            cancelled = true;
-            return false;
-          }
           out.write(data, static_cast<std::streamsize>(n));
           return static_cast<bool>(out);
         });
-    if (cancelled) {
-      out.close();
-      std::remove(partial.c_str());
-      throw Cancelled();
-    }
-    if (!result || status != 200) {
-      out.close();
-      std::remove(partial.c_str());
-      throw InputError(status != 0 ? fmt::format("{}: GET '{}' answered HTTP {}", field, url, status)
-                                   : fmt::format("{}: GET '{}' failed ({})", field, url,
-                                                 httplib::to_string(result.error())));
+    if (!result) error = result.error();
+    finished = true;
+  });
+  bool cancelled = false;
+  while (!finished) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (!cancelled && cancel && cancel()) {
+      cancelled = true;
+      client.stop();
     }
   }
+  get.join();
+  out.close();
+  if (cancelled || status != 200 || error != httplib::Error::Success || !out) std::remove(partial.c_str());
+  if (cancelled) throw Cancelled();
+  if (status != 200 && status != 0) throw InputError(fmt::format("{}: GET '{}' answered HTTP {}", field, url, status.load()));
+  if (error != httplib::Error::Success || status == 0) {
+    throw InputError(fmt::format("{}: GET '{}' failed ({})", field, url, httplib::to_string(error)));
+  }
+  if (!out) throw InputError(fmt::format("{}: cannot write '{}'; check disk space", field, partial));
   std::error_code ec;
   fs::rename(partial, destination, ec);
   if (ec) throw InputError(fmt::format("{}: cannot store the download: {}", field, ec.message()));

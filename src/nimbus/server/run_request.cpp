@@ -196,6 +196,7 @@ RunRecord validate_submission(const OJson& body, const ServerConfig& config) {
       it = spec.has_parameter(it.key()) ? std::next(it) : overrides.erase(it);  // defaults for other workflows
     }
   }
+  const Json server_defaults = overrides;
   if (parameters.is_object()) {
     for (const auto& [key, value] : parameters.items()) overrides[key] = Json::parse(value.dump());
   }
@@ -203,7 +204,19 @@ RunRecord validate_submission(const OJson& body, const ServerConfig& config) {
   try {
     graph = build_workflow_graph(path, overrides, library);
   } catch (const InputError& e) {
-    bad("parameters: " + spell_parameters(e.what(), [](const std::string& n) { return n; }));
+    // Name the request's parameter: the library's message may name the op parameter it feeds.
+    std::string field = "parameters";
+    for (const auto& [key, value] : parameters.items()) {
+      Json one = server_defaults;
+      one[key] = Json::parse(value.dump());
+      try {
+        build_workflow_graph(path, one, library);
+      } catch (const InputError&) {
+        field = "parameters." + key;
+        break;
+      }
+    }
+    bad(field + ": " + spell_parameters(e.what(), [](const std::string& n) { return n; }));
   }
   check_model_paths(graph, config);
 
