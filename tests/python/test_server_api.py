@@ -367,3 +367,21 @@ def test_bad_server_options(nimbus_bin, tmp_path):
     assert p.returncode == 2 and "--input-root" in p.stderr
     p = run_nimbus(nimbus_bin, "serve", "--data-dir", tmp_path / "d", "--input-root", "/")
     assert p.returncode == 2 and "whole file system" in p.stderr
+
+
+def test_bounded_queue(nimbus_bin, scene, tmp_path):
+    gate = GatedFileServer([scene["s2"]])
+    srv = NimbusServer(nimbus_bin, tmp_path / "data", [scene["s2"].parent], ["--max-queued", "1"]).start()
+    try:
+        c = srv.client()
+        executing = c.submit(run_body(scene, s2_href=gate.url(scene["s2"])))
+        assert gate.requested.wait(30)
+        waiting = c.submit(run_body(scene))
+        r = c.request("POST", "v0/runs", run_body(scene))
+        assert r.status_code == 503 and "queue is full" in r.json()["message"]
+        assert c.request("GET", "v0/runs").json() == [executing, waiting]  # the refused run was not stored
+        gate.release()
+        assert c.wait(waiting) == "done"
+    finally:
+        srv.stop()
+        gate.close()

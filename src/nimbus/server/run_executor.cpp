@@ -1,5 +1,9 @@
 #include "nimbus/server/run_executor.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -210,6 +214,10 @@ void RunExecutor::delete_outputs(const std::string& id) {
 }
 
 void RunExecutor::worker() {
+  // Runs compute at a lower CPU priority than the threads answering requests (nice is
+  // per thread on Linux and inherited by the inference threads this one starts), so
+  // status polls stay fast while the cores are busy with runs.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
   for (;;) {
     std::string id;
     std::shared_ptr<std::atomic<int>> flag;
@@ -268,6 +276,7 @@ void RunExecutor::execute(const std::string& id, const std::shared_ptr<std::atom
     if (time_key) s[time_key] = utc_timestamp_now();
   };
 
+  logger()->info("run {} started", id);
   store_.modify(id, [&](RunRecord& run) {
     run.details["status"] = status::kQueued;
     run.details["start_time"] = utc_timestamp_now();
@@ -357,6 +366,7 @@ void RunExecutor::execute(const std::string& id, const std::shared_ptr<std::atom
       run.details["status"] = status::kDone;
       run.details["end_time"] = utc_timestamp_now();
     });
+    logger()->info("run {} done", id);
   } catch (const std::exception& e) {
     fs::remove_all(partial, ec);
     fs::remove_all(final_dir, ec);

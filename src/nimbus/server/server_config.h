@@ -24,7 +24,7 @@ struct ServerConfig {
   int max_pending_runs = 100;  // runs waiting for a worker; beyond that a submission is refused (503)
   int concurrent_runs = 1;
   int parallel_tasks = 2;  // tasks of one run at the same time
-  int http_threads = 64;
+  int http_threads = 256;  // one per open keep-alive connection (200 polling clients)
   // Workflow parameter values applied when a request does not give them (e.g. models).
   nlohmann::json default_parameters = nlohmann::json::object();
 };
