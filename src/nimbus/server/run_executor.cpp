@@ -341,11 +341,9 @@ void RunExecutor::execute(const std::string& id, const std::shared_ptr<std::atom
         const std::string asset_id = new_uuid4();
         const std::string file = asset_id + fs::path(produced).extension().string();
         fs::rename(produced, partial / file);
-        const std::string sink_type = [&] {
-          for (const PortSpec& p : graph.node(port.node)->op->outputs)
-            if (p.name == port.port) return p.type;
-          return std::string("DataVibe");
-        }();
+        std::string sink_type = "DataVibe";
+        for (const PortSpec& p : graph.node(port.node)->op->outputs)
+          if (p.name == port.port) sink_type = p.type;
         // The item describes the scene of the first source (FarmVibes copies s2_raster's fields).
         const OJson& template_item = pairs[i].begin().value()["item"];
         outputs[sink].push_back(output_item(template_item, sink_type, asset_id, (final_dir / file).string()));
