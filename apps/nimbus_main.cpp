@@ -42,6 +42,7 @@
 #include "nimbus/workflow/workflow_graph.h"
 #include "help_format.h"
 #include "progress_display.h"
+#include "serve_command.h"
 #include "shipped_workflows.h"
 
 namespace {
@@ -639,6 +640,8 @@ int main(int argc, char** argv) {
   add_stack_command(app, stack);
   InferCommand infer;
   add_infer_command(app, infer);
+  ServeCommand serve;
+  add_serve_command(app, serve);
 
   try {
     app.parse(argc, argv);
@@ -680,6 +683,8 @@ int main(int argc, char** argv) {
       run_stack_command(stack);
     } else if (app.got_subcommand("infer")) {
       return run_infer_command(infer);
+    } else if (app.got_subcommand("serve")) {
+      return run_serve_command(serve);
     } else {
       return run_workflow_command(app, workflow);
     }

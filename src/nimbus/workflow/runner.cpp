@@ -216,6 +216,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   std::atomic<bool> cancelled{false};
 
   const auto run_node = [&](const GraphNode& node) {
+    if (options.on_task_started) options.on_task_started(node.name);
     TaskRun tr;
     tr.node = node.name;
     tr.op = node.op->name;

@@ -28,6 +28,9 @@ struct RunOptions {
   // Polled from the calling thread about every 100 ms; true stops the run (running
   // tasks stop at their next chip), discards its work and throws Cancelled.
   CancelCheck cancel;
+  // Called from the task's thread when a task starts (before its cache lookup), for
+  // front ends that report per-task progress (the REST service's task_details).
+  std::function<void(const std::string& node)> on_task_started;
 };
 
 struct TaskRun {
