@@ -104,13 +104,14 @@ class _ArrayInputs:
 
 
 def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None, crs=None, nodata=0,
-                 cache_dir="", parallel_tasks=2, workflows_dir=""):
+                 cache_dir="", parallel_tasks=2, workflows_dir="", overwrite=False):
     """Runs a workflow (name or YAML path). ``inputs`` maps each source to a file path or to
     a numpy array (written with ``geotransform``/``crs``; ``nodata`` applies to 3-D arrays,
     i.e. the Sentinel-2 stack). With ``out_dir`` the sinks are written there and their paths
     returned; without, the sinks come back as arrays (single-band sinks as 2-D).
     ``cache_dir``: the op cache ('' = none). ``workflows_dir``: where workflows named by
-    name are found ('' = :data:`WORKFLOWS_DIR`, the ones shipped with this package)."""
+    name are found ('' = :data:`WORKFLOWS_DIR`, the ones shipped with this package).
+    ``overwrite``: replace sink files already in ``out_dir`` (otherwise refused before any task)."""
     params = dict(params or {})
     with tempfile.TemporaryDirectory(prefix="nimbus-") as tmp:
         files = {}
@@ -124,7 +125,7 @@ def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None,
                 files[name] = os.fspath(value)
         target = os.fspath(out_dir) if out_dir is not None else os.path.join(tmp, "sinks")
         sinks = _run_workflow_files(os.fspath(workflow), files, target, params, os.fspath(cache_dir),
-                                    parallel_tasks, os.fspath(workflows_dir) or WORKFLOWS_DIR)
+                                    parallel_tasks, os.fspath(workflows_dir) or WORKFLOWS_DIR, overwrite)
         if out_dir is not None:
             return sinks
         arrays = {}

@@ -313,11 +313,13 @@ PYBIND11_MODULE(_nimbus, m) {
   m.def(
       "run_workflow",
       [](const std::string& workflow, const std::map<std::string, std::string>& inputs, const std::string& out_dir,
-         const py::dict& params, const std::string& cache_dir, int parallel_tasks, const std::string& workflows_dir) {
+         const py::dict& params, const std::string& cache_dir, int parallel_tasks, const std::string& workflows_dir,
+         bool overwrite) {
         const nimbus::Json overrides = to_json(params);
         nimbus::RunOptions options;
         options.inputs = inputs;
         options.out_dir = out_dir;
+        options.overwrite = overwrite;
         options.cache_dir = cache_dir;
         options.max_parallel_tasks = parallel_tasks;
         // '' = the workflows shipped with this copy of the package (nimbus/_location.py, made by CMake).
@@ -332,7 +334,8 @@ PYBIND11_MODULE(_nimbus, m) {
         return report.outputs;
       },
       py::arg("workflow"), py::arg("inputs"), py::arg("out_dir"), py::arg("params") = py::dict(),
-      py::arg("cache_dir") = "", py::arg("parallel_tasks") = 2, py::arg("workflows_dir") = "");
+      py::arg("cache_dir") = "", py::arg("parallel_tasks") = 2, py::arg("workflows_dir") = "",
+      py::arg("overwrite") = false);
 
   m.def(
       "run_op",

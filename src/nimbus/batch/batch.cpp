@@ -284,6 +284,30 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
     index.check_not_an_input(scene_record_path(out_dir, s.id), fmt::format("the record of scene {}", s.id));
   }
   for (const std::string& o : extra_outputs) index.check_not_an_input(o, "the batch report");
+  // Without --overwrite, a mask already in out_dir is replaced only when the batch
+  // would skip it anyway; one its record does not vouch for (another recipe, or no
+  // record) stops the batch here, before any scene runs. Records and the batch report
+  // are the batch's own bookkeeping and always rewritten.
+  if (options.overwrite) return;
+  for (const BatchScene& s : scenes) {
+    const std::string output = scene_output_path(out_dir, s.id);
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(output, ec))) continue;
+    SceneRecord record;
+    std::string recipe;
+    try {
+      recipe = scene_recipe(s, options);
+    } catch (const InputError&) {
+      continue;  // a missing input: the scene fails on its own, saying so
+    }
+    if (read_record(scene_record_path(out_dir, s.id), record) && record.recipe == recipe) continue;
+    throw InputError(fmt::format("the output of scene {} '{}' already exists and was not made from these inputs and "
+                                 "parameters (its record {}); pass @[overwrite] to replace it, or choose another "
+                                 "@[out_dir]",
+                                 s.id, output,
+                                 fs::exists(scene_record_path(out_dir, s.id), ec) ? "names another recipe"
+                                                                                  : "is missing"));
+  }
 }
 
 std::string scene_output_path(const std::string& out_dir, const std::string& id) {
@@ -354,6 +378,7 @@ int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::stri
   for (const auto& s : scenes) {
     prefixes.insert(partial_name_prefix(s.id + ".tif"));
     prefixes.insert(partial_name_prefix(s.id + ".tif.nimbus.json"));
+    prefixes.insert(partial_name_prefix(s.id + ".tif.aux.xml"));
   }
   int removed = 0;
   std::error_code ec;
