@@ -342,9 +342,9 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
     // Only a regular file can be a finished output: a FIFO put in its place would block
     // the checksum forever, a link or device is refused by the run below.
     std::error_code ec;
-    if (fs::is_regular_file(fs::symlink_status(outcome.output, ec)) &&
-        read_record(scene_record_path(out_dir, scene.id), record) &&
-        record.recipe == recipe && sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256) {
+    const bool has_record = read_record(scene_record_path(out_dir, scene.id), record);
+    if (fs::is_regular_file(fs::symlink_status(outcome.output, ec)) && has_record && record.recipe == recipe &&
+        sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256) {
       outcome.status = "skipped";
       outcome.sha256 = record.sha256;
       outcome.seconds = elapsed();
@@ -354,6 +354,9 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
     o.s2_raster = scene.s2_raster;
     o.product_mask = scene.product_mask;
     o.out = outcome.output;
+    // A mask whose record names this very recipe is the batch's own, damaged since:
+    // redone without --overwrite (check_batch_outputs refused every other existing mask).
+    o.overwrite = options.overwrite || (has_record && record.recipe == recipe);
     improve_cloud_mask(o);
     outcome.sha256 = sha256_file(outcome.output, "output of scene " + scene.id);
     nlohmann::json j;

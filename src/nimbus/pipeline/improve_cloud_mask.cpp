@@ -63,6 +63,13 @@ std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
   return inputs;
 }
 
+// Whether `path` + `suffix` is a file name the file system takes (with room for the
+// temporary name's prefix); a sidecar of a very long output name is left out.
+bool sidecar_fits(const std::string& path, const std::string& suffix) {
+  const std::string name = std::filesystem::path(path + suffix).filename().string();
+  return name.size() <= 255;
+}
+
 }  // namespace
 
 ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options) {
@@ -89,9 +96,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // refused unless @[overwrite]; the report and the preview may be streams ('-').
   OutputSet outputs(run_inputs(options), OutputRules{options.overwrite, false});
   AtomicOutput& mask_out = outputs.add_file(options.out, "output mask (@[out])");
-  // GDAL keeps a GeoTIFF's category names in this sidecar.
-  AtomicOutput& mask_categories_out =
-      outputs.add_file(options.out + ".aux.xml", "category names of the output mask (@[out])");
+  // GDAL keeps a GeoTIFF's category names in a sidecar; a name too long for one goes without.
+  AtomicOutput* mask_categories_out =
+      sidecar_fits(options.out, ".aux.xml")
+          ? &outputs.add_file(options.out + ".aux.xml", "category names of the output mask (@[out])")
+          : nullptr;
   AtomicOutput* cloud_prob_out = nullptr;
   AtomicOutput* shadow_prob_out = nullptr;
   if (!options.keep_probabilities_dir.empty()) {
@@ -109,8 +118,11 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   AtomicOutput* preview_world_out = nullptr;
   AtomicOutput* preview_aux_out = nullptr;
   if (preview_out && !preview_out->is_stream()) {
-    preview_world_out = &outputs.add_file(world_file_path(options.preview_png), "world file of @[preview]");
-    preview_aux_out = &outputs.add_file(options.preview_png + ".aux.xml", "CRS sidecar of @[preview]");
+    const std::string world = world_file_path(options.preview_png);
+    if (sidecar_fits(world, "")) preview_world_out = &outputs.add_file(world, "world file of @[preview]");
+    if (sidecar_fits(options.preview_png, ".aux.xml")) {
+      preview_aux_out = &outputs.add_file(options.preview_png + ".aux.xml", "CRS sidecar of @[preview]");
+    }
   }
   AtomicOutput* report_out =
       options.report_path.empty() ? nullptr : &outputs.add_file_or_stream(options.report_path, "@[report]");
@@ -357,7 +369,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   mask_out.write_with([&](const std::string& path) {
     write_single_band_geotiff(path, "output mask (@[out])", out_grid, mask.data(), mask_options);
   });
-  mask_categories_out.write_bytes(mask_category_names_aux_xml(mask_nodata));
+  if (mask_categories_out) mask_categories_out->write_bytes(mask_category_names_aux_xml(mask_nodata));
 
   if (cloud_prob_out) {
     GeoTiffOptions prob_options = probability_geotiff_options();

@@ -171,9 +171,10 @@ void describe_mask_band(GeoTiffOptions& options, std::uint8_t nodata_value, bool
                         "nodata tag {}",
                         nodata_value)
           : fmt::format("cloud mask: 0 clear, 1 cloud or shadow, {} no data", nodata_value);
-  options.color_table.assign(256, {0, 0, 0, 0});
-  options.color_table[kMaskClear] = {0, 0, 0, 0};                 // transparent over imagery
-  options.color_table[kMaskCloudOrShadow] = {255, 0, 255, 255};  // magenta, as the preview
+  // A TIFF colour map holds no alpha; GDAL shows the nodata entry transparent.
+  options.color_table.assign(256, {0, 0, 0, 255});
+  options.color_table[kMaskClear] = {0, 0, 0, 255};
+  options.color_table[kMaskCloudOrShadow] = {255, 0, 255, 255};  // magenta, as in the preview
   options.color_table[nodata_value] = {128, 128, 128, 255};
 }
 

@@ -43,8 +43,8 @@ inline constexpr std::uint8_t kMaskCloudOrShadow = 1;
 inline constexpr std::uint8_t kFarmVibesMaskNodata = 100;
 
 // Presentation of a mask whose no-data pixels hold (and are tagged) `nodata_value`:
-// band description and colour table (clear transparent, cloud or shadow magenta,
-// nodata grey) added to `options`.
+// band description and colour table (clear black, cloud or shadow magenta, nodata
+// grey) added to `options`.
 void describe_mask_band(GeoTiffOptions& options, std::uint8_t nodata_value, bool nodata_pixels_are_masked);
 
 // The mask's category names as GDAL's .aux.xml sidecar (GDAL keeps category names of
