@@ -303,6 +303,7 @@ struct StackCommand {
   std::string product;
   std::string out;
   std::string product_mask_out;
+  bool overwrite = false;
 };
 
 void add_stack_command(CLI::App& app, StackCommand& s) {
@@ -313,6 +314,7 @@ void add_stack_command(CLI::App& app, StackCommand& s) {
   cmd->add_option("product", s.product, "SAFE directory, .zip or MTD_MSIL2A.xml, or a STAC item (JSON file or URL)")->required();
   cmd->add_option("--out", s.out, "12-band uint16 COG (raw DN; BOA offsets kept as band metadata)")->required();
   cmd->add_option("--product-mask-out", s.product_mask_out, "Also write the derived product mask (uint8 COG)");
+  cmd->add_flag("--overwrite", s.overwrite, "Replace existing output files (otherwise refused before any work)");
 }
 
 void run_stack_command(const StackCommand& s) {
@@ -321,7 +323,7 @@ void run_stack_command(const StackCommand& s) {
     const std::string dir = std::filesystem::path(s.product).parent_path().string();
     inputs.push_back({dir.empty() ? "." : dir, "product (its SAFE directory)"});
   }
-  nimbus::OutputSet outputs(inputs);
+  nimbus::OutputSet outputs(inputs, nimbus::OutputRules{s.overwrite, false});
   nimbus::AtomicOutput& out = outputs.add_file(s.out, "stack (--out)");
   nimbus::AtomicOutput* pm_out =
       s.product_mask_out.empty() ? nullptr : &outputs.add_file(s.product_mask_out, "--product-mask-out");
@@ -360,6 +362,7 @@ struct WorkflowCommands {
   std::string op_name;
   int parallel_tasks = 2;
   std::string report;
+  bool overwrite = false;
 };
 
 std::string default_cache_dir() {
@@ -422,6 +425,8 @@ void add_workflow_commands(CLI::App& app, WorkflowCommands& w) {
       "      --input s2_raster=S2.tif --input product_mask=PM.tif --out-dir out \\\n"
       "      --param cloud_model=cloud_model2_cpu.onnx \\\n"
       "      --param shadow_model=shadow.onnx   # FarmVibes' files in /opt/terravibes");
+  run->add_flag("--overwrite", w.overwrite,
+                "Replace existing sink files in --out-dir (otherwise refused before any task runs)");
 
   CLI::App* workflows = app.add_subcommand("workflows", "List and describe workflows");
   workflows->require_subcommand(1);
@@ -464,6 +469,7 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
     options.geometry_crs = w.geometry_crs;
     options.cache_dir = w.no_cache ? "" : (w.cache_dir.empty() ? default_cache_dir() : w.cache_dir);
     options.max_parallel_tasks = w.parallel_tasks;
+    options.overwrite = w.overwrite;
     const nimbus::WorkflowLibrary library{workflows_dir_for(w.workflows_dir, w.workflow)};
     const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(w.workflow, overrides, library);
     const nimbus::RunReport report = nimbus::run_workflow(graph, options, [](const nimbus::TaskRun& t) {
@@ -693,13 +699,12 @@ int main(int argc, char** argv) {
     // Parameters named by the library are spelled as this command takes them; a bad
     // declared option also says where to read about it.
     const bool declared_options = app.got_subcommand("improve-cloud-mask") || app.got_subcommand("batch");
-    if (app.got_subcommand("run")) {
+    if (!declared_options) {
+      // Workflow and op parameters are named as in YAML; the commands' own flags as flags.
       print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) {
-        return n == "geometry" || n == "geometry_crs" ? "--" + std::string(n == "geometry" ? "geometry" : "geometry-crs")
-                                                      : n;
+        const bool own_flag = n == "overwrite" || n == "out_dir" || n == "geometry" || n == "geometry_crs";
+        return own_flag ? cli_spelling(n) : n;
       }));
-    } else if (!declared_options) {
-      print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) { return n; }));
     } else if (dynamic_cast<const nimbus::ParameterError*>(&e) != nullptr) {
       print_error(fmt::format("{}; see `nimbus {} --help`", nimbus::spell_parameters(e.what(), cli_spelling),
                               app.got_subcommand("batch") ? "batch" : "improve-cloud-mask"));

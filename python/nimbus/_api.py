@@ -348,8 +348,8 @@ document(run_op, """
 
 
 def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None, crs=None, nodata=0,
-                 cache_dir="", parallel_tasks=2, workflows_dir="", geometry=None, geometry_crs="EPSG:4326", *,
-                 allow_ungeoreferenced=False):
+                 cache_dir="", parallel_tasks=2, workflows_dir="", geometry=None, geometry_crs="EPSG:4326",
+                 overwrite=False, *, allow_ungeoreferenced=False):
     params = dict(params or {})
     if geometry is None:
         geometry_text = ""
@@ -381,7 +381,7 @@ def run_workflow(workflow, inputs, out_dir=None, params=None, geotransform=None,
         target = os.fspath(out_dir) if out_dir is not None else os.path.join(tmp, "sinks")
         sinks = _nimbus.run_workflow(os.fspath(workflow), files, target, params, os.fspath(cache_dir),
                                      parallel_tasks, os.fspath(workflows_dir) or WORKFLOWS_DIR, geometry_text,
-                                     geometry_crs)
+                                     geometry_crs, overwrite)
         if out_dir is not None:
             return sinks
         results = {}
@@ -416,6 +416,7 @@ document(run_workflow, """
     a shapely polygon, in ``geometry_crs``. Only the chips it needs run and the sinks are
     its pixel window (docs/area_of_interest.md)."""),
           ("geometry_crs", "geometry_crs : str, default 'EPSG:4326'\n    The CRS of ``geometry``."),
+          ("overwrite", "overwrite : bool, default False\n    Replace sink files already in ``out_dir`` (otherwise refused before any task)."),
           ("allow_ungeoreferenced", """allow_ungeoreferenced : bool, default False
     Write sinks from array inputs without geotransform or crs.""")],
          returns="""dict

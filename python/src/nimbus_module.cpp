@@ -315,13 +315,14 @@ PYBIND11_MODULE(_nimbus, m) {
       "run_workflow",
       [](const std::string& workflow, const std::map<std::string, std::string>& inputs, const std::string& out_dir,
          const py::dict& params, const std::string& cache_dir, int parallel_tasks, const std::string& workflows_dir,
-         const std::string& geometry, const std::string& geometry_crs) {
+         const std::string& geometry, const std::string& geometry_crs, bool overwrite) {
         const nimbus::Json overrides = to_json(params);
         nimbus::RunOptions options;
         options.inputs = inputs;
         options.out_dir = out_dir;
         options.geometry = geometry;
         options.geometry_crs = geometry_crs;
+        options.overwrite = overwrite;
         options.cache_dir = cache_dir;
         options.max_parallel_tasks = parallel_tasks;
         // '' = the workflows shipped with this copy of the package (nimbus/_location.py, made by CMake).
@@ -337,7 +338,7 @@ PYBIND11_MODULE(_nimbus, m) {
       },
       py::arg("workflow"), py::arg("inputs"), py::arg("out_dir"), py::arg("params") = py::dict(),
       py::arg("cache_dir") = "", py::arg("parallel_tasks") = 2, py::arg("workflows_dir") = "",
-      py::arg("geometry") = "", py::arg("geometry_crs") = "EPSG:4326");
+      py::arg("geometry") = "", py::arg("geometry_crs") = "EPSG:4326", py::arg("overwrite") = false);
 
   m.def(
       "run_op",

@@ -263,7 +263,11 @@ def test_preview_shows_the_window(nimbus_bin, scene, full_runs, tmp_path):
          tmp_path / "p.png")
     header = (tmp_path / "p.png").read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", header[16:24]) == (100, 100)
+    width, height = struct.unpack(">II", header[16:24])
+    assert width == 100 and height > 100  # the window, then the legend strip
+    # The world file puts the image on the window: its top-left pixel centre is the window's.
+    world = [float(v) for v in (tmp_path / "p.pgw").read_text().split()]
+    assert world == pytest.approx([t.a, 0, 0, t.e, *(t * (60.5, 40.5))])
 
 
 # The seed workflow's graph with the test chips (64 pixels) and the merge's halo parameters.

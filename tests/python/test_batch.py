@@ -61,7 +61,7 @@ def test_batch_writes_each_mask_with_a_record_and_a_report(nimbus_bin, scenes, t
         with rasterio.open(mask) as a, rasterio.open(single) as b:
             assert np.array_equal(a.read(), b.read())
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["batch-report.csv"] + [f"field-{i}.tif{x}" for i in range(4) for x in ("", ".nimbus.json")])
+        ["batch-report.csv"] + [f"field-{i}.tif{x}" for i in range(4) for x in ("", ".aux.xml", ".nimbus.json")])
 
 
 def test_interrupted_batch_resumes_and_verifies_outputs(nimbus_bin, scenes, tmp_path):
@@ -96,8 +96,11 @@ def test_interrupted_batch_resumes_and_verifies_outputs(nimbus_bin, scenes, tmp_
     assert [report[f"field-{i}"]["status"] for i in range(4)] == ["skipped", "skipped", "done", "skipped"]
     assert json.loads((out / "field-2.tif.nimbus.json").read_text())["sha256"] == _sha256(damaged)
 
-    # Another parameter is another recipe: everything is recomputed.
-    fourth = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "--cloud-thr", "0.5")
+    # Another parameter is another recipe: the masks would be replaced, which takes
+    # --overwrite (refused before any scene runs without it); then everything is recomputed.
+    refused = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "--cloud-thr", "0.5")
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr, refused.stderr
+    fourth = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "--cloud-thr", "0.5", "--overwrite")
     assert fourth.returncode == 0, fourth.stderr
     assert {r["status"] for r in _report(out).values()} == {"done"}
 

@@ -90,7 +90,7 @@ def test_op_parameters_come_from_the_same_declarations(nimbus_bin, declared):
 # Non-default values for every parameter that carries a tag, as CLI text and as the tag reads back.
 NON_DEFAULT = {"cloud_thr": ("0.35", "0.35"), "shadow_thr": ("0.25", "0.25"), "closing_size": ("2", "2"),
                "min_area": ("3", "3"), "window": ("96", "96"), "overlap": ("0.5", "0.5"),
-               "downsampling": ("1", "1"), "blend": ("linear", "linear")}
+               "downsampling": ("1", "1"), "blend": ("linear", "linear"), "nodata_value": ("255", "255")}
 
 
 def test_provenance_tags_record_every_tagged_parameter(nimbus_bin, declared, make_scene, tmp_path):

@@ -338,6 +338,30 @@ void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::strin
   }
   if (stac_items) index.check_not_an_input(batch_item_collection_path(out_dir), "the batch's STAC ItemCollection");
   for (const std::string& o : extra_outputs) index.check_not_an_input(o, "the batch report");
+  // Without --overwrite, a mask already in out_dir is replaced only when the batch
+  // would skip it anyway; one its record does not vouch for (another recipe, or no
+  // record) stops the batch here, before any scene runs. Records and the batch report
+  // are the batch's own bookkeeping and always rewritten.
+  if (options.overwrite) return;
+  for (const BatchScene& s : scenes) {
+    const std::string output = scene_output_path(out_dir, s.id);
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(output, ec))) continue;
+    SceneRecord record;
+    std::string recipe;
+    try {
+      recipe = scene_recipe(s, options);
+    } catch (const InputError&) {
+      continue;  // a missing input: the scene fails on its own, saying so
+    }
+    if (read_record(scene_record_path(out_dir, s.id), record) && record.recipe == recipe) continue;
+    throw InputError(fmt::format("the output of scene {} '{}' already exists and was not made from these inputs and "
+                                 "parameters (its record {}); pass @[overwrite] to replace it, or choose another "
+                                 "@[out_dir]",
+                                 s.id, output,
+                                 fs::exists(scene_record_path(out_dir, s.id), ec) ? "names another recipe"
+                                                                                  : "is missing"));
+  }
 }
 
 std::vector<std::string> batch_input_problems(const std::vector<BatchScene>& scenes) {
@@ -441,9 +465,9 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
     // Only a regular file can be a finished output: a FIFO put in its place would block
     // the checksum forever, a link or device is refused by the run below.
     std::error_code ec;
-    if (fs::is_regular_file(fs::symlink_status(outcome.output, ec)) &&
-        read_record(scene_record_path(out_dir, scene.id), record) &&
-        record.recipe == recipe && sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256 &&
+    const bool has_record = read_record(scene_record_path(out_dir, scene.id), record);
+    if (fs::is_regular_file(fs::symlink_status(outcome.output, ec)) && has_record && record.recipe == recipe &&
+        sha256_file(outcome.output, "output of scene " + scene.id) == record.sha256 &&
         (!stac_items || item_describes(scene_stac_item_path(out_dir, scene.id), record.sha256))) {
       outcome.status = "skipped";
       if (stac_items) outcome.stac_item = scene_stac_item_path(out_dir, scene.id);
@@ -456,6 +480,9 @@ SceneOutcome process_batch_scene(const BatchScene& scene, const std::string& out
     o.product_mask = scene.product_mask;
     o.out = outcome.output;
     if (stac_items) o.stac_out = scene_stac_item_path(out_dir, scene.id);
+    // A mask whose record names this very recipe is the batch's own, damaged since:
+    // redone without --overwrite (check_batch_outputs refused every other existing mask).
+    o.overwrite = options.overwrite || (has_record && record.recipe == recipe);
     improve_cloud_mask(o);
     outcome.stac_item = o.stac_out;
     outcome.sha256 = sha256_file(outcome.output, "output of scene " + scene.id);
@@ -482,6 +509,7 @@ int remove_stale_partials(const std::vector<BatchScene>& scenes, const std::stri
     prefixes.insert(partial_name_prefix(s.id + ".tif"));
     prefixes.insert(partial_name_prefix(s.id + ".tif.nimbus.json"));
     prefixes.insert(partial_name_prefix(s.id + ".json"));
+    prefixes.insert(partial_name_prefix(s.id + ".tif.aux.xml"));
   }
   prefixes.insert(partial_name_prefix("items.geojson"));
   int removed = 0;

@@ -43,7 +43,9 @@ void check_scene_ids(const std::vector<BatchScene>& scenes);
 
 // Throws InputError, before any scene runs, when an output of the batch (<id>.tif,
 // its record, `extra_outputs`) would be an input of any scene (raster, product mask,
-// inside a SAFE product), a model of `options`, or one of `extra_inputs` (the manifest).
+// inside a SAFE product), a model of `options`, or one of `extra_inputs` (the manifest);
+// and, unless options.overwrite, when an <id>.tif exists that its record does not
+// show was made from this scene's recipe (the batch would replace it).
 // With stac_items, the scenes' STAC Items and the batch's ItemCollection are outputs too.
 void check_batch_outputs(const std::vector<BatchScene>& scenes, const std::string& out_dir,
                          const ImproveCloudMaskOptions& options, const std::vector<RunInput>& extra_inputs = {},

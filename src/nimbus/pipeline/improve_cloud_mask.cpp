@@ -21,6 +21,7 @@
 #include "nimbus/ops/compute_cloud_prob.h"
 #include "nimbus/ops/compute_shadow_prob.h"
 #include "nimbus/core/checksum.h"
+#include "nimbus/ops/morphology.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
 #include "nimbus/pipeline/mask_stac_item.h"
 #include "nimbus/raster/area_of_interest.h"
@@ -33,8 +34,6 @@
 namespace nimbus {
 namespace {
 
-// The merged mask's nodata value (FarmVibes keeps the probabilities' nodata tag 100).
-constexpr std::uint8_t kMaskNodata = 100;
 
 using Clock = std::chrono::steady_clock;
 
@@ -101,6 +100,13 @@ std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
   return inputs;
 }
 
+// Whether `path` + `suffix` is a file name the file system takes (with room for the
+// temporary name's prefix); a sidecar of a very long output name is left out.
+bool sidecar_fits(const std::string& path, const std::string& suffix) {
+  const std::string name = std::filesystem::path(path + suffix).filename().string();
+  return name.size() <= 255;
+}
+
 }  // namespace
 
 const char* stage_name(RunProgress::Stage stage) {
@@ -141,9 +147,15 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
 
   // Every output location is checked (and --keep-probabilities created) before any
-  // work; the files are published together at the very end.
-  OutputSet outputs(run_inputs(options));
+  // work; the files are published together at the very end. Existing files are
+  // refused unless @[overwrite]; the report and the preview may be streams ('-').
+  OutputSet outputs(run_inputs(options), OutputRules{options.overwrite, false});
   AtomicOutput& mask_out = outputs.add_file(options.out, "output mask (@[out])");
+  // GDAL keeps a GeoTIFF's category names in a sidecar; a name too long for one goes without.
+  AtomicOutput* mask_categories_out =
+      sidecar_fits(options.out, ".aux.xml")
+          ? &outputs.add_file(options.out + ".aux.xml", "category names of the output mask (@[out])")
+          : nullptr;
   AtomicOutput* cloud_prob_out = nullptr;
   AtomicOutput* shadow_prob_out = nullptr;
   if (!options.keep_probabilities_dir.empty()) {
@@ -154,10 +166,21 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     shadow_prob_out = &outputs.add_file((dir / "shadow_probability.tif").string(),
                                         "@[keep_probabilities] (shadow_probability.tif)");
   }
-  AtomicOutput* preview_out =
-      options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (@[preview])");
+  AtomicOutput* preview_out = options.preview_png.empty()
+                                  ? nullptr
+                                  : &outputs.add_file_or_stream(options.preview_png, "preview PNG (@[preview])");
+  // A preview written to a file is georeferenced by two sidecars; a streamed one is the PNG alone.
+  AtomicOutput* preview_world_out = nullptr;
+  AtomicOutput* preview_aux_out = nullptr;
+  if (preview_out && !preview_out->is_stream()) {
+    const std::string world = world_file_path(options.preview_png);
+    if (sidecar_fits(world, "")) preview_world_out = &outputs.add_file(world, "world file of @[preview]");
+    if (sidecar_fits(options.preview_png, ".aux.xml")) {
+      preview_aux_out = &outputs.add_file(options.preview_png + ".aux.xml", "CRS sidecar of @[preview]");
+    }
+  }
   AtomicOutput* report_out =
-      options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "@[report]");
+      options.report_path.empty() ? nullptr : &outputs.add_file_or_stream(options.report_path, "@[report]");
   AtomicOutput* stac_out =
       options.stac_out.empty() ? nullptr : &outputs.add_file(options.stac_out, "STAC Item (@[stac_out])");
   throw_if_cancelled(options.cancel);
@@ -283,17 +306,20 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Without --keep-probabilities the floats are never stored: each model's
   // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
   const bool keep = cloud_prob_out != nullptr;
+  const bool want_preview = preview_out != nullptr;
   // Every buffer covers the merge window (the whole scene without an area of interest).
   FloatBuffer cloud, shadow;
   MaskBuffer mask(static_cast<std::size_t>(merge_window.width) * static_cast<std::size_t>(merge_window.height), 0);
-  // Only the preview needs nodata apart from the mask (nodata passes every threshold).
-  MaskBuffer nodata(options.preview_png.empty() ? 0 : mask.size(), 0);
+  // Nodata apart from the mask (nodata passes every threshold), for the preview and --nodata-value.
+  MaskBuffer nodata(want_preview || options.nodata_value ? mask.size() : 0, 0);
+  // The preview colours cloud and shadow apart: the shadow model's pixels kept aside.
+  MaskBuffer shadow_above(want_preview ? mask.size() : 0, 0);
   const PredictionStats stats = predict_probabilities(
       scene,
       {ProbabilityTask{&cloud_head, cloud_model.get(), keep ? &cloud : nullptr, &mask,
-                       options.merge.cloud_prob_threshold, options.preview_png.empty() ? nullptr : &nodata},
-       ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
-                       options.merge.shadow_prob_threshold}},
+                       options.merge.cloud_prob_threshold, nodata.empty() ? nullptr : &nodata},
+       ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr,
+                       want_preview ? &shadow_above : &mask, options.merge.shadow_prob_threshold}},
       chip_params, progress.chips());
   progress.finished(RunProgress::Stage::Chips);
   report.chips_per_model = stats.chips;
@@ -318,13 +344,45 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
 
   const auto merge_start = Clock::now();
+  // The mask's no-data pixels: FarmVibes writes them as 1 and tags 100 (a value that
+  // never occurs); with --nodata-value they hold that value, which is also the tag.
+  const std::uint8_t mask_nodata =
+      options.nodata_value ? static_cast<std::uint8_t>(*options.nodata_value) : kFarmVibesMaskNodata;
+  // Merged on the window the written pixels need (the grown AOI window, or the scene):
+  // the buffers already cover just that window.
+  const PixelWindow& merged_window = merge_window;
+  MaskBuffer merged = std::move(mask);
+  const MaskBuffer product_nonzero = aoi ? product.read_band_nonzero(1, merge_window) : product.read_band_nonzero(1);
+  // For the preview: 1 where the cloud model or the product mask flagged a pixel, 2
+  // where only the shadow model did.
+  MaskBuffer flagged_by;
+  if (want_preview) {
+    const MaskBuffer shadow_flags = std::move(shadow_above);
+    flagged_by.assign(merged.size(), 0);
+    for (std::size_t i = 0; i < merged.size(); ++i) {
+      flagged_by[i] = merged[i] || product_nonzero[i] ? 1 : shadow_flags[i] ? 2 : 0;
+      merged[i] |= shadow_flags[i];
+    }
+  }
+  finish_merge(merged, product_nonzero, merged_window.width, merged_window.height, options.merge);
+  MaskBuffer classes;
+  if (want_preview) {
+    // A masked pixel is shadow when within the dilation of a shadow-only pixel and
+    // not itself flagged as cloud; otherwise cloud (the product mask counts as cloud).
+    MaskBuffer near_shadow(merged.size());
+    for (std::size_t i = 0; i < merged.size(); ++i) near_shadow[i] = flagged_by[i] == 2 ? 1 : 0;
+    dilate_with_disk(near_shadow, merged_window.width, merged_window.height, options.merge.closing_size);
+    classes.resize(merged.size());
+    for (std::size_t i = 0; i < merged.size(); ++i) {
+      classes[i] = !merged[i] ? kPreviewClear : near_shadow[i] && flagged_by[i] != 1 ? kPreviewShadow : kPreviewCloud;
+    }
+  }
   if (aoi) {
-    // Merge on the grown window, then keep the written window.
-    finish_merge(mask, product.read_band_nonzero(1, merge_window), merge_window.width, merge_window.height,
-                 options.merge);
+    // Keep the written window.
     const PixelWindow inner{out_window.x0 - merge_window.x0, out_window.y0 - merge_window.y0, out_window.width,
                             out_window.height};
-    mask = crop(mask, merge_window.width, inner);
+    mask = crop(merged, merge_window.width, inner);
+    if (!classes.empty()) classes = crop(classes, merge_window.width, inner);
     if (!nodata.empty()) nodata = crop(nodata, merge_window.width, inner);
     if (keep) {
       cloud = crop(cloud, merge_window.width, inner);
@@ -334,12 +392,18 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
       const MaskBuffer inside = aoi->inside_mask(scene.grid(), out_window);
       for (std::size_t i = 0; i < inside.size(); ++i) {
         if (inside[i]) continue;
-        mask[i] = kMaskNodata;
+        mask[i] = mask_nodata;
+        if (!classes.empty()) classes[i] = kPreviewNodata;
         if (keep) cloud[i] = shadow[i] = kProbabilityNodata;
       }
     }
   } else {
-    finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
+    mask = std::move(merged);
+  }
+  for (std::size_t i = 0; i < nodata.size(); ++i) {
+    if (!nodata[i]) continue;
+    if (options.nodata_value) mask[i] = mask_nodata;
+    if (!classes.empty()) classes[i] = kPreviewNodata;
   }
   report.seconds_merge = seconds_since(merge_start);
   progress.finished(RunProgress::Stage::Merge);
@@ -373,41 +437,44 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = derived_mask ? safe->product_mask_source : "given";
   }
   GeoTiffOptions mask_options = mask_geotiff_options();
+  mask_options.nodata = mask_nodata;
+  describe_mask_band(mask_options, mask_nodata, !options.nodata_value.has_value());
   mask_options.metadata = provenance;
   mask_options.creation_options = options.creation_options;
   mask_options.cancel = options.cancel;
   mask_out.write_with([&](const std::string& path) {
     write_single_band_geotiff(path, "output mask (@[out])", out_grid, mask.data(), mask_options);
   });
+  if (mask_categories_out) mask_categories_out->write_bytes(mask_category_names_aux_xml(mask_nodata));
 
   if (cloud_prob_out) {
     GeoTiffOptions prob_options = probability_geotiff_options();
     prob_options.metadata = provenance;
     prob_options.creation_options = options.creation_options;
     prob_options.cancel = options.cancel;
+    prob_options.unit = "1";  // a probability: dimensionless, 0..1
+    prob_options.band_description = fmt::format("cloud probability (0..1; {} no data)", kProbabilityNodata);
     cloud_prob_out->write_with([&](const std::string& path) {
       write_single_band_geotiff(path, "@[keep_probabilities]", out_grid, cloud.data(), prob_options);
     });
+    prob_options.band_description = fmt::format("shadow probability (0..1; {} no data)", kProbabilityNodata);
     shadow_prob_out->write_with([&](const std::string& path) {
       write_single_band_geotiff(path, "@[keep_probabilities]", out_grid, shadow.data(), prob_options);
     });
   }
   if (preview_out) {
-    try {
-      write_mask_preview(scene, out_window, mask, nodata, preview_out->temp_path());
-    } catch (const InputError&) {
-      throw InputError(fmt::format("preview PNG (@[preview]) '{}' could not be written; check disk space and "
-                                   "permissions",
-                                   options.preview_png));
-    }
+    const Preview preview = render_mask_preview(scene, out_window, classes);
+    preview_out->write_bytes(preview.png);
+    if (preview_world_out) preview_world_out->write_bytes(world_file_text(preview.grid));
+    if (preview_aux_out) preview_aux_out->write_bytes(preview_aux_xml(preview.grid));
   }
   throw_if_cancelled(options.cancel);
   report.seconds_write = seconds_since(write_start);
 
   std::size_t masked = 0, counted = 0;
   for (std::uint8_t v : mask) {
-    masked += v == 1 ? 1 : 0;
-    counted += v == kMaskNodata ? 0 : 1;
+    masked += v == kMaskCloudOrShadow ? 1 : 0;
+    counted += v == mask_nodata ? 0 : 1;
   }
   report.masked_fraction = counted == 0 ? 0.0 : static_cast<double>(masked) / static_cast<double>(counted);
   {
@@ -485,14 +552,8 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     }
   }
   if (report_out) {
-    try {
-      // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
-      write_whole_file(report_out->temp_path(), "@[report]",
-                       report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
-    } catch (const InputError&) {
-      throw InputError(fmt::format("@[report] '{}' could not be written; check disk space and permissions",
-                                   options.report_path));
-    }
+    // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
+    report_out->write_bytes(report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
   }
 
   // Every file is complete; publish them together (or none of them).

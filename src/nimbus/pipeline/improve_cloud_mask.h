@@ -60,7 +60,12 @@ struct ImproveCloudMaskOptions {
   std::string aoi;
   std::string bbox;
   std::string aoi_crs = "EPSG:4326";
-  bool crop_to_aoi = false;            // pixels of the window outside the polygon are nodata (100)
+  bool crop_to_aoi = false;            // pixels of the window outside the polygon are nodata
+  // Unset: FarmVibes' mask (no-data pixels written as 1, nodata tag 100, a value that
+  // never occurs). Set (2..255): no-data pixels are written as this value and tagged so.
+  std::optional<int> nodata_value;
+  // Replace existing output files; otherwise an existing output is refused before any work.
+  bool overwrite = false;
   CancelCheck cancel;                  // polled between chips and stages; true: throw Cancelled, no output left
   ProgressCallback progress;           // optional; see RunProgress
 };

@@ -85,7 +85,8 @@ const std::vector<Binding>& bindings() {
                          .as(ParamRole::Input)
                          .affecting_output(),
                      &Options::product_mask, "derived"));
-    b.push_back(path(ParamSpec{"out", ParamType::Path, nullptr, "Output mask GeoTIFF (uint8 0/1, nodata tag 100)"}
+    b.push_back(path(ParamSpec{"out", ParamType::Path, nullptr,
+                               "Output mask GeoTIFF (uint8: 0 clear, 1 cloud or shadow; nodata as nodata_value says)"}
                          .mandatory()
                          .as(ParamRole::Output),
                      &Options::out));
@@ -139,10 +140,23 @@ const std::vector<Binding>& bindings() {
                       &Options::aoi_crs));
     b.push_back(field(ParamSpec{"crop_to_aoi", ParamType::Bool, false,
                                 "Set pixels of the written window whose centre lies outside the aoi polygon to nodata "
-                                "(100)"}
+                                "(100, or nodata_value)"}
                           .affecting_output()
                           .in_group(kAreaOfInterest),
                       &Options::crop_to_aoi));
+    b.push_back({ParamSpec{"nodata_value", ParamType::Int, nullptr,
+                           "Write no-data pixels of the mask as this value and tag it as the mask's nodata (e.g. "
+                           "255); 0 and 1 are the mask's classes. Default: FarmVibes' mask, no-data pixels written as "
+                           "1 (masked) with nodata tag 100",
+                           2.0, 255.0}
+                     .affecting_output()
+                     .tagged("NIMBUS_NODATA_VALUE")
+                     .in_group("Outputs"),
+                 [](Options& o, const Json& v) {
+                   o.nodata_value = v.is_null() ? std::nullopt : std::optional<int>(v.get<int>());
+                 },
+                 [](const Options& o) { return o.nodata_value ? Json(*o.nodata_value) : Json(); },
+                 {}});
     b.push_back(field(from_op(cloud, "in_memory", "in_memory").in_group(kPerformance), &Options::chips,
                       &ChipPredictionParams::in_memory));
     // The engines agree to 1e-4, yet a mask may differ in a few pixels: a batch
@@ -167,11 +181,13 @@ const std::vector<Binding>& bindings() {
                          .as(ParamRole::Output),
                      &Options::keep_probabilities_dir));
     b.push_back(path(ParamSpec{"preview", ParamType::Path, nullptr,
-                               "Also write a PNG quicklook (true colour, mask in magenta)"}
+                               "Also write a PNG quicklook (true colour; cloud magenta, shadow yellow, no data "
+                           "grey-hatched; legend strip below) with a world file (.pgw) and .aux.xml (CRS); '-' "
+                               "writes the PNG alone to standard output"}
                          .as(ParamRole::Output),
                      &Options::preview_png));
     b.push_back(path(ParamSpec{"report", ParamType::Path, nullptr,
-                               "Also write timings, chip counts and peak memory as JSON here"}
+                               "Also write timings, chip counts and peak memory as JSON here ('-': standard output)"}
                          .as(ParamRole::Output),
                      &Options::report_path));
     b.push_back(path(ParamSpec{"stac_out", ParamType::Path, nullptr,
@@ -179,6 +195,11 @@ const std::vector<Binding>& bindings() {
                                "projection, checksum, eo:cloud_cover, provenance"}
                          .as(ParamRole::Output),
                      &Options::stac_out));
+    b.push_back(field(ParamSpec{"overwrite", ParamType::Bool, false,
+                                "Replace existing output files; without it an existing output is refused before any "
+                                "work"}
+                          .in_group("Outputs"),
+                      &Options::overwrite));
     return b;
   }();
   return all;

@@ -178,7 +178,8 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   }
   ensure_directory(options.out_dir, "--out-dir");
   for (const auto& [sink, port] : graph.sinks) {  // e.g. <out_dir>/mask.tif is a directory or a FIFO
-    check_output_path((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink));
+    check_output_path((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink),
+                      OutputRules{options.overwrite, false});
   }
 
   const bool use_cache = !options.cache_dir.empty();
@@ -319,7 +320,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   }
 
   // Publish sinks only once everything succeeded, all together.
-  OutputSet published(run_inputs(options));
+  OutputSet published(run_inputs(options), OutputRules{options.overwrite, false});
   for (const auto& [sink, port] : graph.sinks) {
     const Artifact& a = port_values.at(port.str());
     const std::string dest = (fs::path(options.out_dir) / (sink + fs::path(a.path).extension().string())).string();

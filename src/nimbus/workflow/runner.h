@@ -25,6 +25,8 @@ struct RunOptions {
   std::string geometry_crs = "EPSG:4326";
   std::string cache_dir;  // empty = no cache (ops run in a scratch directory)
   int max_parallel_tasks = 2;
+  // Replace existing sink files in out_dir; otherwise they are refused before any task runs.
+  bool overwrite = false;
   // Polled from the calling thread about every 100 ms; true stops the run (running
   // tasks stop at their next chip), discards its work and throws Cancelled.
   CancelCheck cancel;
