@@ -310,8 +310,9 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Every buffer covers the merge window (the whole scene without an area of interest).
   FloatBuffer cloud, shadow;
   MaskBuffer mask(static_cast<std::size_t>(merge_window.width) * static_cast<std::size_t>(merge_window.height), 0);
-  // Nodata apart from the mask (nodata passes every threshold), for the preview and --nodata-value.
-  MaskBuffer nodata(want_preview || options.nodata_value ? mask.size() : 0, 0);
+  // Nodata apart from the mask (nodata passes every threshold): for the preview,
+  // --nodata-value and the cloud cover, which counts valid pixels only.
+  MaskBuffer nodata(mask.size(), 0);
   // The preview colours cloud and shadow apart: the shadow model's pixels kept aside.
   MaskBuffer shadow_above(want_preview ? mask.size() : 0, 0);
   const PredictionStats stats = predict_probabilities(
@@ -484,7 +485,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
         aoi && !options.crop_to_aoi ? aoi->inside_mask(scene.grid(), out_window) : MaskBuffer();
     std::size_t cover_masked = 0, cover_valid = 0;
     for (std::size_t i = 0; i < mask.size(); ++i) {
-      if (mask[i] == kMaskNodata || (!inside.empty() && !inside[i])) continue;
+      if (mask[i] == mask_nodata || nodata[i] || (!inside.empty() && !inside[i])) continue;
       ++cover_valid;
       cover_masked += mask[i] == 1 ? 1 : 0;
     }

@@ -10,6 +10,7 @@
 
 #include "nimbus/core/log.h"
 #include "nimbus/parameters.h"
+#include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/preview.h"
 #include "nimbus/raster/raster_reader.h"
 #include "nimbus/server/clock_and_ids.h"
@@ -77,12 +78,15 @@ void write_quicklook(const std::string& scene_path, const std::string& mask_path
     const RasterReader mask_reader(mask_path, "mask");
     if (mask_reader.width() != scene.width() || mask_reader.height() != scene.height()) return;
     const FloatBuffer values = mask_reader.read_band(1);
-    MaskBuffer mask(values.size(), 0), nodata(values.size(), 0);
+    // The mask's own nodata tag (100 as FarmVibes writes it, or --nodata-value's).
+    const float nodata_value = static_cast<float>(mask_reader.nodata_value().value_or(100.0));
+    MaskBuffer classes(values.size(), kPreviewClear);
     for (std::size_t i = 0; i < values.size(); ++i) {
-      nodata[i] = values[i] == 100.0f;
-      mask[i] = !nodata[i] && values[i] != 0.0f;
+      classes[i] = values[i] == nodata_value ? kPreviewNodata : values[i] != 0.0f ? kPreviewCloud : kPreviewClear;
     }
-    write_mask_preview(scene, mask, nodata, png, 384);
+    const Preview preview =
+        render_mask_preview(scene, PixelWindow{0, 0, scene.width(), scene.height()}, classes, 384);
+    write_whole_file(png, "quicklook", preview.png);
   } catch (const std::exception& e) {
     logger()->warn("quicklook {}: {}", png, e.what());
     std::error_code ec;
