@@ -40,6 +40,9 @@
 #include "nimbus/workflow/describe.h"
 #include "nimbus/workflow/runner.h"
 #include "nimbus/workflow/workflow_graph.h"
+#include "help_format.h"
+#include "progress_display.h"
+#include "serve_command.h"
 #include "shipped_workflows.h"
 
 namespace {
@@ -118,11 +121,13 @@ void add_declared_options(CLI::App* cmd, const nimbus::OperationSpec& operation,
     std::string help = p.help;
     if (!p.choices.empty()) help += fmt::format(" {{{}}}", fmt::join(p.choices, "|"));
     if (p.type == nimbus::ParamType::Int || p.type == nimbus::ParamType::Float) help += range_text(p);
+    const std::string group = nimbus::help_group_of(p);
     if (p.type == nimbus::ParamType::Bool) {
-      cmd->add_flag_callback(flag, [&out, name = p.name] { out.flags[name] = true; }, help);
+      cmd->add_flag_callback(flag, [&out, name = p.name] { out.flags[name] = true; }, help)->group(group);
       continue;
     }
     CLI::Option* option = cmd->add_option(flag, out.given[p.name], help);
+    option->group(group);
     if (p.type != nimbus::ParamType::StringList) option->expected(1);  // a repeated option: the last one counts
     if (p.required) option->required();
     if (!p.default_value.is_null() && !(p.default_value.is_array() && p.default_value.empty())) {
@@ -176,77 +181,105 @@ nimbus::Json DeclaredOptions::values(const nimbus::OperationSpec& operation) con
   return values;
 }
 
+// The help flag after a command's own options, under its own heading.
+void add_help_flag_last(CLI::App* cmd) {
+  cmd->set_help_flag("-h,--help", "Print this help and exit")->group("Other");
+}
+
 struct ImproveCommand {
   DeclaredOptions declared;
 };
 
-void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c) {
+void add_improve_cloud_mask(CLI::App& app, ImproveCommand& c, const std::string& program) {
   const nimbus::OperationSpec& operation = nimbus::improve_cloud_mask_operation();
   CLI::App* cmd = app.add_subcommand(operation.name, operation.description);
   cmd->fallthrough();  // global flags (-q, -v) may follow the subcommand
   add_declared_options(cmd, operation, c.declared);
+  add_help_flag_last(cmd);
+  cmd->footer(fmt::format(
+      "Examples:\n"
+      "  {0} improve-cloud-mask --s2-raster S2.tif --product-mask PM.tif \\\n"
+      "      --out mask.tif\n"
+      "  {0} improve-cloud-mask --s2-raster S2B_MSIL2A_20230601T101559.SAFE \\\n"
+      "      --out mask.tif --preview mask.png --report report.json\n"
+      "  {0} improve-cloud-mask --s2-raster S2.tif --product-mask PM.tif \\\n"
+      "      --out mask.tif --bbox 11.0,46.0,11.2,46.1 --crop-to-aoi\n"
+      "  # FarmVibes' model files instead of the embedded models:\n"
+      "  {0} improve-cloud-mask --s2-raster S2.tif --product-mask PM.tif \\\n"
+      "      --out mask.tif --cloud-model \\\n"
+      "      /opt/terravibes/ops/resources/cloud_models/cloud_model2_cpu.onnx \\\n"
+      "      --shadow-model /opt/terravibes/ops/resources/shadow_models/shadow.onnx\n"
+      "Global options (before or after the command): -q prints only errors,\n"
+      "-v adds each stage's time and debugging detail.",
+      program));
 }
 
 // Parameters given per scene in the manifest, or per scene in the output directory.
 const std::set<std::string> kPerSceneParameters{"s2_raster", "product_mask", "out", "keep_probabilities", "preview",
-                                                "report"};
+                                                "report", "stac_out"};
 
 struct BatchCommand {
   std::string manifest;
   std::string out_dir;
+  bool stac_items = false;
   DeclaredOptions declared;
 };
 
 void add_batch_command(CLI::App& app, BatchCommand& b) {
   CLI::App* cmd = app.add_subcommand(
       "batch",
-      "improve-cloud-mask over every scene of a CSV manifest (columns s2_raster, product_mask, id); resumes: scenes "
-      "whose output verifies against its record are skipped");
+      "improve-cloud-mask over every scene of a CSV manifest (columns s2_raster, product_mask, id) or a STAC "
+      "ItemCollection; resumes: scenes whose output verifies against its record are skipped");
   cmd->fallthrough();
-  cmd->add_option("manifest", b.manifest, "CSV manifest with a header row: s2_raster[,product_mask][,id]")
+  cmd->add_option("manifest", b.manifest,
+                  "CSV manifest with a header row: s2_raster[,product_mask][,id]; or a STAC ItemCollection (saved "
+                  "search results, JSON file or http(s) URL), one scene per item")
       ->required();
   cmd->add_option("--out-dir", b.out_dir,
                   "Directory for <id>.tif masks, their <id>.tif.nimbus.json records and batch-report.csv")
-      ->required();
+      ->required()
+      ->group("Outputs");
+  cmd->add_flag("--stac-items", b.stac_items,
+                "Also write a STAC Item per mask (<id>.json, as improve-cloud-mask --stac-out) and their "
+                "ItemCollection (items.geojson, absolute hrefs) into --out-dir")
+      ->group("Outputs");
   add_declared_options(cmd, nimbus::improve_cloud_mask_operation(), b.declared, kPerSceneParameters);
+  add_help_flag_last(cmd);
+  cmd->footer(
+      "Manifest example (paths relative to the manifest; product_mask may be\n"
+      "left empty for SAFE products and STAC items):\n"
+      "  s2_raster,product_mask,id\n"
+      "  scenes/2023-06-01.tif,scenes/2023-06-01_pm.tif,june\n"
+      "  S2B_MSIL2A_20230711T101559.SAFE,,july\n"
+      "Example (run again: scenes already finished are skipped):\n"
+      "  nimbus batch scenes.csv --out-dir masks --cloud-thr 0.4");
 }
 
-// A progress bar on a terminal, one line per scene otherwise (logs, CI).
-void show_progress(int done, int total, const nimbus::SceneOutcome& o, double elapsed_s) {
-  const double eta = done > 0 ? elapsed_s / done * (total - done) : 0.0;
-  if (::isatty(STDERR_FILENO)) {
-    const int width = 30;
-    const int filled = total > 0 ? width * done / total : width;
-    std::fprintf(stderr, "\r[%s%s] %d/%d scenes, %s %s, ETA %.0f s   ", std::string(filled, '#').c_str(),
-                 std::string(width - filled, '.').c_str(), done, total, o.id.c_str(), o.status.c_str(), eta);
-    if (done == total) std::fprintf(stderr, "\n");
-  } else {
-    std::fprintf(stderr, "[%d/%d] %s: %s in %.1f s%s%s\n", done, total, o.id.c_str(), o.status.c_str(), o.seconds,
-                 o.error.empty() ? "" : " - ", o.error.c_str());
-  }
-  std::fflush(stderr);
-}
-
-int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
+int run_batch_command(const BatchCommand& b, bool quiet, bool verbose, nimbus_cli::ProgressDisplay& display) {
   const std::vector<nimbus::BatchScene> scenes = nimbus::read_batch_manifest(b.manifest);
+  // Every path of the manifest before anything runs: each problem once, nothing computed.
+  if (const std::vector<std::string> problems = nimbus::batch_input_problems(scenes); !problems.empty()) {
+    for (const std::string& problem : problems) print_error(problem);
+    return kExitInputError;
+  }
   const nimbus::ImproveCloudMaskOptions options =
       nimbus::batch_options(b.declared.values(nimbus::improve_cloud_mask_operation()));
   nimbus::validate(options.merge);
   nimbus::validate_creation_options(options.creation_options);
   const std::string report = (std::filesystem::path(b.out_dir) / "batch-report.csv").string();
-  nimbus::check_batch_outputs(scenes, b.out_dir, options, {{b.manifest, "manifest"}}, {report});
+  nimbus::check_batch_outputs(scenes, b.out_dir, options, {{b.manifest, "manifest"}}, {report}, b.stac_items);
   nimbus::validate(options.chips);
   // The per-scene pipeline logs would break the progress bar; -v brings them back.
   if (!verbose) spdlog::set_level(spdlog::level::warn);
-  const auto start = std::chrono::steady_clock::now();
-  const auto outcomes = nimbus::run_batch(scenes, b.out_dir, options,
-                                          [&](int done, int total, const nimbus::SceneOutcome& o) {
-                                            if (quiet) return;
-                                            show_progress(done, total, o,
-                                                          std::chrono::duration<double>(
-                                                              std::chrono::steady_clock::now() - start)
-                                                              .count());
-                                          });
+  const int total = static_cast<int>(scenes.size());
+  const auto outcomes = nimbus::run_batch(
+      scenes, b.out_dir, options,
+      [&display](int done, int count, const nimbus::SceneOutcome& o) { display.on_batch_scene_done(done, count, o); },
+      [&display, &scenes, total](int index, const nimbus::RunProgress& p) {
+        display.on_batch_scene(index, total, scenes[static_cast<std::size_t>(index)].id, p);
+      },
+      b.stac_items);
+  display.finish();
   nimbus::write_file_atomically(report, "batch report", nimbus::batch_report_csv(outcomes));
   int done = 0, skipped = 0, failed = 0;
   for (const auto& o : outcomes) {
@@ -255,7 +288,9 @@ int run_batch_command(const BatchCommand& b, bool quiet, bool verbose) {
     failed += o.status == "failed";
   }
   for (const auto& o : outcomes) {
-    if (o.status == "failed") print_error(fmt::format("scene {}: {}", o.id, o.error));
+    if (o.status == "failed") {
+      print_error(fmt::format("scene {}: {}", o.id, nimbus::spell_parameters(o.error, cli_spelling)));
+    }
   }
   if (!quiet) {
     std::fprintf(stderr, "batch: %d done, %d skipped (output verified), %d failed; per-scene status in %s\n", done,
@@ -268,6 +303,7 @@ struct StackCommand {
   std::string product;
   std::string out;
   std::string product_mask_out;
+  bool overwrite = false;
 };
 
 void add_stack_command(CLI::App& app, StackCommand& s) {
@@ -278,6 +314,7 @@ void add_stack_command(CLI::App& app, StackCommand& s) {
   cmd->add_option("product", s.product, "SAFE directory, .zip or MTD_MSIL2A.xml, or a STAC item (JSON file or URL)")->required();
   cmd->add_option("--out", s.out, "12-band uint16 COG (raw DN; BOA offsets kept as band metadata)")->required();
   cmd->add_option("--product-mask-out", s.product_mask_out, "Also write the derived product mask (uint8 COG)");
+  cmd->add_flag("--overwrite", s.overwrite, "Replace existing output files (otherwise refused before any work)");
 }
 
 void run_stack_command(const StackCommand& s) {
@@ -286,7 +323,7 @@ void run_stack_command(const StackCommand& s) {
     const std::string dir = std::filesystem::path(s.product).parent_path().string();
     inputs.push_back({dir.empty() ? "." : dir, "product (its SAFE directory)"});
   }
-  nimbus::OutputSet outputs(inputs);
+  nimbus::OutputSet outputs(inputs, nimbus::OutputRules{s.overwrite, false});
   nimbus::AtomicOutput& out = outputs.add_file(s.out, "stack (--out)");
   nimbus::AtomicOutput* pm_out =
       s.product_mask_out.empty() ? nullptr : &outputs.add_file(s.product_mask_out, "--product-mask-out");
@@ -315,6 +352,8 @@ struct WorkflowCommands {
   std::vector<std::string> inputs;
   std::vector<std::string> params;
   std::string out_dir;
+  std::string geometry;
+  std::string geometry_crs = "EPSG:4326";
   std::string cache_dir;
   bool no_cache = false;
   std::string workflows_dir;
@@ -322,6 +361,8 @@ struct WorkflowCommands {
   bool describe_json = false;
   std::string op_name;
   int parallel_tasks = 2;
+  std::string report;
+  bool overwrite = false;
 };
 
 std::string default_cache_dir() {
@@ -361,10 +402,31 @@ void add_workflow_commands(CLI::App& app, WorkflowCommands& w) {
   run->add_option("--input", w.inputs, "Source file, NAME=PATH (repeatable)");
   run->add_option("--param", w.params, "Workflow parameter, NAME=VALUE (repeatable; VALUE parsed as YAML)");
   run->add_option("--out-dir", w.out_dir, "Directory for the sink files (<sink>.tif)")->required();
+  run->add_option("--geometry", w.geometry,
+                  "Run geometry (FarmVibes' run geometry): GeoJSON file or text, or WKT, Polygon or MultiPolygon; "
+                  "only the chips it needs run and the sinks are its window (docs/area_of_interest.md)");
+  run->add_option("--geometry-crs", w.geometry_crs, "CRS of --geometry's coordinates (x = longitude for EPSG:4326)")
+      ->capture_default_str();
   run->add_option("--cache-dir", w.cache_dir, "Op cache directory (default $NIMBUS_CACHE_DIR or ~/.cache/nimbus)");
   run->add_flag("--no-cache", w.no_cache, "Do not read or write the op cache");
   run->add_option("--workflows-dir", w.workflows_dir, "Where nested workflows are looked up by name");
   run->add_option("--parallel-tasks", w.parallel_tasks, "Tasks run at the same time")->capture_default_str();
+  run->add_option("--report", w.report,
+                  "Also write the run as JSON here: inputs, outputs, parameters, the model each task ran, tasks "
+                  "(cache key, cached or not, seconds), versions");
+  run->footer(
+      "Without cloud_model/shadow_model a workflow runs Nimbus' embedded models;\n"
+      "FarmVibes' model files are given as parameters.\n"
+      "Examples:\n"
+      "  nimbus run data_ingestion/sentinel2/improve_cloud_mask \\\n"
+      "      --input s2_raster=S2.tif --input product_mask=PM.tif \\\n"
+      "      --param cloud_thr=0.4 --out-dir out          # writes out/mask.tif\n"
+      "  nimbus run data_ingestion/sentinel2/improve_cloud_mask \\\n"
+      "      --input s2_raster=S2.tif --input product_mask=PM.tif --out-dir out \\\n"
+      "      --param cloud_model=cloud_model2_cpu.onnx \\\n"
+      "      --param shadow_model=shadow.onnx   # FarmVibes' files in /opt/terravibes");
+  run->add_flag("--overwrite", w.overwrite,
+                "Replace existing sink files in --out-dir (otherwise refused before any task runs)");
 
   CLI::App* workflows = app.add_subcommand("workflows", "List and describe workflows");
   workflows->require_subcommand(1);
@@ -403,14 +465,34 @@ int run_workflow_command(CLI::App& app, WorkflowCommands& w) {
       options.inputs[k] = v;
     }
     options.out_dir = w.out_dir;
+    options.geometry = w.geometry;
+    options.geometry_crs = w.geometry_crs;
     options.cache_dir = w.no_cache ? "" : (w.cache_dir.empty() ? default_cache_dir() : w.cache_dir);
     options.max_parallel_tasks = w.parallel_tasks;
+    options.overwrite = w.overwrite;
     const nimbus::WorkflowLibrary library{workflows_dir_for(w.workflows_dir, w.workflow)};
     const nimbus::WorkflowGraph graph = nimbus::build_workflow_graph(w.workflow, overrides, library);
     const nimbus::RunReport report = nimbus::run_workflow(graph, options, [](const nimbus::TaskRun& t) {
       spdlog::info("task {} ({}): {} in {:.2f} s", t.node, t.op, t.cache_hit ? "cached" : "done", t.seconds);
     });
     for (const auto& [sink, path] : report.outputs) spdlog::info("sink {}: {}", sink, path);
+    if (!w.report.empty()) {
+      nimbus::Json tasks = nimbus::Json::array();
+      for (const nimbus::TaskRun& t : report.tasks) {
+        tasks.push_back({{"task", t.node}, {"op", t.op}, {"cache_key", t.cache_key}, {"cache_hit", t.cache_hit},
+                         {"seconds", t.seconds}});
+      }
+      const nimbus::Json run{{"workflow", graph.name},
+                             {"nimbus_version", nimbus::kVersion},
+                             {"versions", nimbus::component_versions()},
+                             {"inputs", options.inputs},
+                             {"outputs", report.outputs},
+                             {"parameters", overrides},
+                             {"models", report.models},
+                             {"tasks", tasks}};
+      nimbus::write_file_atomically(w.report, "--report",
+                                    run.dump(2, ' ', false, nimbus::Json::error_handler_t::replace) + "\n");
+    }
     return 0;
   }
   if (CLI::App* workflows = app.get_subcommand("workflows"); workflows->parsed()) {
@@ -506,11 +588,23 @@ int run_infer_command(const InferCommand& c) {
   return 0;
 }
 
+// `nimbus --version`: Nimbus and the libraries doing the work, as linked at run time.
+std::string version_text() {
+  const nimbus::Json v = nimbus::component_versions();
+  return fmt::format("nimbus {}\nGDAL {}\nOpenCV {}\noneDNN {}", v.at("nimbus").get<std::string>(),
+                     v.at("gdal").get<std::string>(), v.at("opencv").get<std::string>(),
+                     v.at("onednn").get<std::string>());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   nimbus::install_interrupt_cleanup();
-  auto logger = spdlog::stderr_color_mt("nimbus");
+  // Log lines go through a sink that lets the progress bar step aside for them.
+  const auto log_sink = std::make_shared<nimbus_cli::ProgressAwareSink>(
+      std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>("nimbus", log_sink);
+  spdlog::register_logger(logger);
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
   // The CLI owns the process: the library logs through its logger (so -q/-v apply), and
@@ -518,16 +612,32 @@ int main(int argc, char** argv) {
   nimbus::set_logger(logger);
   nimbus::configure_gdal_for_process();
 
-  CLI::App app{fmt::format("nimbus {} - trustworthy Sentinel-2 cloud masks", nimbus::kVersion)};
-  app.set_version_flag("--version", std::string(nimbus::kVersion));
+  // Usage lines name the program as it was called, not its full path.
+  const std::string program =
+      argc > 0 && argv[0] != nullptr && *argv[0] != '\0' ? std::filesystem::path(argv[0]).filename().string()
+                                                        : std::string("nimbus");
+  CLI::App app{fmt::format("nimbus {} - trustworthy Sentinel-2 cloud masks", nimbus::kVersion), program};
+  app.formatter(nimbus_cli::wrapping_formatter(nimbus_cli::help_width()));  // before the subcommands: they copy it
+  app.set_version_flag("--version", version_text, "Print the versions of Nimbus, GDAL, OpenCV and oneDNN and exit");
   app.require_subcommand(1);
   bool quiet = false;
   bool verbose = false;
-  app.add_flag("-q,--quiet", quiet, "Only print errors");
-  app.add_flag("-v,--verbose", verbose, "Print debugging detail (GDAL messages)");
+  app.add_flag("-q,--quiet", quiet, "Only print errors (no progress)");
+  app.add_flag("-v,--verbose", verbose, "Also print each stage's time and debugging detail (GDAL messages)");
+  app.footer(fmt::format(
+      "Examples:\n"
+      "  {0} improve-cloud-mask --s2-raster S2.tif --product-mask PM.tif \\\n"
+      "      --out mask.tif\n"
+      "  {0} improve-cloud-mask --s2-raster S2B_MSIL2A_20230601T101559.SAFE \\\n"
+      "      --out mask.tif --preview mask.png\n"
+      "  {0} batch scenes.csv --out-dir masks\n"
+      "  {0} run data_ingestion/sentinel2/improve_cloud_mask \\\n"
+      "      --input s2_raster=S2.tif --input product_mask=PM.tif --out-dir out\n"
+      "`{0} COMMAND --help` lists a command's options.",
+      program));
 
   ImproveCommand improve;
-  add_improve_cloud_mask(app, improve);
+  add_improve_cloud_mask(app, improve, program);
   BatchCommand batch;
   add_batch_command(app, batch);
   WorkflowCommands workflow;
@@ -536,6 +646,8 @@ int main(int argc, char** argv) {
   add_stack_command(app, stack);
   InferCommand infer;
   add_infer_command(app, infer);
+  ServeCommand serve;
+  add_serve_command(app, serve);
 
   try {
     app.parse(argc, argv);
@@ -553,32 +665,46 @@ int main(int argc, char** argv) {
     return kExitInputError;
   }
   spdlog::set_level(quiet ? spdlog::level::err : verbose ? spdlog::level::debug : spdlog::level::info);
+  nimbus_cli::ProgressDisplay display(nimbus_cli::progress_mode_for_stderr(quiet), verbose);
+  log_sink->attach(&display);
+  // Detached before `display` goes: a log line from a late thread must not reach it.
+  struct Detach {
+    nimbus_cli::ProgressAwareSink& sink;
+    ~Detach() { sink.attach(nullptr); }
+  } detach{*log_sink};
 
   try {
     refuse_empty_values(app);
     if (app.got_subcommand("improve-cloud-mask")) {
       const nimbus::OperationSpec& operation = nimbus::improve_cloud_mask_operation();
-      const nimbus::ImproveCloudMaskOptions options =
-          nimbus::improve_cloud_mask_options(improve.declared.values(operation));
+      nimbus::ImproveCloudMaskOptions options = nimbus::improve_cloud_mask_options(improve.declared.values(operation));
+      options.progress = [&display](const nimbus::RunProgress& p) { display.on_scene(p); };
       const nimbus::ImproveCloudMaskReport r = nimbus::improve_cloud_mask(options);
       spdlog::info("wrote {} ({}x{}, {} chips per model, {:.1f}% masked) in {:.2f} s (inference {:.2f} s)",
                    options.out, r.width, r.height, r.chips_per_model, 100.0 * r.masked_fraction,
                    r.seconds_total, r.seconds_inference);
     } else if (app.got_subcommand("batch")) {
-      return run_batch_command(batch, quiet, verbose);
+      return run_batch_command(batch, quiet, verbose, display);
     } else if (app.got_subcommand("stack-safe")) {
       run_stack_command(stack);
     } else if (app.got_subcommand("infer")) {
       return run_infer_command(infer);
+    } else if (app.got_subcommand("serve")) {
+      return run_serve_command(serve);
     } else {
       return run_workflow_command(app, workflow);
     }
   } catch (const nimbus::InputError& e) {
+    display.finish();
     // Parameters named by the library are spelled as this command takes them; a bad
     // declared option also says where to read about it.
     const bool declared_options = app.got_subcommand("improve-cloud-mask") || app.got_subcommand("batch");
     if (!declared_options) {
-      print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) { return n; }));
+      // Workflow and op parameters are named as in YAML; the commands' own flags as flags.
+      print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) {
+        const bool own_flag = n == "overwrite" || n == "out_dir" || n == "geometry" || n == "geometry_crs";
+        return own_flag ? cli_spelling(n) : n;
+      }));
     } else if (dynamic_cast<const nimbus::ParameterError*>(&e) != nullptr) {
       print_error(fmt::format("{}; see `nimbus {} --help`", nimbus::spell_parameters(e.what(), cli_spelling),
                               app.got_subcommand("batch") ? "batch" : "improve-cloud-mask"));
@@ -587,6 +713,7 @@ int main(int argc, char** argv) {
     }
     return kExitInputError;
   } catch (const std::exception& e) {
+    display.finish();
     std::fprintf(stderr, "nimbus: internal error: %s; please report it with the command line that caused it\n",
                  one_line(e.what()).c_str());
     return kExitInternalError;

@@ -10,12 +10,12 @@ packages=(
   libgdal-dev gdal-bin
   libopencv-dev libdnnl-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libssl-dev
-  libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libtbb-dev
+  libyaml-cpp-dev libcli11-dev libcpp-httplib-dev libsqlite3-dev libsqlitecpp-dev nlohmann-json3-dev libfmt-dev libspdlog-dev libtbb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   pybind11-dev python3-dev
   python3-numpy python3-scipy python3-rasterio python3-skimage python3-opencv
   python3-torch python3-onnx python3-pytest python3-pil
-  python3-dask python3-distributed
+  python3-dask python3-distributed python3-xarray python3-requests python3-yaml python3-dateutil chromium
 )
 
 missing=()

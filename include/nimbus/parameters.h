@@ -51,6 +51,9 @@ struct ParamSpec {
   ParamRole role = ParamRole::Setting;
   std::string tag;  // GeoTIFF metadata item recording the value; empty: none
   std::string cli_flag;  // the CLI's spelling; empty: "--" + name with '_' as '-'
+  // The heading the parameter is listed under in --help and docs; empty: by role
+  // (see help_group_of).
+  std::string group;
 
   // Chainable setters, so declarations read as one expression:
   // ParamSpec{"closing_size", ParamType::Int, 5, "...", 0, 16384}.affecting_output().tagged("NIMBUS_CLOSING_SIZE")
@@ -78,10 +81,18 @@ struct ParamSpec {
     cli_flag = std::move(flag);
     return *this;
   }
+  ParamSpec& in_group(std::string heading) {
+    group = std::move(heading);
+    return *this;
+  }
 };
 
 // The CLI's spelling of a parameter (e.g. "--cloud-thr").
 std::string cli_flag_of(const ParamSpec& spec);
+
+// The heading a parameter is listed under: its declared group, else "Inputs",
+// "Outputs" or "Parameters" by its role.
+std::string help_group_of(const ParamSpec& spec);
 
 // A named operation with its declared parameters (GDALAlgorithm's and libvips'
 // operation declarations are the model).
@@ -134,7 +145,7 @@ class ParameterError : public InputError {
 Json resolve_parameters(const std::vector<ParamSpec>& declared, const Json& values);
 
 // The declarations as JSON (one object per parameter: name, type, default, help,
-// min/max, choices, affects_output, required, role, tag, cli_flag), for tools,
+// min/max, choices, affects_output, required, role, group, tag, cli_flag), for tools,
 // bindings and `nimbus ops describe --json`.
 Json parameters_json(const std::vector<ParamSpec>& declared);
 

@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "nimbus/batch/batch.h"
+#include "nimbus/raster/stac_item.h"
 #include "nimbus/core/error.h"
 #include "nimbus/core/log.h"
 #include "nimbus/version.h"
@@ -313,11 +314,15 @@ PYBIND11_MODULE(_nimbus, m) {
   m.def(
       "run_workflow",
       [](const std::string& workflow, const std::map<std::string, std::string>& inputs, const std::string& out_dir,
-         const py::dict& params, const std::string& cache_dir, int parallel_tasks, const std::string& workflows_dir) {
+         const py::dict& params, const std::string& cache_dir, int parallel_tasks, const std::string& workflows_dir,
+         const std::string& geometry, const std::string& geometry_crs, bool overwrite) {
         const nimbus::Json overrides = to_json(params);
         nimbus::RunOptions options;
         options.inputs = inputs;
         options.out_dir = out_dir;
+        options.geometry = geometry;
+        options.geometry_crs = geometry_crs;
+        options.overwrite = overwrite;
         options.cache_dir = cache_dir;
         options.max_parallel_tasks = parallel_tasks;
         // '' = the workflows shipped with this copy of the package (nimbus/_location.py, made by CMake).
@@ -332,7 +337,8 @@ PYBIND11_MODULE(_nimbus, m) {
         return report.outputs;
       },
       py::arg("workflow"), py::arg("inputs"), py::arg("out_dir"), py::arg("params") = py::dict(),
-      py::arg("cache_dir") = "", py::arg("parallel_tasks") = 2, py::arg("workflows_dir") = "");
+      py::arg("cache_dir") = "", py::arg("parallel_tasks") = 2, py::arg("workflows_dir") = "",
+      py::arg("geometry") = "", py::arg("geometry_crs") = "EPSG:4326", py::arg("overwrite") = false);
 
   m.def(
       "run_op",
@@ -471,14 +477,40 @@ PYBIND11_MODULE(_nimbus, m) {
       py::arg("scenes"));
   m.def(
       "check_batch_outputs",
-      [](const std::vector<py::dict>& scenes, const py::object& out_dir, const py::dict& options) {
+      [](const std::vector<py::dict>& scenes, const py::object& out_dir, const py::dict& options, bool stac_items) {
         std::vector<nimbus::BatchScene> s;
         for (const auto& d : scenes) s.push_back(scene_from(d));
         const nimbus::ImproveCloudMaskOptions o = batch_options_from(options);
         nimbus::validate_creation_options(o.creation_options);
-        nimbus::check_batch_outputs(s, path_text(out_dir, "out_dir"), o);
+        nimbus::check_batch_outputs(s, path_text(out_dir, "out_dir"), o, {}, {}, stac_items);
       },
-      py::arg("scenes"), py::arg("out_dir"), py::arg("options") = py::dict());
+      py::arg("scenes"), py::arg("out_dir"), py::arg("options") = py::dict(), py::arg("stac_items") = false);
+  m.def(
+      "check_batch_items",
+      [](const std::vector<py::dict>& scenes) {
+        std::vector<nimbus::BatchScene> s;
+        for (const auto& d : scenes) s.push_back(scene_from(d));
+        py::gil_scoped_release release;
+        return nimbus::check_batch_items(s);
+      },
+      py::arg("scenes"));
+  m.def(
+      "failed_scene",
+      [](const py::dict& scene, const py::object& out_dir, const std::string& error) {
+        return to_python(nimbus::outcome_json(nimbus::failed_scene(scene_from(scene), path_text(out_dir, "out_dir"),
+                                                                   error)));
+      },
+      py::arg("scene"), py::arg("out_dir"), py::arg("error"));
+  m.def(
+      "write_batch_item_collection",
+      [](const std::vector<std::string>& item_paths, const py::object& out_dir) {
+        nimbus::write_batch_item_collection(item_paths, path_text(out_dir, "out_dir"));
+      },
+      py::arg("item_paths"), py::arg("out_dir"));
+  m.def(
+      "is_stac_item_collection",
+      [](const py::object& location) { return nimbus::is_stac_item_collection(path_text(location, "location")); },
+      py::arg("location"));
   m.def(
       "read_batch_manifest",
       [](const py::object& manifest) {
@@ -495,15 +527,15 @@ PYBIND11_MODULE(_nimbus, m) {
       py::arg("manifest"));
   m.def(
       "process_batch_scene",
-      [](const py::dict& scene, const py::object& out_dir, const py::dict& options) {
+      [](const py::dict& scene, const py::object& out_dir, const py::dict& options, bool stac_items) {
         const nimbus::BatchScene s = scene_from(scene);
         nimbus::ImproveCloudMaskOptions o = batch_options_from(options);
         const std::string dir = path_text(out_dir, "out_dir");
         const nimbus::SceneOutcome outcome =
-            run_cancellable(o.cancel, [&] { return nimbus::process_batch_scene(s, dir, o); });
+            run_cancellable(o.cancel, [&] { return nimbus::process_batch_scene(s, dir, o, stac_items); });
         return to_python(nimbus::outcome_json(outcome));
       },
-      py::arg("scene"), py::arg("out_dir"), py::arg("options") = py::dict());
+      py::arg("scene"), py::arg("out_dir"), py::arg("options") = py::dict(), py::arg("stac_items") = false);
   m.def(
       "remove_stale_partials",
       [](const std::vector<py::dict>& scenes, const py::object& out_dir, bool only_dead_processes) {

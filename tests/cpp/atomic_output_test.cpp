@@ -24,7 +24,7 @@ class AtomicOutputTest : public ::testing::Test {
 TEST_F(AtomicOutputTest, NothingAppearsWithoutCommit) {
   const fs::path target = dir_ / "mask.tif";
   {
-    AtomicOutput out(target.string(), "--out");
+    AtomicOutput out(target.string(), "--out", OutputRules{});
     std::ofstream(out.temp_path()) << "partial";
   }
   EXPECT_FALSE(fs::exists(target));
@@ -33,7 +33,7 @@ TEST_F(AtomicOutputTest, NothingAppearsWithoutCommit) {
 
 TEST_F(AtomicOutputTest, CommitMovesIntoPlace) {
   const fs::path target = dir_ / "mask.tif";
-  AtomicOutput out(target.string(), "--out");
+  AtomicOutput out(target.string(), "--out", OutputRules{});
   std::ofstream(out.temp_path()) << "done";
   out.commit();
   EXPECT_TRUE(fs::exists(target));
@@ -41,8 +41,8 @@ TEST_F(AtomicOutputTest, CommitMovesIntoPlace) {
 }
 
 TEST_F(AtomicOutputTest, MissingDirectoryIsAnInputError) {
-  EXPECT_THROW(AtomicOutput((dir_ / "nope" / "mask.tif").string(), "--out"), InputError);
-  EXPECT_THROW(AtomicOutput(dir_.string(), "--out"), InputError);
+  EXPECT_THROW(AtomicOutput((dir_ / "nope" / "mask.tif").string(), "--out", OutputRules{}), InputError);
+  EXPECT_THROW(AtomicOutput(dir_.string(), "--out", OutputRules{}), InputError);
 }
 
 }  // namespace

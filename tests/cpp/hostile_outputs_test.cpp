@@ -1,5 +1,6 @@
 // Output sets: outputs checked against inputs and each other, published together or
 // not at all; temporary names short; GDAL's overview temporaries removed on signals.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,7 +49,7 @@ class OutputSetTest : public ::testing::Test {
 TEST_F(OutputSetTest, FailedCommitRollsBackEveryOutputAndRestoresReplacedFiles) {
   std::ofstream(dir_ / "mask.tif") << "old mask";
   {
-    OutputSet outputs({});
+    OutputSet outputs({}, OutputRules{/*overwrite=*/true, /*streams=*/false});
     AtomicOutput& mask = outputs.add_file((dir_ / "mask.tif").string(), "--out");
     AtomicOutput& preview = outputs.add_file((dir_ / "p.png").string(), "--preview");
     std::ofstream(mask.temp_path()) << "new mask";
@@ -66,7 +67,7 @@ TEST_F(OutputSetTest, FailedCommitRollsBackEveryOutputAndRestoresReplacedFiles) 
 
 TEST_F(OutputSetTest, FailedCommitRemovesNewOutputs) {
   {
-    OutputSet outputs({});
+    OutputSet outputs({}, OutputRules{/*overwrite=*/true, /*streams=*/false});
     AtomicOutput& mask = outputs.add_file((dir_ / "mask.tif").string(), "--out");
     AtomicOutput& report = outputs.add_file((dir_ / "r.json").string(), "--report");
     std::ofstream(mask.temp_path()) << "mask";
@@ -79,7 +80,7 @@ TEST_F(OutputSetTest, FailedCommitRemovesNewOutputs) {
 
 TEST_F(OutputSetTest, DirectoriesCreatedForAFailedRunAreRemoved) {
   {
-    OutputSet outputs({});
+    OutputSet outputs({}, OutputRules{/*overwrite=*/true, /*streams=*/false});
     outputs.add_directory((dir_ / "a" / "b").string(), "--keep-probabilities");
     EXPECT_TRUE(fs::is_directory(dir_ / "a" / "b"));
     AtomicOutput& p = outputs.add_file((dir_ / "a" / "b" / "cloud.tif").string(), "--keep-probabilities");
@@ -91,7 +92,8 @@ TEST_F(OutputSetTest, DirectoriesCreatedForAFailedRunAreRemoved) {
 TEST_F(OutputSetTest, OutputsMayNotBeInputsOrEachOther) {
   std::ofstream(dir_ / "in.tif") << "input";
   fs::create_directories(dir_ / "P.SAFE");
-  OutputSet outputs({{(dir_ / "in.tif").string(), "--s2-raster"}, {(dir_ / "P.SAFE").string(), "--s2-raster"}});
+  OutputSet outputs({{(dir_ / "in.tif").string(), "--s2-raster"}, {(dir_ / "P.SAFE").string(), "--s2-raster"}},
+                    OutputRules{});
   EXPECT_THROW(outputs.add_file((dir_ / "in.tif").string(), "--out"), InputError);
   EXPECT_THROW(outputs.add_file((dir_ / "P.SAFE" / "MTD_MSIL2A.xml").string(), "--out"), InputError);
   fs::create_hard_link(dir_ / "in.tif", dir_ / "hard.tif");
@@ -104,7 +106,7 @@ TEST_F(OutputSetTest, OutputsMayNotBeInputsOrEachOther) {
 
 TEST_F(OutputSetTest, TemporaryNamesStayShortForLongOutputNames) {
   const std::string name(250, 'm');
-  AtomicOutput out((dir_ / name).string(), "--out");
+  AtomicOutput out((dir_ / name).string(), "--out", OutputRules{});
   // GDAL adds ".msk.ovr.tmp" to the temporary name; the whole must fit NAME_MAX.
   EXPECT_LE(fs::path(out.temp_path()).filename().string().size() + 12, 255u);
   EXPECT_EQ(partial_name_prefix(std::string(38, 'a') + "\xc3\xa9\xc3\xa9"),
@@ -121,13 +123,81 @@ TEST_F(OutputSetTest, SpecialFilesAreRefused) {
   EXPECT_THROW(check_output_path((dir_ / std::string(300, 'x')).string(), "--out"), InputError);
 }
 
+TEST_F(OutputSetTest, ExistingFilesAreRefusedUnlessOverwriting) {
+  std::ofstream(dir_ / "mask.tif") << "old mask";
+  {
+    OutputSet outputs({}, OutputRules{});
+    EXPECT_THROW(outputs.add_file((dir_ / "mask.tif").string(), "--out"), InputError);
+  }
+  EXPECT_EQ(read(dir_ / "mask.tif"), "old mask");
+  OutputSet outputs({}, OutputRules{/*overwrite=*/true, /*streams=*/false});
+  outputs.add_file((dir_ / "mask.tif").string(), "--out").write_bytes("new mask");
+  outputs.commit();
+  EXPECT_EQ(read(dir_ / "mask.tif"), "new mask");
+}
+
+TEST_F(OutputSetTest, AFileThatAppearsDuringTheRunIsNotReplaced) {
+  OutputSet outputs({}, OutputRules{});
+  outputs.add_file((dir_ / "mask.tif").string(), "--out").write_bytes("new mask");
+  std::ofstream(dir_ / "mask.tif") << "someone else's";
+  EXPECT_THROW(outputs.commit(), InputError);
+  EXPECT_EQ(read(dir_ / "mask.tif"), "someone else's");
+}
+
+TEST_F(OutputSetTest, StreamsAreWrittenThroughAndLinksToThemStayLinks) {
+  ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
+  fs::create_symlink(dir_ / "fifo", dir_ / "link-to-fifo");
+  fs::create_symlink("/dev/null", dir_ / "link-to-null");
+  const int reader = ::open((dir_ / "fifo").c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  {
+    OutputSet outputs({}, OutputRules{});
+    AtomicOutput& report = outputs.add_file_or_stream((dir_ / "link-to-fifo").string(), "--report");
+    AtomicOutput& preview = outputs.add_file_or_stream((dir_ / "link-to-null").string(), "--preview");
+    EXPECT_TRUE(report.is_stream() && preview.is_stream());
+    EXPECT_THROW(report.temp_path(), InternalError);
+    report.write_bytes("{\"ok\": true}\n");
+    preview.write_bytes("png");
+    outputs.commit();
+  }
+  char buffer[64] = {};
+  const ssize_t n = ::read(reader, buffer, sizeof buffer - 1);
+  ::close(reader);
+  EXPECT_EQ(std::string(buffer, n > 0 ? static_cast<std::size_t>(n) : 0), "{\"ok\": true}\n");
+  EXPECT_TRUE(fs::is_symlink(dir_ / "link-to-fifo"));
+  EXPECT_TRUE(fs::is_symlink(dir_ / "link-to-null"));
+  EXPECT_EQ(fs::read_symlink(dir_ / "link-to-null"), "/dev/null");
+}
+
+TEST_F(OutputSetTest, AFifoNobodyReadsFailsTheCommitBeforeAnyFileMoves) {
+  ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
+  {
+    OutputSet outputs({}, OutputRules{});
+    outputs.add_file((dir_ / "mask.tif").string(), "--out").write_bytes("mask");
+    outputs.add_file_or_stream((dir_ / "fifo").string(), "--report").write_bytes("{}");
+    EXPECT_THROW(outputs.commit(), InputError);  // never blocks waiting for a reader
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "mask.tif"));
+}
+
+TEST_F(OutputSetTest, StreamsOnlyWhereAllowed) {
+  EXPECT_EQ(check_output_path("-", "--report", OutputRules{false, true}), OutputKind::Stream);
+  EXPECT_EQ(check_output_path("/dev/stdout", "--report", OutputRules{false, true}), OutputKind::Stream);
+  EXPECT_THROW(check_output_path("/dev/stdout", "--out"), InputError);
+  EXPECT_EQ(stream_descriptor("/dev/fd/2"), 2);
+  EXPECT_EQ(stream_descriptor("/dev/fd/x"), -1);
+  OutputSet outputs({}, OutputRules{});
+  outputs.add_file_or_stream("-", "--report");
+  EXPECT_THROW(outputs.add_file_or_stream("/dev/stdout", "--preview"), InputError);  // one stream, two outputs
+}
+
 // A child process makes an output as the COG writer would (the partial file and
 // GDAL's overview temporary next to it), then receives the signal.
 int run_child_and_signal(const fs::path& dir, int sig) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     install_interrupt_cleanup();
-    AtomicOutput out((dir / "mask.tif").string(), "--out");
+    AtomicOutput out((dir / "mask.tif").string(), "--out", OutputRules{});
     std::ofstream(out.temp_path()) << "partial";
     std::ofstream(out.temp_path() + ".ovr.tmp") << "overviews";
     std::ofstream(out.temp_path() + ".msk.ovr.tmp") << "mask overviews";

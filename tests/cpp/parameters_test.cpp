@@ -16,7 +16,8 @@ namespace {
 Json other_value(const ParamSpec& p) {
   switch (p.type) {
     case ParamType::Bool: return !p.default_value.get<bool>();
-    case ParamType::Int: return p.default_value.get<int>() + 1;
+    case ParamType::Int:  // an unset optional integer (nodata_value): its smallest value
+      return p.default_value.is_null() ? static_cast<int>(p.min) : p.default_value.get<int>() + 1;
     case ParamType::Float: return p.default_value.get<double>() + 0.125;
     case ParamType::String:
       if (p.choices.empty()) return "other " + p.name;  // free text (aoi, bbox, aoi_crs): checked when run

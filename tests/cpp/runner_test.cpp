@@ -98,7 +98,12 @@ TEST_F(RunnerTest, SecondRunIsServedFromTheCache) {
   const OpDefinition a = slow_copy_op("a", probe), b = slow_copy_op("b", probe), c = slow_copy_op("c", probe);
   run_workflow(diamond(a, b, c), options(true));
   EXPECT_EQ(probe.calls.load(), 3);
-  const RunReport again = run_workflow(diamond(a, b, c), options(true));
+  // The sinks are there now: a second run into the same directory replaces them.
+  EXPECT_THROW(run_workflow(diamond(a, b, c), options(true)), InputError);
+  EXPECT_EQ(probe.calls.load(), 3);
+  RunOptions replace = options(true);
+  replace.overwrite = true;
+  const RunReport again = run_workflow(diamond(a, b, c), replace);
   EXPECT_EQ(probe.calls.load(), 3);
   for (const TaskRun& t : again.tasks) EXPECT_TRUE(t.cache_hit) << t.node;
 }

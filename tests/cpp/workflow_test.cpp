@@ -24,8 +24,23 @@ TEST(CacheKey, ComputeCloudProbTextFollowsTheSpecExample) {
   ASSERT_NE(op, nullptr);
   Json params = Json::object();
   for (const auto& p : op->parameters) params[p.name] = p.default_value;
+  // The spec's example runs FarmVibes' model; Nimbus' default is its embedded one.
+  params["model_path"] = "cloud_model2_cpu.onnx";
   EXPECT_EQ(cache_key_text(*op, {{"sentinel_raster", "RID"}}, params),
             "sentinel_rasterRIDparametersdownsampling1model_pathcloud_model2_cpu.onnxoverlap0.25window_size5121");
+}
+
+TEST(CacheKey, EmbeddedDefaultModelIsKeyedApartFromFarmVibesFile) {
+  for (const char* name : {"compute_cloud_prob", "compute_shadow_prob"}) {
+    const OpDefinition* op = find_op(name);
+    ASSERT_NE(op, nullptr);
+    Json params = Json::object();
+    for (const auto& p : op->parameters) params[p.name] = p.default_value;
+    EXPECT_EQ(params["model_path"].get<std::string>().rfind("embedded:", 0), 0u) << name;
+    const std::string embedded = cache_key(*op, {{"sentinel_raster", "X"}}, params);
+    params["model_path"] = std::string(name) == "compute_cloud_prob" ? "cloud_model2_cpu.onnx" : "shadow.onnx";
+    EXPECT_NE(cache_key(*op, {{"sentinel_raster", "X"}}, params), embedded) << name;
+  }
 }
 
 TEST(CacheKey, MergeSortsPortsAndParameters) {

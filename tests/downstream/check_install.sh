@@ -48,7 +48,8 @@ cp "$workflows/data_ingestion/sentinel2/improve_cloud_mask.yaml" "$workflows/ins
 cd "$tmp"  # nowhere near the source or build tree
 
 step "installed CLI"
-[ "$("$prefix/bin/nimbus" --version)" = "$NIMBUS_VERSION" ] || fail "nimbus --version says '$("$prefix/bin/nimbus" --version)'"
+# The first line names Nimbus' version; GDAL, OpenCV and oneDNN follow.
+[ "$("$prefix/bin/nimbus" --version | head -n 1)" = "nimbus $NIMBUS_VERSION" ] || fail "nimbus --version says '$("$prefix/bin/nimbus" --version)'"
 "$prefix/bin/nimbus" workflows list | grep -qx "install_check/seed_copy" \
   || fail "the installed nimbus does not list the installed workflows ($workflows)"
 
@@ -73,7 +74,8 @@ pm[:40] = 1
 sinks = nimbus.run_workflow("install_check/seed_copy", {"s2_raster": s2, "product_mask": pm},
                             params={"cloud_model": "embedded:nimbus_cloud_v2", "shadow_model": "embedded:nimbus_shadow_v1"},
                             geotransform=(600000, 10, 0, 5000000, 0, -10), crs="EPSG:32631")
-mask = sinks["mask"]
+mask = sinks["mask"].array  # a GeoArray: the mask with its transform and CRS
+assert sinks["mask"].geotransform == (600000, 10, 0, 5000000, 0, -10), sinks["mask"].geotransform
 assert mask.shape == (530, 520) and mask[:40].all(), "the product mask's cloud is in the workflow's mask"
 print(f"nimbus {nimbus.__version__} from {os.path.dirname(nimbus.__file__)}, workflows {nimbus.WORKFLOWS_DIR}")
 PY

@@ -51,11 +51,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path in server.missing or server.root not in file.parents or not file.is_file():
             self._plain(404, b"not found")
             return
-        data = file.read_bytes()
         if server.api_style and path.endswith(".json"):
-            self._as_stac_api(data, body)
+            self._as_stac_api(file.read_bytes(), body)
             return
-        size = len(data)
+        size = file.stat().st_size
         status, start, end = 200, 0, size - 1
         header = self.headers.get("Range")
         if header:
@@ -75,7 +74,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 return
             status = 206
-        chunk = data[start:end + 1]
+        with open(file, "rb") as f:  # only the range: band files may be gigabytes
+            f.seek(start)
+            chunk = f.read(end + 1 - start)
         self.send_response(status)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(len(chunk)))

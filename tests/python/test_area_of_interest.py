@@ -146,9 +146,12 @@ def test_merge_halo_keeps_the_window_exact(nimbus_bin, scene, full_runs, tmp_pat
 
 
 @pytest.mark.parametrize("options,box", [(("--downsampling", "2"), (33, 41, 150, 120)),
-                                         (("--blend", "linear"), (60, 90, 170, 200))])
+                                         (("--blend", "linear"), (60, 90, 170, 200)),
+                                         (("--in-memory",), (130, 5, 230, 70)),
+                                         (("--downsampling", "2", "--in-memory"), (250, 180, 301, 251))])
 def test_chip_options_with_aoi_equal_full_scene_crop(nimbus_bin, scene, full_runs, tmp_path, options, box):
-    full = full_runs(*options)
+    """--in-memory with an AOI copies only the chips' pixels; the full run it is compared with reads from disk."""
+    full = full_runs(*[o for o in options if o != "--in-memory"])
     bbox = _utm_box(full, *box)
     _run(nimbus_bin, scene, tmp_path, "--bbox", ",".join(map(repr, bbox)), "--aoi-crs", "EPSG:32631", *options)
     _assert_crop_equal(full, _read(tmp_path))
@@ -260,4 +263,103 @@ def test_preview_shows_the_window(nimbus_bin, scene, full_runs, tmp_path):
          tmp_path / "p.png")
     header = (tmp_path / "p.png").read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", header[16:24]) == (100, 100)
+    width, height = struct.unpack(">II", header[16:24])
+    assert width == 100 and height > 100  # the window, then the legend strip
+    # The world file puts the image on the window: its top-left pixel centre is the window's.
+    world = [float(v) for v in (tmp_path / "p.pgw").read_text().split()]
+    assert world == pytest.approx([t.a, 0, 0, t.e, *(t * (60.5, 40.5))])
+
+
+# The seed workflow's graph with the test chips (64 pixels) and the merge's halo parameters.
+AOI_WORKFLOW = """
+name: aoi_test
+sources:
+  s2_raster: [cloud.sentinel_raster, shadow.sentinel_raster]
+  product_mask: [merge.product_mask]
+sinks:
+  mask: merge.merged_cloud_mask
+parameters:
+  min_area: null
+  closing_size: null
+tasks:
+  cloud:
+    op: compute_cloud_prob
+    parameters: {window_size: 64, overlap: 0.25, model_path: "embedded:nimbus_cloud_v2"}
+  shadow:
+    op: compute_shadow_prob
+    parameters: {window_size: 64, overlap: 0.25, model_path: "embedded:nimbus_shadow_v1"}
+  merge:
+    op: merge_cloud_masks_simple
+    op_dir: merge_cloud_masks
+    parameters: {min_area: "@from(min_area)", closing_size: "@from(closing_size)"}
+edges:
+- origin: cloud.cloud_probability
+  destination: [merge.cloud_probability]
+- origin: shadow.shadow_probability
+  destination: [merge.shadow_probability]
+"""
+
+
+def _run_workflow(nimbus_bin, scene, tmp_path, out, *extra, check=True):
+    workflow = tmp_path / "aoi_test.yaml"
+    workflow.write_text(AOI_WORKFLOW)
+    return run_nimbus(nimbus_bin, "run", workflow, "--input", f"s2_raster={scene['s2']}", "--input",
+                      f"product_mask={scene['product_mask']}", "--out-dir", out, "--cache-dir", tmp_path / "cache",
+                      *extra, check=check)
+
+
+def test_workflow_run_geometry_equals_improve_cloud_mask_aoi(nimbus_bin, scene, full_runs, tmp_path):
+    """FarmVibes' run geometry: the same window, bit for bit, as --aoi; the geometry is in the cache key."""
+    full = full_runs("--min-area", "40", "--closing-size", "3")
+    left, bottom, right, top = _utm_box(full, 57, 33, 190, 160)
+    utm = {"type": "Polygon", "coordinates": [[(left, bottom), (right, bottom), (right, top), (left, top),
+                                                (left, bottom)]]}
+    lonlat = transform_geom("EPSG:32631", "EPSG:4326", utm, precision=-1)
+    field = tmp_path / "field.geojson"  # FarmVibes' user_input form: a FeatureCollection in EPSG:4326
+    field.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": lonlat}]}))
+    _run(nimbus_bin, scene, tmp_path / "aoi", "--aoi", field, "--min-area", "40", "--closing-size", "3")
+    want = _read(tmp_path / "aoi")
+    proc = _run_workflow(nimbus_bin, scene, tmp_path, tmp_path / "wf", "--geometry", field, "--param", "min_area=40",
+                         "--param", "closing_size=3")
+    with rasterio.open(tmp_path / "wf" / "mask.tif") as src:
+        got, transform = src.read(1), src.transform
+    np.testing.assert_array_equal(got, want["mask"])
+    assert transform == want["transform"]
+    # Another geometry in the same cache: nothing is reused, and its window is its own.
+    x0, y0, w, h = _window_of(want)
+    box = _utm_box(full, 200, 150, 260, 230)
+    wkt = "POLYGON(({0} {1}, {2} {1}, {2} {3}, {0} {3}, {0} {1}))".format(*box)
+    proc = _run_workflow(nimbus_bin, scene, tmp_path, tmp_path / "wf2", "--geometry", wkt, "--geometry-crs",
+                         "EPSG:32631", "--param", "min_area=40", "--param", "closing_size=3")
+    assert "cached" not in proc.stderr, proc.stderr
+    with rasterio.open(tmp_path / "wf2" / "mask.tif") as src:
+        np.testing.assert_array_equal(src.read(1), full["mask"][150:230, 200:260])
+    # The first geometry again: every task from the cache.
+    proc = _run_workflow(nimbus_bin, scene, tmp_path, tmp_path / "wf3", "--geometry", field, "--param",
+                         "min_area=40", "--param", "closing_size=3", "-v")
+    assert proc.stderr.count("cached") == 3, proc.stderr
+    with rasterio.open(tmp_path / "wf3" / "mask.tif") as src:
+        np.testing.assert_array_equal(src.read(1), want["mask"])
+
+
+def test_python_run_workflow_takes_a_geometry(nimbus_py, scene, full_runs, tmp_path):
+    full = full_runs()
+    left, bottom, right, top = _utm_box(full, 10, 20, 70, 90)
+    workflow = tmp_path / "aoi_test.yaml"
+    workflow.write_text(AOI_WORKFLOW)
+    sinks = nimbus_py.run_workflow(str(workflow), {"s2_raster": scene["s2"], "product_mask": scene["product_mask"]},
+                                   geometry={"type": "Polygon", "coordinates": [[(left, bottom), (right, bottom),
+                                                                                 (right, top), (left, top),
+                                                                                 (left, bottom)]]},
+                                   geometry_crs="EPSG:32631")
+    np.testing.assert_array_equal(sinks["mask"], full["mask"][20:90, 10:70])
+
+
+def test_workflow_geometry_missing_the_raster_is_a_clear_error(nimbus_bin, scene, tmp_path):
+    proc = _run_workflow(nimbus_bin, scene, tmp_path, tmp_path / "out", "--geometry",
+                         "POLYGON((100 10, 101 10, 101 11, 100 11, 100 10))", check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nimbus: error: --geometry does not overlap"), proc.stderr
+    assert "--geometry-crs" in lines[0] and "s2_raster" in lines[0]
+    assert not (tmp_path / "out" / "mask.tif").exists()

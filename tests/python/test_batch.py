@@ -61,7 +61,7 @@ def test_batch_writes_each_mask_with_a_record_and_a_report(nimbus_bin, scenes, t
         with rasterio.open(mask) as a, rasterio.open(single) as b:
             assert np.array_equal(a.read(), b.read())
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["batch-report.csv"] + [f"field-{i}.tif{x}" for i in range(4) for x in ("", ".nimbus.json")])
+        ["batch-report.csv"] + [f"field-{i}.tif{x}" for i in range(4) for x in ("", ".aux.xml", ".nimbus.json")])
 
 
 def test_interrupted_batch_resumes_and_verifies_outputs(nimbus_bin, scenes, tmp_path):
@@ -96,23 +96,36 @@ def test_interrupted_batch_resumes_and_verifies_outputs(nimbus_bin, scenes, tmp_
     assert [report[f"field-{i}"]["status"] for i in range(4)] == ["skipped", "skipped", "done", "skipped"]
     assert json.loads((out / "field-2.tif.nimbus.json").read_text())["sha256"] == _sha256(damaged)
 
-    # Another parameter is another recipe: everything is recomputed.
-    fourth = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "--cloud-thr", "0.5")
+    # Another parameter is another recipe: the masks would be replaced, which takes
+    # --overwrite (refused before any scene runs without it); then everything is recomputed.
+    refused = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "--cloud-thr", "0.5")
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr, refused.stderr
+    fourth = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", out, "--cloud-thr", "0.5", "--overwrite")
     assert fourth.returncode == 0, fourth.stderr
     assert {r["status"] for r in _report(out).values()} == {"done"}
 
 
-def test_failed_scene_is_reported_and_the_others_complete(nimbus_bin, scenes, tmp_path):
-    rows = _rows(scenes[:2], tmp_path) + [("missing.tif", scenes[0]["product_mask"], "ghost")]
+def test_failed_scene_is_reported_once_and_the_others_complete(nimbus_bin, scenes, tmp_path):
+    # A path that exists but is no raster fails when its scene runs (a missing path stops
+    # the batch before it starts: test_cli_progress.py).
+    broken = tmp_path / "broken.tif"
+    broken.write_text("not a raster")
+    rows = _rows(scenes[:2], tmp_path) + [("broken.tif", scenes[0]["product_mask"], "ghost")]
     manifest = _manifest(tmp_path / "m.csv", rows)
     proc = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out", "-q")
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        f"nimbus: error: scene ghost: input '{tmp_path / 'missing.tif'}' does not exist; fix the manifest"]
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("nimbus: error: scene ghost: ") and str(broken) in line
     report = _report(tmp_path / "out")
     assert [report[k]["status"] for k in ("field-0", "field-1", "ghost")] == ["done", "done", "failed"]
-    assert "missing.tif" in report["ghost"]["error"]
+    assert "broken.tif" in report["ghost"]["error"]
     assert not (tmp_path / "out" / "ghost.tif").exists()
+    # With progress shown, the error is still printed once (after the batch), not also in its progress line.
+    again = run_nimbus(nimbus_bin, "batch", manifest, "--out-dir", tmp_path / "out")
+    assert again.returncode == 2
+    assert again.stderr.count("ghost: ") == 2, again.stderr  # its progress line and its error line
+    assert "[3/3] ghost: failed in " in again.stderr and again.stderr.count("nimbus: error:") == 1
+    assert "@[" not in again.stderr and "(--s2-raster)" in again.stderr  # spelled as the CLI takes it
 
 
 @pytest.mark.parametrize("content,needle", [

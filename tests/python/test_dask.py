@@ -57,7 +57,8 @@ def _submitted(scenes):
 
 def _check_outputs(scenes, out_dir):
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == sorted(f"tile{i}.tif{x}" for i in range(len(scenes)) for x in ("", ".nimbus.json")), names
+    expected = sorted(f"tile{i}.tif{x}" for i in range(len(scenes)) for x in ("", ".aux.xml", ".nimbus.json"))
+    assert names == expected, names
     for i, scene in enumerate(scenes):
         out = out_dir / f"tile{i}.tif"
         assert json.loads((out_dir / f"tile{i}.tif.nimbus.json").read_text())["sha256"] == hashlib.sha256(

@@ -587,7 +587,7 @@ def test_report_with_a_latin1_model_name(nimbus_bin, scene, default_models, tmp_
 def test_python_path_like_arguments_everywhere(nimbus_py, scene, tmp_path):
     # pathlib.Path used to be refused ("incompatible function arguments") by these calls.
     nimbus_py.write_raster(tmp_path / "a.tif", np.ones((3, 4), np.uint8))
-    assert nimbus_py.read_raster(tmp_path / "a.tif")["array"].shape == (1, 3, 4)
+    assert nimbus_py.read_raster(tmp_path / "a.tif").array.shape == (1, 3, 4)
     out = nimbus_py.run_op("compute_cloud_prob", {"sentinel_raster": Path(scene["s2"])},
                            {"model_path": "embedded:nimbus_cloud_v1"}, tmp_path / "op")
     assert Path(out["cloud_probability"]).exists()

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import rasterio
 
-PER_SCENE = {"s2_raster", "product_mask", "out", "keep_probabilities", "preview", "report"}
+PER_SCENE = {"s2_raster", "product_mask", "out", "keep_probabilities", "preview", "report", "stac_out"}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,12 @@ def test_python_sees_the_same_declaration(nimbus_py, declared):
 def test_cli_help_lists_exactly_the_declared_options(nimbus_bin, declared):
     text, options = _help_options(nimbus_bin, "improve-cloud-mask")
     assert options == {p["cli_flag"] for p in declared}
+    lines = text.splitlines()
     for p in declared:
-        line = next(l for l in text.splitlines() if re.match(rf"\s+{re.escape(p['cli_flag'])}\b", l))
+        at = next(i for i, l in enumerate(lines) if re.match(rf"\s+{re.escape(p['cli_flag'])}\b", l))
+        # The option's entry: its line and the description's wrapped continuation lines.
+        end = next((j for j in range(at + 1, len(lines)) if not re.match(r"\s{20,}\S", lines[j])), len(lines))
+        line = " ".join(l.strip() for l in lines[at:end])
         if p["required"]:
             assert "REQUIRED" in line, line
         if p["type"] in ("int", "float", "string") and p["default"] is not None:
@@ -46,7 +50,8 @@ def test_cli_help_lists_exactly_the_declared_options(nimbus_bin, declared):
 
 def test_batch_takes_every_declared_option_not_given_per_scene(nimbus_bin, declared):
     _, options = _help_options(nimbus_bin, "batch")
-    assert options - {"--out-dir"} == {p["cli_flag"] for p in declared if p["name"] not in PER_SCENE}
+    # --stac-items: the per-scene form of --stac-out (an item per mask, named by the scene).
+    assert options - {"--out-dir", "--stac-items"} == {p["cli_flag"] for p in declared if p["name"] not in PER_SCENE}
 
 
 def test_python_signature_is_the_declaration(nimbus_py, declared):
@@ -59,7 +64,8 @@ def test_python_signature_is_the_declaration(nimbus_py, declared):
             assert parameter.default is inspect.Parameter.empty
         else:
             assert parameter.default == p["default"], p["name"]
-        assert p["help"] in nimbus_py.improve_cloud_mask.__doc__
+        # The docstring wraps the help to its width.
+        assert " ".join(p["help"].split()) in " ".join(nimbus_py.improve_cloud_mask.__doc__.split())
 
 
 def test_ops_describe_lists_every_parameter(nimbus_bin, declared):
@@ -84,7 +90,7 @@ def test_op_parameters_come_from_the_same_declarations(nimbus_bin, declared):
 # Non-default values for every parameter that carries a tag, as CLI text and as the tag reads back.
 NON_DEFAULT = {"cloud_thr": ("0.35", "0.35"), "shadow_thr": ("0.25", "0.25"), "closing_size": ("2", "2"),
                "min_area": ("3", "3"), "window": ("96", "96"), "overlap": ("0.5", "0.5"),
-               "downsampling": ("1", "1"), "blend": ("linear", "linear")}
+               "downsampling": ("1", "1"), "blend": ("linear", "linear"), "nodata_value": ("255", "255")}
 
 
 def test_provenance_tags_record_every_tagged_parameter(nimbus_bin, declared, make_scene, tmp_path):

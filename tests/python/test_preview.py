@@ -1,4 +1,5 @@
-"""The --preview quicklook: true colour, the mask tinted magenta, nodata as a neutral grey hatch."""
+"""The --preview quicklook: true colour, the mask tinted (cloud magenta, shadow yellow), nodata as a neutral grey
+hatch, a legend strip below the image."""
 import numpy as np
 import pytest
 import rasterio
@@ -15,6 +16,9 @@ def _preview(nimbus_bin, scene, tmp_path, *extra):
     rgb = np.asarray(Image.open(tmp_path / "p.png").convert("RGB")).astype(int)
     with rasterio.open(tmp_path / "m.tif") as src:
         mask = src.read(1).astype(bool)
+    # The image part: the preview's width scaled like its height, the legend strip below it.
+    scale = rgb.shape[1] / mask.shape[1]
+    rgb = rgb[:round(mask.shape[0] * scale)]
     with rasterio.open(scene["s2"]) as src:
         nodata = np.any(src.read() == 0, axis=0)
     return rgb, mask, nodata
@@ -31,10 +35,14 @@ def test_nodata_is_a_grey_hatch_not_the_mask_colour(blend, nimbus_bin, make_scen
     assert grey[nodata].all(), "every nodata pixel is drawn in one of the hatch greys"
     # A hatch, not a flat fill: both greys appear in the wedge.
     assert set(np.unique(r[nodata])) == HATCH_GREYS
-    # Valid masked pixels are tinted magenta (red and blue lifted above green) and never hatch-grey.
+    # Valid masked pixels are tinted magenta (cloud: red and blue lifted above green) or yellow (shadow: red and
+    # green above blue), and never hatch-grey.
     valid_masked = mask & ~nodata
     assert valid_masked.sum() > 1000
-    assert np.mean((r[valid_masked] > g[valid_masked]) & (b[valid_masked] > g[valid_masked])) > 0.99
+    magenta = (r > g) & (b > g)
+    yellow = (r > b) & (g > b)
+    assert np.mean(magenta[valid_masked] | yellow[valid_masked]) > 0.99
+    assert magenta[valid_masked].mean() > 0.3 and yellow[valid_masked].mean() > 0.05
     assert not grey[valid_masked].any()
 
 

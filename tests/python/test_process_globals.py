@@ -153,7 +153,7 @@ import nimbus
 after_import = state()
 for engine in ("opencv", "onednn"):
     nimbus.improve_cloud_mask({str(small_safe)!r}, {str(tmp_path / 'seq.tif')!r}, threads=1, window={WINDOW},
-                              engine=engine)
+                              engine=engine, overwrite=True)
 after_calls = state()
 errors = []
 def run(i, threads):

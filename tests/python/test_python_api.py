@@ -50,21 +50,29 @@ def test_arrays_in_array_out_equals_the_cli(nimbus_py, scene, cli_outputs, tmp_p
         s2, gt, crs = src.read(), src.transform.to_gdal(), src.crs.to_wkt()
     with rasterio.open(scene["product_mask"]) as src:
         pm = src.read(1)
-    mask = nimbus_py.improve_cloud_mask_array(s2, pm, geotransform=gt, crs=crs, out=tmp_path / "arr.tif")
+    result = nimbus_py.improve_cloud_mask_array(s2, pm, geotransform=gt, crs=crs, out=tmp_path / "arr.tif")
+    mask = result.array
     assert mask.dtype == np.uint8 and mask.shape == (1000, 1100)
     assert np.array_equal(mask, cli_outputs["mask"])
     written, transform, written_crs = _read(tmp_path / "arr.tif")
     assert np.array_equal(written, mask)
     assert transform.to_gdal() == pytest.approx(gt) and written_crs.to_epsg() == 32631
+    # The result carries the mask's georeferencing: the written file's.
+    assert result.transform == transform and rasterio.crs.CRS.from_wkt(result.crs) == written_crs
+    assert result.nodata == 100
     # Without georeferencing the mask is the same (the grid only matters for the output file).
-    assert np.array_equal(nimbus_py.improve_cloud_mask_array(s2, pm), mask)
+    ungeoreferenced = nimbus_py.improve_cloud_mask_array(s2, pm)
+    assert np.array_equal(ungeoreferenced.array, mask)
+    assert ungeoreferenced.transform is None and ungeoreferenced.crs is None
 
 
 def test_each_op_on_arrays_equals_the_cli_probabilities(nimbus_py, scene, cli_outputs):
     with rasterio.open(scene["s2"]) as src:
         s2, gt, crs = src.read(), src.transform.to_gdal(), "EPSG:32631"
-    cloud = nimbus_py.compute_cloud_prob(s2, gt, crs)
-    shadow = nimbus_py.compute_shadow_prob(s2, gt, crs)
+    cloud_result = nimbus_py.compute_cloud_prob(s2, gt, crs)
+    shadow_result = nimbus_py.compute_shadow_prob(s2, gt, crs)
+    cloud, shadow = cloud_result.array, shadow_result.array
+    assert cloud_result.transform.to_gdal() == pytest.approx(gt) and "32631" in shadow_result.crs
     assert cloud.dtype == np.float32 and np.array_equal(cloud, cli_outputs["cloud"])
     assert np.array_equal(shadow, cli_outputs["shadow"])
     with rasterio.open(scene["product_mask"]) as src:
@@ -74,6 +82,9 @@ def test_each_op_on_arrays_equals_the_cli_probabilities(nimbus_py, scene, cli_ou
     assert np.array_equal(merged, reference_merge(cloud, shadow, pm, 0.3, 0.2, 5, 0))
     with_min_area = nimbus_py.merge_cloud_masks(cloud, shadow, pm, min_area=40)
     assert np.array_equal(with_min_area, reference_merge(cloud, shadow, pm, 0.3, 0.2, 5, 40))
+    # GeoArrays in: the mask comes back with their grid.
+    geo_merged = nimbus_py.merge_cloud_masks(cloud_result, shadow_result, pm)
+    assert np.array_equal(geo_merged.array, cli_outputs["mask"]) and geo_merged.transform == cloud_result.transform
 
 
 def test_each_op_on_files(nimbus_py, scene, cli_outputs, tmp_path):
@@ -116,8 +127,9 @@ def test_workflow_on_arrays_returns_arrays(nimbus_py, scene, cli_outputs):
                                    params={"cloud_model": "embedded:nimbus_cloud_v2",
                                            "shadow_model": "embedded:nimbus_shadow_v1"},
                                    geotransform=gt, crs="EPSG:32631")
-    assert set(sinks) == {"mask"} and sinks["mask"].shape == (1000, 1100)
-    assert np.array_equal(sinks["mask"], cli_outputs["mask"])
+    assert set(sinks) == {"mask"} and sinks["mask"].array.shape == (1000, 1100)
+    assert np.array_equal(sinks["mask"].array, cli_outputs["mask"])
+    assert sinks["mask"].transform.to_gdal() == pytest.approx(gt) and "32631" in sinks["mask"].crs
 
 
 def test_bad_input_raises_input_error(nimbus_py, scene, tmp_path):
@@ -135,7 +147,7 @@ def test_bad_input_raises_input_error(nimbus_py, scene, tmp_path):
     with pytest.raises(nimbus_py.InputError, match=r"^out .*\(--out\)|^output mask \(out\)") as error:
         nimbus_py.improve_cloud_mask(scene["s2"], tmp_path / "no_dir" / "m.tif", product_mask=scene["product_mask"])
     assert "--" not in str(error.value)
-    with pytest.raises(nimbus_py.InputError, match="bands, height, width"):
+    with pytest.raises(nimbus_py.InputError, match=r"expected \(12, H, W\) \(bands, height, width\)"):
         nimbus_py.improve_cloud_mask_array(np.zeros((5, 5), np.uint16), np.zeros((5, 5), np.uint8))
     with pytest.raises(nimbus_py.InputError, match="dtype"):
         nimbus_py.write_raster(str(tmp_path / "c.tif"), np.zeros((4, 4), np.complex64))
@@ -147,8 +159,8 @@ def test_raster_round_trip(nimbus_py, tmp_path):
     gt = [500000.0, 10.0, 0.0, 4000000.0, 0.0, -10.0]
     nimbus_py.write_raster(str(tmp_path / "a.tif"), a, gt, "EPSG:32631", 0)
     back = nimbus_py.read_raster(str(tmp_path / "a.tif"))
-    assert back["array"].dtype == np.uint16 and np.array_equal(back["array"], a)
-    assert back["geotransform"] == gt and back["nodata"] == 0 and "32631" in back["crs"]
+    assert back.array.dtype == np.uint16 and np.array_equal(back.array, a)
+    assert back.geotransform == tuple(gt) and back.nodata == 0 and "32631" in back.crs
 
 
 def test_long_calls_release_the_gil(nimbus_py, make_scene, tmp_path):

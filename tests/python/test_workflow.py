@@ -1,5 +1,6 @@
 """The workflow engine: the seed YAML end to end, nesting, caching, describe,
 and one test per validation error."""
+import json
 import re
 import shutil
 import textwrap
@@ -336,3 +337,45 @@ def test_missing_input_is_reported(nimbus_bin, scene, tmp_path):
                       tmp_path / "out", "--no-cache", *EMBEDDED)
     assert proc.returncode == 2
     assert "needs --input product_mask=FILE" in proc.stderr
+
+
+def test_run_without_model_parameters_uses_the_embedded_models(nimbus_bin, make_scene, default_models, tmp_path):
+    # A fresh machine: no FarmVibes files (/opt/terravibes), an empty cache. The run uses
+    # Nimbus' embedded models and says so, in its log and its --report.
+    assert not Path("/opt/terravibes").exists()
+    scene = make_scene(600, 520, seed=8)
+    cache = tmp_path / "cache"
+    report = tmp_path / "run.json"
+    proc = _run(nimbus_bin, SEED_YAML, scene, tmp_path / "out", "--report", report, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "task cloud: model embedded:nimbus_cloud_v2 (Nimbus' embedded model" in proc.stderr
+    assert "task shadow: model embedded:nimbus_shadow_v1 (Nimbus' embedded model" in proc.stderr
+    r = json.loads(report.read_text())
+    assert r["models"] == {"cloud": "embedded:nimbus_cloud_v2", "shadow": "embedded:nimbus_shadow_v1"}
+    assert r["outputs"] == {"mask": str(tmp_path / "out" / "mask.tif")}
+    assert r["inputs"] == {"s2_raster": str(scene["s2"]), "product_mask": str(scene["product_mask"])}
+    assert r["nimbus_version"] and set(r["versions"]) == {"nimbus", "gdal", "opencv", "onednn"}
+    direct = tmp_path / "direct.tif"
+    run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", scene["s2"], "--product-mask",
+               scene["product_mask"], "--out", direct, "-q", check=True)
+    assert np.array_equal(_read(tmp_path / "out" / "mask.tif"), _read(direct))  # the same defaults everywhere
+
+    # FarmVibes' files, given explicitly, are other models to the cache even with the same bytes.
+    farmvibes = tmp_path / "terravibes"
+    farmvibes.mkdir()
+    shutil.copy(default_models["cloud"], farmvibes / "cloud_model2_cpu.onnx")
+    shutil.copy(default_models["shadow"], farmvibes / "shadow.onnx")
+    explicit = _run(nimbus_bin, SEED_YAML, scene, tmp_path / "out2", "--report", tmp_path / "run2.json",
+                    "--param", f"cloud_model={farmvibes / 'cloud_model2_cpu.onnx'}",
+                    "--param", f"shadow_model={farmvibes / 'shadow.onnx'}", cache=cache)
+    assert explicit.returncode == 0, explicit.stderr
+    r2 = json.loads((tmp_path / "run2.json").read_text())
+    assert r2["models"] == {"cloud": str(farmvibes / "cloud_model2_cpu.onnx"), "shadow": str(farmvibes / "shadow.onnx")}
+    keys = {t["task"]: t for t in r["tasks"]}
+    keys2 = {t["task"]: t for t in r2["tasks"]}
+    for task in ("cloud", "shadow"):
+        assert keys2[task]["cache_key"] != keys[task]["cache_key"] and not keys2[task]["cache_hit"]
+    assert "Nimbus' embedded model" not in explicit.stderr
+    # The embedded default is served from the cache the second time.
+    again = _run(nimbus_bin, SEED_YAML, scene, tmp_path / "out3", cache=cache)
+    assert _task_states(again.stderr) == {"cloud": "cached", "shadow": "cached", "merge": "cached"}

@@ -23,6 +23,8 @@ struct SlotTable {
 };
 SlotTable g_first_table;
 std::mutex g_register_mutex;
+// On a terminal a progress bar may hold the current line: the message starts a new one.
+bool g_stderr_is_terminal = false;
 
 void on_signal(int sig) {
   for (SlotTable* t = &g_first_table; t != nullptr; t = t->next.load()) {
@@ -33,7 +35,8 @@ void on_signal(int sig) {
   const char* msg = sig == SIGINT   ? "nimbus: interrupted (SIGINT); partial outputs removed\n"
                     : sig == SIGHUP ? "nimbus: hung up (SIGHUP); partial outputs removed\n"
                                     : "nimbus: terminated (SIGTERM); partial outputs removed\n";
-  ssize_t ignored = ::write(STDERR_FILENO, msg, std::strlen(msg));
+  ssize_t ignored = g_stderr_is_terminal ? ::write(STDERR_FILENO, "\n", 1) : 0;
+  ignored = ::write(STDERR_FILENO, msg, std::strlen(msg));
   (void)ignored;
   ::_exit(128 + sig);
 }
@@ -43,6 +46,7 @@ void on_signal(int sig) {
 void install_interrupt_cleanup() {
   static std::once_flag once;
   std::call_once(once, [] {
+    g_stderr_is_terminal = ::isatty(STDERR_FILENO) == 1;
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);

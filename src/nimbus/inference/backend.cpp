@@ -1,6 +1,8 @@
 #include "nimbus/inference/backend.h"
 
 #include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <opencv2/core/utility.hpp>
 
 #include "nimbus/core/log.h"
 #include "nimbus/inference/onednn_backend.h"
@@ -102,6 +104,13 @@ const char* engine_name(InferenceEngine engine) {
   }
   return "auto";
 }
+
+std::string onednn_runtime_version() {
+  const dnnl_version_t* v = dnnl_version();
+  return fmt::format("{}.{}.{}", v->major, v->minor, v->patch);
+}
+
+std::string opencv_runtime_version() { return cv::getVersionString(); }
 
 InferenceEngine parse_engine(const std::string& text, const std::string& option) {
   for (InferenceEngine e : {InferenceEngine::Auto, InferenceEngine::OneDnn, InferenceEngine::OpenCv}) {

@@ -33,6 +33,10 @@ enum class InferenceEngine {
 
 // "auto", "onednn", "opencv".
 const char* engine_name(InferenceEngine engine);
+
+// The engines' library versions as linked at run time, e.g. "3.0.0" and "4.6.0".
+std::string onednn_runtime_version();
+std::string opencv_runtime_version();
 // Parses an engine name; throws InputError naming `option` and the choices.
 InferenceEngine parse_engine(const std::string& text, const std::string& option);
 

@@ -18,6 +18,7 @@
 #include "nimbus/core/error.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/core/input_files.h"
+#include "nimbus/raster/area_of_interest.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/sentinel2_safe.h"
 #include "nimbus/tiling/chip_grid.h"
@@ -26,17 +27,20 @@ namespace nimbus {
 namespace {
 
 // Where chips come from: the file itself (one read per chip) or a copy of the
-// whole scene held in memory (one read in total). The copy keeps 16-bit
-// integer scenes (all Sentinel-2 stacks) as uint16: half the memory of float32.
+// pixels the chips read held in memory (one read in total; the whole scene
+// without an area of interest). The copy keeps 16-bit integer scenes (all
+// Sentinel-2 stacks) as uint16: half the memory of float32.
 // With downsampling ds > 1 it serves the decimated scene (W/ds x H/ds): pixel i
 // of the decimated grid is full-resolution pixel i*ds + ds/2, the sample GDAL's
 // nearest decimation (FarmVibes' reader) takes.
 class ChipReader {
  public:
-  ChipReader(const RasterReader& scene, bool in_memory, int ds = 1) : scene_(scene), ds_(ds) {
+  // `extent`: the full-resolution pixels that will be read (the in-memory copy holds only these).
+  ChipReader(const RasterReader& scene, bool in_memory, int ds, const PixelWindow& extent)
+      : scene_(scene), ds_(ds), extent_(extent) {
     if (!in_memory) return;
-    const std::size_t width = static_cast<std::size_t>(scene.width());
-    const std::size_t npix = width * static_cast<std::size_t>(scene.height());
+    const std::size_t width = static_cast<std::size_t>(extent.width);
+    const std::size_t npix = width * static_cast<std::size_t>(extent.height);
     const std::size_t bands = static_cast<std::size_t>(scene.band_count());
     const std::string type = scene.data_type_name();
     compact_ = type == "UInt16" || type == "Byte";
@@ -49,12 +53,12 @@ class ChipReader {
     // Strips bound the temporary float buffer while filling the copy.
     const int strip = 256;
     std::vector<float> buffer;
-    for (int y = 0; y < scene.height(); y += strip) {
-      const int rows = std::min(strip, scene.height() - y);
+    for (int y = 0; y < extent.height; y += strip) {
+      const int rows = std::min(strip, extent.height - y);
       const std::size_t strip_pixels = width * static_cast<std::size_t>(rows);
       buffer.resize(strip_pixels * bands);
       const std::size_t offset = static_cast<std::size_t>(y) * width;
-      scene.read_window(0, y, scene.width(), rows, buffer.data(), invalid_.data() + offset);
+      scene.read_window(extent.x0, extent.y0 + y, extent.width, rows, buffer.data(), invalid_.data() + offset);
       for (std::size_t b = 0; b < bands; ++b) {
         const float* src = buffer.data() + b * strip_pixels;
         if (compact_) {
@@ -77,16 +81,21 @@ class ChipReader {
     return read_full(x0, y0, w, h, data, invalid);
   }
 
-  // Full-resolution validity of rows [y0, y0 + rows), all columns (1 = nodata).
-  void read_full_invalid(int y0, int rows, std::vector<float>& scratch, std::uint8_t* invalid) const {
-    const std::size_t width = static_cast<std::size_t>(scene_.width());
+  // Full-resolution validity of the pixels of `window` (1 = nodata), row-major.
+  void read_full_invalid(const PixelWindow& window, std::vector<float>& scratch, std::uint8_t* invalid) const {
     if (!invalid_.empty()) {
-      std::copy_n(invalid_.data() + static_cast<std::size_t>(y0) * width, width * static_cast<std::size_t>(rows),
-                  invalid);
+      require_in_extent(window.x0, window.y0, window.width, window.height);
+      const std::size_t width = static_cast<std::size_t>(extent_.width);
+      for (int r = 0; r < window.height; ++r) {
+        std::copy_n(invalid_.data() + static_cast<std::size_t>(window.y0 - extent_.y0 + r) * width +
+                        static_cast<std::size_t>(window.x0 - extent_.x0),
+                    window.width, invalid + static_cast<std::size_t>(r) * static_cast<std::size_t>(window.width));
+      }
       return;
     }
-    scratch.resize(width * static_cast<std::size_t>(rows) * static_cast<std::size_t>(scene_.band_count()));
-    scene_.read_window(0, y0, scene_.width(), rows, scratch.data(), invalid);
+    scratch.resize(static_cast<std::size_t>(window.width) * static_cast<std::size_t>(window.height) *
+                   static_cast<std::size_t>(scene_.band_count()));
+    scene_.read_window(window.x0, window.y0, window.width, window.height, scratch.data(), invalid);
   }
 
  private:
@@ -113,13 +122,22 @@ class ChipReader {
     return count;
   }
 
+  void require_in_extent(int x0, int y0, int w, int h) const {
+    if (x0 < extent_.x0 || y0 < extent_.y0 || x0 + w > extent_.x1() || y0 + h > extent_.y1()) {
+      throw InternalError(fmt::format("chip read {},{},{},{} outside the in-memory extent {}", x0, y0, w, h,
+                                      extent_.text()));
+    }
+  }
+
   std::size_t read_full(int x0, int y0, int w, int h, float* data, std::uint8_t* invalid) const {
     if (invalid_.empty()) return scene_.read_window(x0, y0, w, h, data, invalid);
-    const std::size_t width = static_cast<std::size_t>(scene_.width());
-    const std::size_t plane = width * static_cast<std::size_t>(scene_.height());
+    require_in_extent(x0, y0, w, h);
+    const std::size_t width = static_cast<std::size_t>(extent_.width);
+    const std::size_t plane = width * static_cast<std::size_t>(extent_.height);
     std::size_t count = 0;
     for (int r = 0; r < h; ++r) {
-      const std::size_t src = static_cast<std::size_t>(y0 + r) * width + static_cast<std::size_t>(x0);
+      const std::size_t src = static_cast<std::size_t>(y0 - extent_.y0 + r) * width +
+                              static_cast<std::size_t>(x0 - extent_.x0);
       std::uint8_t* inv = invalid + static_cast<std::size_t>(r) * w;
       std::copy_n(invalid_.data() + src, w, inv);
       for (int c = 0; c < w; ++c) count += inv[c];
@@ -138,6 +156,7 @@ class ChipReader {
 
   const RasterReader& scene_;
   int ds_ = 1;
+  PixelWindow extent_;
   bool compact_ = false;
   std::vector<std::uint16_t> compact_data_;
   std::vector<float> float_data_;
@@ -322,16 +341,25 @@ namespace {
 // writer per task (MidpointWriter or LinearBlendWriter, into TaskSinks).
 
 // Where one task's probabilities go: any of the probability raster, the
-// above-threshold mask and the nodata mask (see ProbabilityTask).
+// above-threshold mask and the nodata mask (see ProbabilityTask), each covering
+// `window` of the grid (row-major, window.width pixels per row).
 class TaskSinks {
  public:
-  explicit TaskSinks(const ProbabilityTask& t)
+  TaskSinks(const ProbabilityTask& t, const PixelWindow& window)
       : output_(t.output ? t.output->data() : nullptr),
         above_(t.above ? t.above->data() : nullptr),
         nodata_(t.nodata ? t.nodata->data() : nullptr),
-        threshold_(static_cast<float>(t.threshold)) {}
+        threshold_(static_cast<float>(t.threshold)),
+        window_(window) {}
 
-  // Pixel i (row-major on the sinks' grid) gets probability p; `missing` marks nodata.
+  const PixelWindow& window() const { return window_; }
+  // The sinks' index of grid pixel (x, y), which lies inside window().
+  std::size_t index(int x, int y) const {
+    return static_cast<std::size_t>(y - window_.y0) * static_cast<std::size_t>(window_.width) +
+           static_cast<std::size_t>(x - window_.x0);
+  }
+
+  // Pixel i (see index) gets probability p; `missing` marks nodata.
   void put(std::size_t i, float p, bool missing) const {
     if (output_) output_[i] = p;
     if (above_) above_[i] |= (p > threshold_) ? 1 : 0;
@@ -343,10 +371,16 @@ class TaskSinks {
   std::uint8_t* above_;
   std::uint8_t* nodata_;
   float threshold_;
+  PixelWindow window_;
 };
 
-// Sizes every task's sinks for `npix` pixels: the probability raster starts as nodata.
-void prepare_sinks(const std::vector<ProbabilityTask>& tasks, std::size_t npix) {
+std::size_t pixel_count(const PixelWindow& window) {
+  return static_cast<std::size_t>(window.width) * static_cast<std::size_t>(window.height);
+}
+
+// Sizes every task's sinks for `window`: the probability raster starts as nodata.
+void prepare_sinks(const std::vector<ProbabilityTask>& tasks, const PixelWindow& window) {
+  const std::size_t npix = pixel_count(window);
   for (const ProbabilityTask& t : tasks) {
     if (t.output) t.output->assign(npix, kProbabilityNodata);
     if (t.above && t.above->size() != npix) throw InternalError("threshold sink has the wrong size");
@@ -355,13 +389,15 @@ void prepare_sinks(const std::vector<ProbabilityTask>& tasks, std::size_t npix) 
 }
 
 // Throws InputError before any chip is read when the loop's buffers would not fit in memory.
+// `sink_bytes`: the probability rasters the loop fills; `extent`: the pixels it reads.
 void require_chip_loop_memory(const RasterReader& scene, const std::vector<ProbabilityTask>& tasks,
-                              const ChipPredictionParams& params, std::size_t npix) {
+                              const ChipPredictionParams& params, std::uint64_t sink_bytes,
+                              const PixelWindow& extent) {
   const int chip = params.window_size;
   const int bands = scene.band_count();
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
-  std::uint64_t per_pixel = params.in_memory ? static_cast<std::uint64_t>(bands) * 4 + 1 : 0;
-  for (const ProbabilityTask& t : tasks) per_pixel += t.output ? 4 : 0;
+  const std::uint64_t in_memory =
+      params.in_memory ? (static_cast<std::uint64_t>(bands) * 4 + 1) * pixel_count(extent) : 0;
   // Chips in flight (queue, reader, consumer) and each model's input and scores.
   std::uint64_t chip_bytes = static_cast<std::uint64_t>(std::max(1, params.prefetch_chips) + 2) *
                              static_cast<std::uint64_t>(bands) * chip_pixels * 4;
@@ -370,7 +406,7 @@ void require_chip_loop_memory(const RasterReader& scene, const std::vector<Proba
     model_input_size(*t.model, chip, mh, mw);
     chip_bytes += static_cast<std::uint64_t>(bands + 2) * static_cast<std::uint64_t>(mh) * static_cast<std::uint64_t>(mw) * 4;
   }
-  require_memory(per_pixel * npix + chip_bytes,
+  require_memory(sink_bytes + in_memory + chip_bytes,
                  fmt::format("{} '{}' ({}x{} pixels, {} bands, {}-pixel chips)", scene.role(), scene.path(),
                              scene.width(), scene.height(), bands, chip));
 }
@@ -508,17 +544,23 @@ class ChipWriter {
 // in-order single writer needs no accumulation.
 class MidpointWriter final : public ChipWriter {
  public:
-  MidpointWriter(const ProbabilityTask& task, std::size_t width, int chip) : sinks_(task), width_(width),
-                                                                               chip_(chip) {}
+  MidpointWriter(const ProbabilityTask& task, const PixelWindow& window, int chip) : sinks_(task, window),
+                                                                                      chip_(chip) {}
 
+  // The chip's own window, cut to the sinks' window.
   void write(const Chip& c, const ChipData& data, bool skip, const ModelStep& step) override {
-    for (int r = c.rows.chip_start(); r < c.rows.chip_end(); ++r) {
-      const std::size_t row = static_cast<std::size_t>(c.rows.read_start + r) * width_ + c.cols.read_start;
+    const PixelWindow& w = sinks_.window();
+    const int r0 = std::max(c.rows.chip_start(), w.y0 - c.rows.read_start);
+    const int r1 = std::min(c.rows.chip_end(), w.y1() - c.rows.read_start);
+    const int x0 = std::max(c.cols.chip_start(), w.x0 - c.cols.read_start);
+    const int x1 = std::min(c.cols.chip_end(), w.x1() - c.cols.read_start);
+    for (int r = r0; r < r1; ++r) {
+      const std::size_t row = sinks_.index(c.cols.read_start + x0, c.rows.read_start + r);
       const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip_;
-      for (int x = c.cols.chip_start(); x < c.cols.chip_end(); ++x) {
+      for (int x = x0; x < x1; ++x) {
         const bool missing = skip || inv[x];
         const float p = missing ? kProbabilityNodata : step.probability_at(c, r, x);
-        sinks_.put(row + static_cast<std::size_t>(x), p, missing);
+        sinks_.put(row + static_cast<std::size_t>(x - x0), p, missing);
       }
     }
   }
@@ -527,7 +569,6 @@ class MidpointWriter final : public ChipWriter {
 
  private:
   TaskSinks sinks_;
-  std::size_t width_;
   int chip_;
 };
 
@@ -535,32 +576,39 @@ class MidpointWriter final : public ChipWriter {
 // rows are complete, and written, after the last chip of the chip row.
 class LinearBlendWriter final : public ChipWriter {
  public:
-  LinearBlendWriter(const ProbabilityTask& task, const ChipGrid& grid, std::size_t width, int height, int chip)
-      : sinks_(task), grid_(grid), width_(width), height_(height), chip_(chip),
+  // Accumulates only the columns and rows of `window`, the pixels the sinks keep.
+  LinearBlendWriter(const ProbabilityTask& task, const ChipGrid& grid, const PixelWindow& window, int height,
+                    int chip)
+      : sinks_(task, window), grid_(grid), width_(static_cast<std::size_t>(window.width)), height_(height),
+        chip_(chip),
         chip_cols_(static_cast<int>(grid.col_spans().size())),
         row_weights_(blend_weights(grid.row_spans(), chip)),
         col_weights_(blend_weights(grid.col_spans(), chip)) {
-    band_.sum_wp.assign(static_cast<std::size_t>(chip) * width, 0.0f);
-    band_.sum_w.assign(static_cast<std::size_t>(chip) * width, 0.0f);
-    band_.invalid.assign(static_cast<std::size_t>(chip) * width, 0);
+    band_.sum_wp.assign(static_cast<std::size_t>(chip) * width_, 0.0f);
+    band_.sum_w.assign(static_cast<std::size_t>(chip) * width_, 0.0f);
+    band_.invalid.assign(static_cast<std::size_t>(chip) * width_, 0);
   }
 
   void write(const Chip& c, const ChipData& data, bool skip, const ModelStep& step) override {
     const int chip_row = data.index / chip_cols_, chip_col = data.index % chip_cols_;
     const std::vector<float>& wy = row_weights_[static_cast<std::size_t>(chip_row)];
     const std::vector<float>& wx = col_weights_[static_cast<std::size_t>(chip_col)];
-    for (int r = 0; r < chip_; ++r) {
+    const PixelWindow& win = sinks_.window();
+    const int r0 = std::max(0, win.y0 - c.rows.read_start), r1 = std::min(chip_, win.y1() - c.rows.read_start);
+    const int x0 = std::max(0, win.x0 - c.cols.read_start), x1 = std::min(chip_, win.x1() - c.cols.read_start);
+    for (int r = r0; r < r1; ++r) {
+      // The band's columns are the window's; `local` is chip column x0's place in it.
       const std::size_t local = static_cast<std::size_t>(c.rows.read_start + r - band_.y0) * width_ +
-                                static_cast<std::size_t>(c.cols.read_start);
+                                static_cast<std::size_t>(c.cols.read_start + x0 - win.x0);
       const std::uint8_t* inv = data.invalid.data() + static_cast<std::size_t>(r) * chip_;
-      for (int x = 0; x < chip_; ++x) {
+      for (int x = x0; x < x1; ++x) {
         if (skip || inv[x]) {
-          band_.invalid[local + static_cast<std::size_t>(x)] = 1;
+          band_.invalid[local + static_cast<std::size_t>(x - x0)] = 1;
           continue;
         }
         const float w = wy[static_cast<std::size_t>(r)] * wx[static_cast<std::size_t>(x)];
-        band_.sum_wp[local + static_cast<std::size_t>(x)] += w * step.probability_at(c, r, x);
-        band_.sum_w[local + static_cast<std::size_t>(x)] += w;
+        band_.sum_wp[local + static_cast<std::size_t>(x - x0)] += w * step.probability_at(c, r, x);
+        band_.sum_w[local + static_cast<std::size_t>(x - x0)] += w;
       }
     }
     end_of_chip(data.index);
@@ -581,9 +629,10 @@ class LinearBlendWriter final : public ChipWriter {
 
   // Rows [band.y0, end) are complete: write them to the sinks, then slide the band.
   void finish_rows(int end) {
-    for (int y = band_.y0; y < end; ++y) {
+    const PixelWindow& win = sinks_.window();
+    for (int y = std::max(band_.y0, win.y0); y < std::min(end, win.y1()); ++y) {
       const std::size_t local = static_cast<std::size_t>(y - band_.y0) * width_;
-      const std::size_t global = static_cast<std::size_t>(y) * width_;
+      const std::size_t global = sinks_.index(win.x0, y);
       for (std::size_t x = 0; x < width_; ++x) {
         const float w = band_.sum_w[local + x];
         const bool missing = band_.invalid[local + x] || w <= 0.0f;
@@ -613,7 +662,8 @@ class LinearBlendWriter final : public ChipWriter {
 };
 
 // The chip loop over the reader's grid (the scene, or its decimated copy).
-// `region`, when set, is in the reader's grid's pixels.
+// `region`, when set, is in the reader's grid's pixels: only its chips run and
+// the tasks' sinks cover only it; unset, the whole grid.
 PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& scene,
                                 const std::vector<ProbabilityTask>& tasks, const ChipPredictionParams& params,
                                 const std::optional<PixelWindow>& region, const ChipProgress& progress) {
@@ -621,20 +671,18 @@ PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& sc
   const ChipGrid grid(reader.width(), reader.height(), params.window_size, params.overlap);
   const int chip = params.window_size;
   const int bands = scene.band_count();
-  const std::size_t width = static_cast<std::size_t>(reader.width());
   const std::size_t chip_pixels = static_cast<std::size_t>(chip) * chip;
-  const std::size_t npix = width * static_cast<std::size_t>(reader.height());
-  require_chip_loop_memory(scene, tasks, params, npix);
-  prepare_sinks(tasks, npix);
+  const PixelWindow window = region ? *region : PixelWindow{0, 0, reader.width(), reader.height()};
+  prepare_sinks(tasks, window);
 
   std::vector<ModelStep> steps;
   std::vector<std::unique_ptr<ChipWriter>> writers;
   for (const ProbabilityTask& t : tasks) {
     steps.emplace_back(t, chip, bands);
     if (params.blend == ChipBlend::Linear) {
-      writers.push_back(std::make_unique<LinearBlendWriter>(t, grid, width, reader.height(), chip));
+      writers.push_back(std::make_unique<LinearBlendWriter>(t, grid, window, reader.height(), chip));
     } else {
-      writers.push_back(std::make_unique<MidpointWriter>(t, width, chip));
+      writers.push_back(std::make_unique<MidpointWriter>(t, window, chip));
     }
   }
 
@@ -676,9 +724,11 @@ PredictionStats predict_on_grid(const ChipReader& reader, const RasterReader& sc
 // Full-resolution probabilities from the decimated grid's: bilinear between the
 // four nearest decimated pixel centres, leaving out taps that are nodata (weights
 // renormalised); nodata where the full-resolution pixel is nodata, or where all
-// four taps are. Written to the tasks' sinks row by row.
+// four taps are. Written to the tasks' sinks, which cover `window` of the full
+// grid, row by row; `coarse` covers `coarse_window` of the decimated grid.
 void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, int ds,
-                           const std::vector<ProbabilityTask>& tasks, const std::vector<FloatBuffer>& coarse) {
+                           const std::vector<ProbabilityTask>& tasks, const std::vector<FloatBuffer>& coarse,
+                           const PixelWindow& window, const PixelWindow& coarse_window) {
   const int width = scene.width(), height = scene.height();
   const int cw = reader.width(), ch = reader.height();
   struct Tap {
@@ -695,31 +745,36 @@ void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, 
     return t;
   };
   const std::vector<Tap> tx = taps(width, cw), ty = taps(height, ch);
-  const std::size_t full_width = static_cast<std::size_t>(width);
-  for (std::size_t k = 0; k < tasks.size(); ++k) {
-    if (tasks[k].output) tasks[k].output->assign(full_width * static_cast<std::size_t>(height), kProbabilityNodata);
-  }
-  const std::vector<TaskSinks> sinks_of(tasks.begin(), tasks.end());
+  prepare_sinks(tasks, window);
+  std::vector<TaskSinks> sinks_of;
+  for (const ProbabilityTask& t : tasks) sinks_of.emplace_back(t, window);
+  const std::size_t coarse_width = static_cast<std::size_t>(coarse_window.width);
+  // Index in `coarse` of decimated pixel (i, j), which the window's taps keep inside coarse_window.
+  const auto at = [&coarse_window, coarse_width](int i, int j) {
+    return static_cast<std::size_t>(j - coarse_window.y0) * coarse_width + static_cast<std::size_t>(i - coarse_window.x0);
+  };
+  const std::size_t out_width = static_cast<std::size_t>(window.width);
   const int strip = 64;
   std::vector<float> scratch;
   std::vector<std::uint8_t> invalid;
-  for (int y0 = 0; y0 < height; y0 += strip) {
-    const int rows = std::min(strip, height - y0);
-    invalid.resize(full_width * static_cast<std::size_t>(rows));
-    reader.read_full_invalid(y0, rows, scratch, invalid.data());
+  for (int y0 = window.y0; y0 < window.y1(); y0 += strip) {
+    const int rows = std::min(strip, window.y1() - y0);
+    invalid.resize(out_width * static_cast<std::size_t>(rows));
+    reader.read_full_invalid(PixelWindow{window.x0, y0, window.width, rows}, scratch, invalid.data());
     for (int r = 0; r < rows; ++r) {
       const int y = y0 + r;
       const Tap& vy = ty[static_cast<std::size_t>(y)];
-      const std::size_t row = static_cast<std::size_t>(y) * full_width;
+      const std::size_t row = sinks_of.empty() ? 0 : sinks_of.front().index(window.x0, y);
       for (std::size_t k = 0; k < tasks.size(); ++k) {
         const TaskSinks& sinks = sinks_of[k];
-        const float* top = coarse[k].data() + static_cast<std::size_t>(vy.i0) * static_cast<std::size_t>(cw);
-        const float* bottom = coarse[k].data() + static_cast<std::size_t>(vy.i1) * static_cast<std::size_t>(cw);
-        for (int x = 0; x < width; ++x) {
+        const float* values_of = coarse[k].data();
+        for (int x = window.x0; x < window.x1(); ++x) {
           float p = kProbabilityNodata;
-          if (!invalid[static_cast<std::size_t>(r) * full_width + static_cast<std::size_t>(x)]) {
+          const std::size_t i = static_cast<std::size_t>(x - window.x0);
+          if (!invalid[static_cast<std::size_t>(r) * out_width + i]) {
             const Tap& vx = tx[static_cast<std::size_t>(x)];
-            const float values[4] = {top[vx.i0], top[vx.i1], bottom[vx.i0], bottom[vx.i1]};
+            const float values[4] = {values_of[at(vx.i0, vy.i0)], values_of[at(vx.i1, vy.i0)],
+                                     values_of[at(vx.i0, vy.i1)], values_of[at(vx.i1, vy.i1)]};
             const float weights[4] = {(1 - vy.w1) * (1 - vx.w1), (1 - vy.w1) * vx.w1, vy.w1 * (1 - vx.w1),
                                       vy.w1 * vx.w1};
             float sum = 0.0f, norm = 0.0f;
@@ -730,11 +785,20 @@ void upsample_to_full_grid(const ChipReader& reader, const RasterReader& scene, 
             }
             if (norm > 0.0f) p = sum / norm;
           }
-          sinks.put(row + static_cast<std::size_t>(x), p, p == kProbabilityNodata);
+          sinks.put(row + i, p, p == kProbabilityNodata);
         }
       }
     }
   }
+}
+
+// The decimated pixels the bilinear taps of full-resolution `region` reach:
+// pixel x takes coarse floor((x + 0.5) / ds - 0.5) and the one after it.
+PixelWindow coarse_region_of(const PixelWindow& r, int ds, int coarse_width, int coarse_height) {
+  const int cx0 = std::max(0, r.x0 / ds - 1), cy0 = std::max(0, r.y0 / ds - 1);
+  const int cx1 = std::min(coarse_width, (r.x1() - 1) / ds + 2);
+  const int cy1 = std::min(coarse_height, (r.y1() - 1) / ds + 2);
+  return PixelWindow{cx0, cy0, std::max(1, cx1 - cx0), std::max(1, cy1 - cy0)};
 }
 
 }  // namespace
@@ -762,18 +826,23 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
                         params.region->x1() > scene.width() || params.region->y1() > scene.height())) {
     throw InternalError("chip region lies outside the scene");
   }
-  const ChipReader reader(scene, params.in_memory, ds);
-  if (ds == 1) return predict_on_grid(reader, scene, tasks, params, params.region, progress);
-  // The decimated pixels the region's bilinear taps reach: pixel x takes coarse
-  // floor((x + 0.5) / ds - 0.5) and the one after it.
+  const PixelWindow extent = chip_read_extent(scene.width(), scene.height(), params);
+  const int cw = scene.width() / ds, ch = scene.height() / ds;
   std::optional<PixelWindow> coarse_region;
-  if (params.region) {
-    const PixelWindow& r = *params.region;
-    const int cx0 = std::max(0, r.x0 / ds - 1), cy0 = std::max(0, r.y0 / ds - 1);
-    const int cx1 = std::min(reader.width(), (r.x1() - 1) / ds + 2);
-    const int cy1 = std::min(reader.height(), (r.y1() - 1) / ds + 2);
-    coarse_region = PixelWindow{cx0, cy0, std::max(1, cx1 - cx0), std::max(1, cy1 - cy0)};
+  if (ds > 1 && params.region) coarse_region = coarse_region_of(*params.region, ds, cw, ch);
+  {
+    // Float sinks: the region's (the whole scene's) pixels, and with downsampling the decimated ones too.
+    std::uint64_t sink_bytes = 0;
+    const PixelWindow full{0, 0, scene.width(), scene.height()};
+    const PixelWindow coarse_window = coarse_region ? *coarse_region : PixelWindow{0, 0, cw, ch};
+    for (const ProbabilityTask& t : tasks) {
+      sink_bytes += t.output ? 4 * pixel_count(params.region ? *params.region : full) : 0;
+      sink_bytes += ds > 1 ? 4 * pixel_count(coarse_window) : 0;
+    }
+    require_chip_loop_memory(scene, tasks, params, sink_bytes, extent);
   }
+  const ChipReader reader(scene, params.in_memory, ds, extent);
+  if (ds == 1) return predict_on_grid(reader, scene, tasks, params, params.region, progress);
   // Chips of window x window on the decimated grid (each covers window*ds full-resolution
   // pixels), probabilities kept at that resolution, then brought back to the full grid.
   std::vector<FloatBuffer> coarse(tasks.size());
@@ -783,9 +852,37 @@ PredictionStats predict_probabilities(const RasterReader& scene, const std::vect
   }
   PredictionStats stats = predict_on_grid(reader, scene, coarse_tasks, params, coarse_region, progress);
   const auto start = std::chrono::steady_clock::now();
-  upsample_to_full_grid(reader, scene, ds, tasks, coarse);
+  upsample_to_full_grid(reader, scene, ds, tasks, coarse,
+                        params.region ? *params.region : PixelWindow{0, 0, scene.width(), scene.height()},
+                        coarse_region ? *coarse_region : PixelWindow{0, 0, cw, ch});
   stats.seconds_total += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;
+}
+
+PixelWindow chip_read_extent(int width, int height, const ChipPredictionParams& params) {
+  const PixelWindow full{0, 0, width, height};
+  if (!params.region) return full;
+  const int ds = std::max(1, params.downsampling);
+  const int cw = width / ds, ch = height / ds;
+  const ChipGrid grid(cw, ch, params.window_size, params.overlap);
+  const PixelWindow region_on_grid = ds > 1 ? coarse_region_of(*params.region, ds, cw, ch) : *params.region;
+  // The union of the chips' read windows on the (decimated) grid, then in full-resolution pixels.
+  int x0 = cw, y0 = ch, x1 = 0, y1 = 0;
+  for (const int index : grid.chips_meeting(region_on_grid)) {
+    const Chip c = grid.chip(index);
+    x0 = std::min(x0, c.cols.read_start);
+    y0 = std::min(y0, c.rows.read_start);
+    x1 = std::max(x1, c.cols.read_end);
+    y1 = std::max(y1, c.rows.read_end);
+  }
+  if (x1 <= x0 || y1 <= y0) return *params.region;
+  // With downsampling the full-resolution validity of the region is read too.
+  const PixelWindow& r = *params.region;
+  x0 = std::min(x0 * ds, r.x0);
+  y0 = std::min(y0 * ds, r.y0);
+  x1 = std::min(width, std::max(x1 * ds, r.x1()));
+  y1 = std::min(height, std::max(y1 * ds, r.y1()));
+  return PixelWindow{x0, y0, x1 - x0, y1 - y0};
 }
 
 FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& model, const ProbabilityHead& head,
@@ -796,8 +893,8 @@ FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& mod
 }
 
 OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
-                                       const std::string& default_root_dir, const std::string& default_model,
-                                       const std::string& short_description) {
+                                       const std::string& farmvibes_root_dir, const std::string& farmvibes_model,
+                                       const std::string& default_model, const std::string& short_description) {
   OpDefinition op;
   op.name = head.op_name;
   op.op_dir = head.op_name;
@@ -811,9 +908,12 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
                 1.0, static_cast<double>(kMaxDownsampling)}
           .affecting_output()
           .tagged("NIMBUS_DOWNSAMPLING"),
-      ParamSpec{"root_dir", ParamType::String, default_root_dir, "Directory a relative model_path is looked up in"},
+      ParamSpec{"root_dir", ParamType::String, farmvibes_root_dir,
+                "Directory a relative model_path is looked up in (FarmVibes' model directory)"},
       ParamSpec{"model_path", ParamType::String, default_model,
-                "ONNX model file (absolute, relative to root_dir, or embedded:<name>)"}
+                fmt::format("ONNX model file (absolute, relative to root_dir, or embedded:<name>); default: Nimbus' "
+                            "embedded model; FarmVibes' is {} (in root_dir)",
+                            farmvibes_model)}
           .affecting_output(),
       ParamSpec{"window_size", ParamType::Int, 512, "Chip size in pixels",
                 static_cast<double>(kMinWindowSize)}
@@ -862,16 +962,26 @@ OpDefinition probability_op_definition(const ProbabilityHead& head, const std::s
     auto model = make_backend(load_model(p.at("model_path").get<std::string>(), p.at("root_dir").get<std::string>(),
                                          role),
                               role, engine);
-    const RasterReader scene(ctx.inputs.at("sentinel_raster").path,
-                             fmt::format("input sentinel_raster of task '{}'", ctx.task));
+    const Artifact& input = ctx.inputs.at("sentinel_raster");
+    const RasterReader scene(input.path, fmt::format("input sentinel_raster of task '{}'", ctx.task));
+    GridInfo grid = scene.grid();
+    if (ctx.window) {
+      // Only the chips of the full scene's grid the window needs; the output is the window.
+      if (input.window || scene.width() != ctx.window->grid_width || scene.height() != ctx.window->grid_height) {
+        throw InputError(fmt::format("task '{}' ({}) with a run geometry needs the whole scene as its input "
+                                     "sentinel_raster (its chip grid is the scene's); feed it from a source",
+                                     ctx.task, h->op_name));
+      }
+      params.region = ctx.window->pixels;
+      grid = window_grid(grid, ctx.window->pixels);
+    }
     const CancelCheck& cancel = ctx.cancel;
     const FloatBuffer probability =
         predict_probability(scene, *model, *h, params, [&cancel](int, int) { throw_if_cancelled(cancel); });
     const std::string path = ctx.output_dir + "/" + output_port + ".tif";
     GeoTiffOptions tiff = probability_geotiff_options();
     tiff.cancel = ctx.cancel;
-    write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), scene.grid(), probability.data(),
-                              tiff);
+    write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task), grid, probability.data(), tiff);
     return OpOutputs{{output_port, Artifact{path, "Sentinel2CloudProbability", ""}}};
   };
   return op;

@@ -68,21 +68,23 @@ struct ChipPredictionParams {
   int prefetch_chips = 2;  // chips the reader thread may run ahead of inference
   // When set, only the chips of the full scene's grid that contribute to these
   // full-resolution pixels are read and run (the grid itself is unchanged, so
-  // their probabilities are the full run's, bit for bit). Outside the chips run,
-  // probabilities are kProbabilityNodata. Unset: the whole scene.
+  // their probabilities are the full run's, bit for bit), and the tasks' outputs
+  // cover only these pixels (region.width x region.height, row-major), so memory
+  // follows the region, not the scene. Unset: the whole scene.
   std::optional<PixelWindow> region;
 };
 
-// One model to run over the scene and where its probability raster goes.
+// One model to run over the scene and where its probability raster goes. Every
+// buffer covers the scene's width*height pixels, or params.region's when set.
 struct ProbabilityTask {
   const ProbabilityHead* head;
   InferenceBackend* model;
-  FloatBuffer* output;  // resized to width*height; may be null when only `above` is wanted
-  // When set (width*height, zero-initialised by the caller), above[i] |= (p > float32(threshold)),
+  FloatBuffer* output;  // resized to the pixels covered; may be null when only `above` is wanted
+  // When set (pixels covered, zero-initialised by the caller), above[i] |= (p > float32(threshold)),
   // FarmVibes' merge threshold applied on the fly so the floats need not be kept.
   MaskBuffer* above = nullptr;
   double threshold = 0.0;
-  // When set (width*height, zero-initialised by the caller), nodata[i] = 1 where the
+  // When set (pixels covered, zero-initialised by the caller), nodata[i] = 1 where the
   // probability is kProbabilityNodata (some band is nodata), so callers that keep only
   // `above` can still tell nodata from a probability over the threshold.
   MaskBuffer* nodata = nullptr;
@@ -117,6 +119,11 @@ void check_band_order(const RasterReader& scene);
 void check_model_fits_scene(const InferenceBackend& model, const RasterReader& scene, const ProbabilityHead& head,
                             const ChipPredictionParams& params);
 
+// The full-resolution pixels the chip loop reads for a width x height scene: the
+// whole scene, or with params.region the read windows of the chips it needs
+// (what an in-memory copy holds).
+PixelWindow chip_read_extent(int width, int height, const ChipPredictionParams& params);
+
 using ChipProgress = std::function<void(int done, int total)>;
 
 // Probability raster of `scene` (width*height float32, row-major) with
@@ -128,9 +135,13 @@ FloatBuffer predict_probability(const RasterReader& scene, InferenceBackend& mod
 // The workflow op for a probability head: FarmVibes' parameters and defaults
 // (downsampling, root_dir, model_path, window_size, overlap, batch_size,
 // num_workers, in_memory), one Sentinel2Raster input, one probability output.
+// One default differs: model_path is Nimbus' embedded model (`default_model`, an
+// "embedded:<name>" reference), so a workflow runs on a machine without FarmVibes'
+// files; FarmVibes' file (`farmvibes_model`, under root_dir, FarmVibes' directory)
+// is used when model_path names it.
 OpDefinition probability_op_definition(const ProbabilityHead& head, const std::string& output_port,
-                                       const std::string& default_root_dir, const std::string& default_model,
-                                       const std::string& short_description);
+                                       const std::string& farmvibes_root_dir, const std::string& farmvibes_model,
+                                       const std::string& default_model, const std::string& short_description);
 
 // Runs every task's model on each chip, reading each chip once (on a reader
 // thread that prefetches ahead of inference). Output does not depend on timing

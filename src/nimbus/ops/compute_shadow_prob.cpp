@@ -11,6 +11,7 @@ const ProbabilityHead& shadow_probability_head() {
 
 }  // namespace nimbus
 
+#include "nimbus/models/default_models.h"
 #include "nimbus/ops/registry.h"
 
 namespace nimbus {
@@ -18,6 +19,7 @@ namespace nimbus {
 OpDefinition compute_shadow_prob_definition() {
   return probability_op_definition(shadow_probability_head(), "shadow_probability",
                                    "/opt/terravibes/ops/resources/shadow_models", "shadow.onnx",
+                                   default_model_ref(default_shadow_model()),
                                    "Computes shadow probabilities using a convolutional segmentation model for L2A.");
 }
 

@@ -1,6 +1,8 @@
 #include "nimbus/ops/merge_cloud_masks_simple.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #if defined(__SSE2__)
 #include <xmmintrin.h>
@@ -121,10 +123,58 @@ void finish_merge(MaskBuffer& mask, const MaskBuffer& product_nonzero, int width
 
 #include "nimbus/core/input_files.h"
 #include "nimbus/ops/registry.h"
+#include "nimbus/raster/area_of_interest.h"
 #include "nimbus/raster/geotiff_writer.h"
 #include "nimbus/raster/raster_reader.h"
 
 namespace nimbus {
+
+namespace {
+
+// With a run geometry: merge on the output window grown by the halo, keep the window.
+// Each input covers some window of the run's grid (its artifact's, or all of it); the
+// merge reads from each the pixels of the grown window.
+OpOutputs run_on_window(const OpRunContext& ctx, const MergeParams& params, const RasterReader& cloud,
+                        const RasterReader& shadow, const RasterReader& product) {
+  const RunWindow& run = *ctx.window;
+  const long halo = static_cast<long>(params.closing_size) + params.min_area;
+  const PixelWindow merge =
+      run.pixels.grown(static_cast<int>(std::min<long>(halo, std::max(run.grid_width, run.grid_height))),
+                       run.grid_width, run.grid_height);
+  // The pixels of `merge` inside the file of `port`, which covers its artifact's window.
+  const auto local = [&](const char* port, const RasterReader& r) {
+    const Artifact& a = ctx.inputs.at(port);
+    const PixelWindow covers = a.window.value_or(PixelWindow{0, 0, run.grid_width, run.grid_height});
+    if (covers.width != r.width() || covers.height != r.height() || merge.x0 < covers.x0 ||
+        merge.y0 < covers.y0 || merge.x1() > covers.x1() || merge.y1() > covers.y1()) {
+      throw InputError(fmt::format("input {} of task '{}' ({}x{} pixels, covering {}) does not hold the pixels {} "
+                                   "the run geometry needs; feed it from the scene or from an op of this run",
+                                   port, ctx.task, r.width(), r.height(), covers.text(), merge.text()));
+    }
+    return PixelWindow{merge.x0 - covers.x0, merge.y0 - covers.y0, merge.width, merge.height};
+  };
+  const std::size_t n = static_cast<std::size_t>(merge.width) * static_cast<std::size_t>(merge.height);
+  require_memory(n * (4 + 4 + 1 + 1 + 4), fmt::format("{} '{}' (window {})", cloud.role(), cloud.path(),
+                                                      merge.text()));
+  FloatBuffer cloud_p(n), shadow_p(n);
+  const PixelWindow in_cloud = local("cloud_probability", cloud), in_shadow = local("shadow_probability", shadow);
+  cloud.read_band_window(1, in_cloud.x0, in_cloud.y0, in_cloud.width, in_cloud.height, cloud_p.data());
+  shadow.read_band_window(1, in_shadow.x0, in_shadow.y0, in_shadow.width, in_shadow.height, shadow_p.data());
+  const PixelWindow in_product = local("product_mask", product);
+  product.require_product_mask(in_product);
+  const MaskBuffer merged = merge_cloud_masks_simple(cloud_p, shadow_p, product.read_band_nonzero(1, in_product),
+                                                     merge.width, merge.height, params);
+  const PixelWindow inner{run.pixels.x0 - merge.x0, run.pixels.y0 - merge.y0, run.pixels.width, run.pixels.height};
+  const MaskBuffer mask = crop(merged, merge.width, inner);
+  const std::string path = ctx.output_dir + "/merged_cloud_mask.tif";
+  write_single_band_geotiff(path, fmt::format("output of task '{}'", ctx.task),
+                            window_grid(cloud.grid(), PixelWindow{in_cloud.x0 + inner.x0, in_cloud.y0 + inner.y0,
+                                                                  inner.width, inner.height}),
+                            mask.data(), mask_geotiff_options());
+  return OpOutputs{{"merged_cloud_mask", Artifact{path, "Sentinel2CloudMask", ""}}};
+}
+
+}  // namespace
 
 OpDefinition merge_cloud_masks_simple_definition() {
   OpDefinition op;
@@ -158,6 +208,12 @@ OpDefinition merge_cloud_masks_simple_definition() {
   op.input_checks["product_mask"] = [](const std::string& path, const std::string& role) {
     RasterReader(path, role).require_product_mask();
   };
+  // The halo that keeps an area of interest exact (docs/area_of_interest.md): the
+  // dilation radius, and min_area more for the components that touch the window.
+  op.area_halo = [](const Json& p) {
+    return static_cast<int>(std::min<long>(p.at("closing_size").get<long>() + p.at("min_area").get<long>(),
+                                           std::numeric_limits<int>::max()));
+  };
   op.run = [](const OpRunContext& ctx) {
     const Json& p = ctx.parameters;
     MergeParams params;
@@ -170,6 +226,7 @@ OpDefinition merge_cloud_masks_simple_definition() {
     const RasterReader cloud(ctx.inputs.at("cloud_probability").path, role("cloud_probability"));
     const RasterReader shadow(ctx.inputs.at("shadow_probability").path, role("shadow_probability"));
     const RasterReader product(ctx.inputs.at("product_mask").path, role("product_mask"));
+    if (ctx.window) return run_on_window(ctx, params, cloud, shadow, product);
     require_same_grid(cloud, shadow);
     require_same_grid(cloud, product);
     product.require_product_mask();

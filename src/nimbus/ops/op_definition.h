@@ -8,10 +8,13 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "nimbus/tiling/pixel_window.h"
 
 namespace nimbus {
 
@@ -21,6 +24,17 @@ struct Artifact {
   std::string path;
   std::string type;  // e.g. "Sentinel2Raster"
   std::string id;
+  // With a run geometry: the pixels of the run's grid (the sources' grid) this file
+  // covers; unset: all of it (sources, and every output of a run without geometry).
+  std::optional<PixelWindow> window;
+};
+
+// A run with a geometry (FarmVibes' run geometry, an area of interest): the pixels
+// of the sources' grid (grid_width x grid_height) an op's outputs must cover.
+struct RunWindow {
+  PixelWindow pixels;
+  int grid_width = 0;
+  int grid_height = 0;
 };
 
 struct PortSpec {
@@ -35,6 +49,9 @@ struct OpRunContext {
   std::string output_dir;                  // empty directory owned by this run of the op
   std::string task;                        // task name, for messages
   CancelCheck cancel;                      // polled between chips; true: stop with Cancelled
+  // Set when the run has a geometry: the op computes and writes only these pixels
+  // (reading only what they need); its outputs then cover exactly window->pixels.
+  std::optional<RunWindow> window;
 };
 
 using OpOutputs = std::map<std::string, Artifact>;  // by output port (path and type; ids are set by the engine)
@@ -55,6 +72,10 @@ struct OpDefinition {
   // is fed straight from a source (path, role naming the source); throw InputError.
   std::map<std::string, std::function<void(const std::string& path, const std::string& role)>> input_checks;
   std::function<OpOutputs(const OpRunContext&)> run;
+  // With a run geometry: how many pixels of context around its output window the op
+  // reads from its inputs (e.g. the merge's dilation radius + min_area), given its
+  // parameters; the runner grows the windows of the ops upstream by it. Unset: 0.
+  std::function<int(const Json& parameters)> area_halo;
 
   // The parameters that enter the cache key (FarmVibes' `dependencies`).
   std::vector<std::string> dependencies() const {

@@ -16,6 +16,16 @@ std::string cli_flag_of(const ParamSpec& spec) {
   return flag;
 }
 
+std::string help_group_of(const ParamSpec& spec) {
+  if (!spec.group.empty()) return spec.group;
+  switch (spec.role) {
+    case ParamRole::Input: return "Inputs";
+    case ParamRole::Output: return "Outputs";
+    case ParamRole::Setting: break;
+  }
+  return "Parameters";
+}
+
 const ParamSpec* OperationSpec::parameter(const std::string& n) const {
   for (const auto& p : parameters)
     if (p.name == n) return &p;
@@ -156,6 +166,7 @@ Json parameters_json(const std::vector<ParamSpec>& declared) {
            {"affects_output", p.affects_output},
            {"required", p.required},
            {"role", p.role == ParamRole::Input ? "input" : p.role == ParamRole::Output ? "output" : "setting"},
+           {"group", help_group_of(p)},
            {"cli_flag", cli_flag_of(p)}};
     if (p.min > std::numeric_limits<double>::lowest()) j["min"] = p.min;
     if (p.max < std::numeric_limits<double>::max()) j["max"] = p.max;

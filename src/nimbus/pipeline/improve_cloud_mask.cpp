@@ -16,10 +16,14 @@
 #include "nimbus/core/log.h"
 #include "nimbus/version.h"
 #include "nimbus/inference/backend.h"
+#include "nimbus/raster/gdal_handles.h"
 #include "nimbus/models/default_models.h"
 #include "nimbus/ops/compute_cloud_prob.h"
 #include "nimbus/ops/compute_shadow_prob.h"
+#include "nimbus/core/checksum.h"
+#include "nimbus/ops/morphology.h"
 #include "nimbus/pipeline/improve_cloud_mask_parameters.h"
+#include "nimbus/pipeline/mask_stac_item.h"
 #include "nimbus/raster/area_of_interest.h"
 #include "nimbus/raster/atomic_output.h"
 #include "nimbus/raster/geotiff_writer.h"
@@ -30,8 +34,6 @@
 namespace nimbus {
 namespace {
 
-// The merged mask's nodata value (FarmVibes keeps the probabilities' nodata tag 100).
-constexpr std::uint8_t kMaskNodata = 100;
 
 using Clock = std::chrono::steady_clock;
 
@@ -39,12 +41,46 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-ChipProgress log_progress(const char* what, const CancelCheck& cancel) {
-  return [what, &cancel](int done, int total) {
-    if (done == total || done % 16 == 0) logger()->info("{}: {}/{} chips", what, done, total);
-    throw_if_cancelled(cancel);
-  };
-}
+// Tells the caller's progress callback (if any) about chips and finished stages.
+class ProgressEvents {
+ public:
+  explicit ProgressEvents(const ImproveCloudMaskOptions& options)
+      : callback_(options.progress), cancel_(options.cancel), stage_start_(Clock::now()) {}
+
+  ChipProgress chips() {
+    return [this](int done, int total) {
+      chips_done_ = done;
+      chips_total_ = total;
+      if (callback_) callback_(event(RunProgress::Stage::Chips));
+      throw_if_cancelled(cancel_);
+    };
+  }
+
+  // Ends `stage` (started when the previous one ended); returns its duration.
+  double finished(RunProgress::Stage stage) {
+    RunProgress p = event(stage);
+    p.stage_finished = true;
+    p.stage_seconds = seconds_since(stage_start_);
+    stage_start_ = Clock::now();
+    if (callback_) callback_(p);
+    return p.stage_seconds;
+  }
+
+ private:
+  RunProgress event(RunProgress::Stage stage) const {
+    RunProgress p;
+    p.stage = stage;
+    p.chips_done = chips_done_;
+    p.chips_total = chips_total_;
+    return p;
+  }
+
+  const ProgressCallback& callback_;
+  const CancelCheck& cancel_;
+  Clock::time_point stage_start_;
+  int chips_done_ = 0;
+  int chips_total_ = 0;
+};
 
 // What the run reads; no output may be one of these or lie inside a SAFE product.
 std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
@@ -64,10 +100,35 @@ std::vector<RunInput> run_inputs(const ImproveCloudMaskOptions& o) {
   return inputs;
 }
 
+// Whether `path` + `suffix` is a file name the file system takes (with room for the
+// temporary name's prefix); a sidecar of a very long output name is left out.
+bool sidecar_fits(const std::string& path, const std::string& suffix) {
+  const std::string name = std::filesystem::path(path + suffix).filename().string();
+  return name.size() <= 255;
+}
+
 }  // namespace
+
+const char* stage_name(RunProgress::Stage stage) {
+  switch (stage) {
+    case RunProgress::Stage::Prepare: return "prepare";
+    case RunProgress::Stage::Chips: return "chips";
+    case RunProgress::Stage::Merge: return "merge";
+    case RunProgress::Stage::Write: return "write";
+  }
+  return "unknown";
+}
+
+Json component_versions() {
+  return {{"nimbus", kVersion},
+          {"gdal", gdal_runtime_version()},
+          {"opencv", opencv_runtime_version()},
+          {"onednn", onednn_runtime_version()}};
+}
 
 ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options) {
   const auto start = Clock::now();
+  ProgressEvents progress(options);
   // Everything that can be checked without reading pixels is checked first.
   validate(options.merge);
   validate_creation_options(options.creation_options);
@@ -86,9 +147,15 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
 
   // Every output location is checked (and --keep-probabilities created) before any
-  // work; the files are published together at the very end.
-  OutputSet outputs(run_inputs(options));
+  // work; the files are published together at the very end. Existing files are
+  // refused unless @[overwrite]; the report and the preview may be streams ('-').
+  OutputSet outputs(run_inputs(options), OutputRules{options.overwrite, false});
   AtomicOutput& mask_out = outputs.add_file(options.out, "output mask (@[out])");
+  // GDAL keeps a GeoTIFF's category names in a sidecar; a name too long for one goes without.
+  AtomicOutput* mask_categories_out =
+      sidecar_fits(options.out, ".aux.xml")
+          ? &outputs.add_file(options.out + ".aux.xml", "category names of the output mask (@[out])")
+          : nullptr;
   AtomicOutput* cloud_prob_out = nullptr;
   AtomicOutput* shadow_prob_out = nullptr;
   if (!options.keep_probabilities_dir.empty()) {
@@ -99,10 +166,23 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     shadow_prob_out = &outputs.add_file((dir / "shadow_probability.tif").string(),
                                         "@[keep_probabilities] (shadow_probability.tif)");
   }
-  AtomicOutput* preview_out =
-      options.preview_png.empty() ? nullptr : &outputs.add_file(options.preview_png, "preview PNG (@[preview])");
+  AtomicOutput* preview_out = options.preview_png.empty()
+                                  ? nullptr
+                                  : &outputs.add_file_or_stream(options.preview_png, "preview PNG (@[preview])");
+  // A preview written to a file is georeferenced by two sidecars; a streamed one is the PNG alone.
+  AtomicOutput* preview_world_out = nullptr;
+  AtomicOutput* preview_aux_out = nullptr;
+  if (preview_out && !preview_out->is_stream()) {
+    const std::string world = world_file_path(options.preview_png);
+    if (sidecar_fits(world, "")) preview_world_out = &outputs.add_file(world, "world file of @[preview]");
+    if (sidecar_fits(options.preview_png, ".aux.xml")) {
+      preview_aux_out = &outputs.add_file(options.preview_png + ".aux.xml", "CRS sidecar of @[preview]");
+    }
+  }
   AtomicOutput* report_out =
-      options.report_path.empty() ? nullptr : &outputs.add_file(options.report_path, "@[report]");
+      options.report_path.empty() ? nullptr : &outputs.add_file_or_stream(options.report_path, "@[report]");
+  AtomicOutput* stac_out =
+      options.stac_out.empty() ? nullptr : &outputs.add_file(options.stac_out, "STAC Item (@[stac_out])");
   throw_if_cancelled(options.cancel);
 
   // A SAFE product or STAC item is stacked on the fly; its own cloud mask stands in for --product-mask.
@@ -139,6 +219,12 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
   const RasterReader product(product_path, product_role);
   require_same_grid(scene, product);
+  if (stac_out && (scene.grid().crs_wkt.empty() || !scene.grid().has_geotransform)) {
+    throw InputError(fmt::format("{} '{}' has no CRS or geotransform, so a STAC Item (@[stac_out]) cannot say where "
+                                 "the mask lies; georeference the input (gdal_edit.py -a_srs -a_ullr) or drop "
+                                 "@[stac_out]",
+                                 scene.role(), options.s2_raster));
+  }
   const int ds = options.chips.downsampling;
   if (ds < 1 || ds > kMaxDownsampling) {
     throw InputError(fmt::format("downsampling is {}; use 1 (full resolution) to {}", ds, kMaxDownsampling));
@@ -149,7 +235,6 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                                  scene.role(), options.s2_raster, scene.width(), scene.height(), ds,
                                  scene.width() / ds, scene.height() / ds, options.chips.window_size));
   }
-  product.require_product_mask();
   // With an area of interest: the written window, and the window merged - grown by
   // the halo the merge needs so the written pixels equal the full scene's (see
   // docs/area_of_interest.md): closing_size for the dilation, min_area more so every
@@ -166,16 +251,26 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     logger()->info("area of interest: pixel window {} of {}x{}; merging {}", out_window.text(), scene.width(),
                    scene.height(), merge_window.text());
   }
+  product.require_product_mask(merge_window);
   const ChipGrid grid(scene.width() / ds, scene.height() / ds, options.chips.window_size, options.chips.overlap);
   {
-    // Per pixel: the mask and the product mask (bytes), the dilation (at most 4 bytes
-    // whatever the radius), the kept probabilities, the in-memory copy of the scene.
-    const std::uint64_t npix = static_cast<std::uint64_t>(scene.width()) * static_cast<std::uint64_t>(scene.height());
+    // Per pixel of the merge window (the whole scene without an area of interest):
+    // the mask and the product mask (bytes), the dilation (at most 4 bytes whatever
+    // the radius), the kept probabilities; per pixel the chips read, the in-memory copy.
+    const auto pixels = [](const PixelWindow& w) {
+      return static_cast<std::uint64_t>(w.width) * static_cast<std::uint64_t>(w.height);
+    };
     std::uint64_t per_pixel = 2 + 4;
     if (!options.keep_probabilities_dir.empty()) per_pixel += 8;
-    if (options.chips.in_memory) per_pixel += static_cast<std::uint64_t>(scene.band_count()) * 4 + 1;
-    require_memory(per_pixel * npix, fmt::format("{} '{}' ({}x{} pixels, {} bands)", scene.role(), options.s2_raster,
-                                                 scene.width(), scene.height(), scene.band_count()));
+    std::uint64_t bytes = per_pixel * pixels(merge_window);
+    if (options.chips.in_memory) {
+      bytes += (static_cast<std::uint64_t>(scene.band_count()) * 4 + 1) *
+               pixels(chip_read_extent(scene.width(), scene.height(), chip_params));
+    }
+    require_memory(bytes, fmt::format("{} '{}' ({}x{} pixels{}, {} bands)", scene.role(), options.s2_raster,
+                                      scene.width(), scene.height(),
+                                      aoi ? fmt::format(", area of interest {}", merge_window.text()) : "",
+                                      scene.band_count()));
   }
 
   const ProbabilityHead& cloud_head = cloud_probability_head();
@@ -196,6 +291,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   throw_if_cancelled(options.cancel);
 
   ImproveCloudMaskReport report;
+  report.seconds_prepare = progress.finished(RunProgress::Stage::Prepare);
   report.width = scene.width();
   report.height = scene.height();
   report.chips_total = grid.size();
@@ -210,17 +306,23 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   // Without --keep-probabilities the floats are never stored: each model's
   // threshold is applied as chips arrive, keeping a full tile well under 2 GB.
   const bool keep = cloud_prob_out != nullptr;
+  const bool want_preview = preview_out != nullptr;
+  // Every buffer covers the merge window (the whole scene without an area of interest).
   FloatBuffer cloud, shadow;
-  MaskBuffer mask(static_cast<std::size_t>(scene.width()) * static_cast<std::size_t>(scene.height()), 0);
-  // Only the preview needs nodata apart from the mask (nodata passes every threshold).
-  MaskBuffer nodata(options.preview_png.empty() ? 0 : mask.size(), 0);
+  MaskBuffer mask(static_cast<std::size_t>(merge_window.width) * static_cast<std::size_t>(merge_window.height), 0);
+  // Nodata apart from the mask (nodata passes every threshold): for the preview,
+  // --nodata-value and the cloud cover, which counts valid pixels only.
+  MaskBuffer nodata(mask.size(), 0);
+  // The preview colours cloud and shadow apart: the shadow model's pixels kept aside.
+  MaskBuffer shadow_above(want_preview ? mask.size() : 0, 0);
   const PredictionStats stats = predict_probabilities(
       scene,
       {ProbabilityTask{&cloud_head, cloud_model.get(), keep ? &cloud : nullptr, &mask,
-                       options.merge.cloud_prob_threshold, options.preview_png.empty() ? nullptr : &nodata},
-       ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr, &mask,
-                       options.merge.shadow_prob_threshold}},
-      chip_params, log_progress("cloud+shadow", options.cancel));
+                       options.merge.cloud_prob_threshold, nodata.empty() ? nullptr : &nodata},
+       ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr,
+                       want_preview ? &shadow_above : &mask, options.merge.shadow_prob_threshold}},
+      chip_params, progress.chips());
+  progress.finished(RunProgress::Stage::Chips);
   report.chips_per_model = stats.chips;
   if (stats.chips_skipped == stats.chips) {
     throw InputError(fmt::format("{} '{}' has no valid pixel{}: in every pixel some band equals the nodata value; "
@@ -243,31 +345,69 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   }
 
   const auto merge_start = Clock::now();
+  // The mask's no-data pixels: FarmVibes writes them as 1 and tags 100 (a value that
+  // never occurs); with --nodata-value they hold that value, which is also the tag.
+  const std::uint8_t mask_nodata =
+      options.nodata_value ? static_cast<std::uint8_t>(*options.nodata_value) : kFarmVibesMaskNodata;
+  // Merged on the window the written pixels need (the grown AOI window, or the scene):
+  // the buffers already cover just that window.
+  const PixelWindow& merged_window = merge_window;
+  MaskBuffer merged = std::move(mask);
+  const MaskBuffer product_nonzero = aoi ? product.read_band_nonzero(1, merge_window) : product.read_band_nonzero(1);
+  // For the preview: 1 where the cloud model or the product mask flagged a pixel, 2
+  // where only the shadow model did.
+  MaskBuffer flagged_by;
+  if (want_preview) {
+    const MaskBuffer shadow_flags = std::move(shadow_above);
+    flagged_by.assign(merged.size(), 0);
+    for (std::size_t i = 0; i < merged.size(); ++i) {
+      flagged_by[i] = merged[i] || product_nonzero[i] ? 1 : shadow_flags[i] ? 2 : 0;
+      merged[i] |= shadow_flags[i];
+    }
+  }
+  finish_merge(merged, product_nonzero, merged_window.width, merged_window.height, options.merge);
+  MaskBuffer classes;
+  if (want_preview) {
+    // A masked pixel is shadow when within the dilation of a shadow-only pixel and
+    // not itself flagged as cloud; otherwise cloud (the product mask counts as cloud).
+    MaskBuffer near_shadow(merged.size());
+    for (std::size_t i = 0; i < merged.size(); ++i) near_shadow[i] = flagged_by[i] == 2 ? 1 : 0;
+    dilate_with_disk(near_shadow, merged_window.width, merged_window.height, options.merge.closing_size);
+    classes.resize(merged.size());
+    for (std::size_t i = 0; i < merged.size(); ++i) {
+      classes[i] = !merged[i] ? kPreviewClear : near_shadow[i] && flagged_by[i] != 1 ? kPreviewShadow : kPreviewCloud;
+    }
+  }
   if (aoi) {
-    // Merge on the grown window, then keep the written window.
-    MaskBuffer merged = crop(mask, scene.width(), merge_window);
-    finish_merge(merged, product.read_band_nonzero(1, merge_window), merge_window.width,
-                 merge_window.height, options.merge);
+    // Keep the written window.
     const PixelWindow inner{out_window.x0 - merge_window.x0, out_window.y0 - merge_window.y0, out_window.width,
                             out_window.height};
     mask = crop(merged, merge_window.width, inner);
-    if (!nodata.empty()) nodata = crop(nodata, scene.width(), out_window);
+    if (!classes.empty()) classes = crop(classes, merge_window.width, inner);
+    if (!nodata.empty()) nodata = crop(nodata, merge_window.width, inner);
     if (keep) {
-      cloud = crop(cloud, scene.width(), out_window);
-      shadow = crop(shadow, scene.width(), out_window);
+      cloud = crop(cloud, merge_window.width, inner);
+      shadow = crop(shadow, merge_window.width, inner);
     }
     if (options.crop_to_aoi) {
       const MaskBuffer inside = aoi->inside_mask(scene.grid(), out_window);
       for (std::size_t i = 0; i < inside.size(); ++i) {
         if (inside[i]) continue;
-        mask[i] = kMaskNodata;
+        mask[i] = mask_nodata;
+        if (!classes.empty()) classes[i] = kPreviewNodata;
         if (keep) cloud[i] = shadow[i] = kProbabilityNodata;
       }
     }
   } else {
-    finish_merge(mask, product.read_band_nonzero(1), scene.width(), scene.height(), options.merge);
+    mask = std::move(merged);
+  }
+  for (std::size_t i = 0; i < nodata.size(); ++i) {
+    if (!nodata[i]) continue;
+    if (options.nodata_value) mask[i] = mask_nodata;
+    if (!classes.empty()) classes[i] = kPreviewNodata;
   }
   report.seconds_merge = seconds_since(merge_start);
+  progress.finished(RunProgress::Stage::Merge);
   const GridInfo out_grid = window_grid(scene.grid(), out_window);
   throw_if_cancelled(options.cancel);
   const auto write_start = Clock::now();
@@ -298,65 +438,139 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
     provenance["NIMBUS_PRODUCT_MASK_SOURCE"] = derived_mask ? safe->product_mask_source : "given";
   }
   GeoTiffOptions mask_options = mask_geotiff_options();
+  mask_options.nodata = mask_nodata;
+  describe_mask_band(mask_options, mask_nodata, !options.nodata_value.has_value());
   mask_options.metadata = provenance;
   mask_options.creation_options = options.creation_options;
   mask_options.cancel = options.cancel;
   mask_out.write_with([&](const std::string& path) {
     write_single_band_geotiff(path, "output mask (@[out])", out_grid, mask.data(), mask_options);
   });
+  if (mask_categories_out) mask_categories_out->write_bytes(mask_category_names_aux_xml(mask_nodata));
 
   if (cloud_prob_out) {
     GeoTiffOptions prob_options = probability_geotiff_options();
     prob_options.metadata = provenance;
     prob_options.creation_options = options.creation_options;
     prob_options.cancel = options.cancel;
+    prob_options.unit = "1";  // a probability: dimensionless, 0..1
+    prob_options.band_description = fmt::format("cloud probability (0..1; {} no data)", kProbabilityNodata);
     cloud_prob_out->write_with([&](const std::string& path) {
       write_single_band_geotiff(path, "@[keep_probabilities]", out_grid, cloud.data(), prob_options);
     });
+    prob_options.band_description = fmt::format("shadow probability (0..1; {} no data)", kProbabilityNodata);
     shadow_prob_out->write_with([&](const std::string& path) {
       write_single_band_geotiff(path, "@[keep_probabilities]", out_grid, shadow.data(), prob_options);
     });
   }
   if (preview_out) {
-    try {
-      write_mask_preview(scene, out_window, mask, nodata, preview_out->temp_path());
-    } catch (const InputError&) {
-      throw InputError(fmt::format("preview PNG (@[preview]) '{}' could not be written; check disk space and "
-                                   "permissions",
-                                   options.preview_png));
-    }
+    const Preview preview = render_mask_preview(scene, out_window, classes);
+    preview_out->write_bytes(preview.png);
+    if (preview_world_out) preview_world_out->write_bytes(world_file_text(preview.grid));
+    if (preview_aux_out) preview_aux_out->write_bytes(preview_aux_xml(preview.grid));
   }
   throw_if_cancelled(options.cancel);
   report.seconds_write = seconds_since(write_start);
 
   std::size_t masked = 0, counted = 0;
   for (std::uint8_t v : mask) {
-    masked += v == 1 ? 1 : 0;
-    counted += v == kMaskNodata ? 0 : 1;
+    masked += v == kMaskCloudOrShadow ? 1 : 0;
+    counted += v == mask_nodata ? 0 : 1;
   }
   report.masked_fraction = counted == 0 ? 0.0 : static_cast<double>(masked) / static_cast<double>(counted);
+  {
+    // Cloud cover as catalogues give it: percent of the valid pixels inside the area of
+    // interest's polygon (with crop_to_aoi the pixels outside are nodata already).
+    const MaskBuffer inside =
+        aoi && !options.crop_to_aoi ? aoi->inside_mask(scene.grid(), out_window) : MaskBuffer();
+    std::size_t cover_masked = 0, cover_valid = 0;
+    for (std::size_t i = 0; i < mask.size(); ++i) {
+      if (mask[i] == mask_nodata || nodata[i] || (!inside.empty() && !inside[i])) continue;
+      ++cover_valid;
+      cover_masked += mask[i] == 1 ? 1 : 0;
+    }
+    if (cover_valid > 0) {
+      report.cloud_cover = 100.0 * static_cast<double>(cover_masked) / static_cast<double>(cover_valid);
+    }
+  }
   report.seconds_total = seconds_since(start);
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;
-  if (report_out) {
-    try {
-      // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
-      write_whole_file(report_out->temp_path(), "@[report]",
-                       report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
-    } catch (const InputError&) {
-      throw InputError(fmt::format("@[report] '{}' could not be written; check disk space and permissions",
-                                   options.report_path));
+  report.nimbus_version = kVersion;
+  report.versions = component_versions();
+  {
+    const Json values = improve_cloud_mask_values(options);
+    for (const ParamSpec& p : improve_cloud_mask_operation().parameters) {
+      const Json& value = values.at(p.name);
+      if (p.role == ParamRole::Setting) {
+        report.parameters[p.name] = value;
+      } else if (p.role == ParamRole::Input) {
+        report.inputs[p.name] = value;
+      }
     }
+    report.inputs["cloud_model"] = report.cloud_model;  // its origin: the path, or embedded:<name>
+    report.inputs["shadow_model"] = report.shadow_model;
+    if (derived_mask) report.inputs["product_mask"] = "derived from " + safe->product_mask_source;
+    report.outputs["mask"] = options.out;
+    if (keep) {
+      const std::filesystem::path dir(options.keep_probabilities_dir);
+      report.outputs["cloud_probability"] = (dir / "cloud_probability.tif").string();
+      report.outputs["shadow_probability"] = (dir / "shadow_probability.tif").string();
+    }
+    if (preview_out) report.outputs["preview"] = options.preview_png;
+    if (report_out) report.outputs["report"] = options.report_path;
+    if (stac_out) report.outputs["stac_item"] = options.stac_out;
+  }
+  if (stac_out) {
+    MaskItemFacts facts;
+    facts.item_path = options.stac_out;
+    facts.mask_path = options.out;
+    facts.mask_sha256 = sha256_file(mask_out.temp_path(), "output mask (@[out])");
+    std::error_code ec;
+    facts.mask_bytes = std::filesystem::file_size(mask_out.temp_path(), ec);
+    facts.grid = out_grid;
+    facts.aoi = aoi ? &*aoi : nullptr;
+    if (safe) {
+      facts.datetime = safe->datetime;
+      facts.start_datetime = safe->start_datetime;
+      facts.end_datetime = safe->end_datetime;
+      facts.input_stac_item = safe->stac_item;
+    } else {
+      // A stack may carry its acquisition time (e.g. from the SAFE product it was made of).
+      for (const char* key : {"datetime", "ACQUISITION_DATETIME", "PRODUCT_START_TIME", "SENSING_TIME"}) {
+        facts.datetime = scene.metadata_item(key);
+        if (!facts.datetime.empty()) break;
+      }
+    }
+    const Json item = mask_stac_item(options, report, facts);
+    try {
+      write_whole_file(stac_out->temp_path(), "@[stac_out]",
+                       item.dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
+    } catch (const InputError&) {
+      throw InputError(fmt::format("@[stac_out] '{}' could not be written; check disk space and permissions",
+                                   options.stac_out));
+    }
+  }
+  if (report_out) {
+    // Paths are bytes: a Latin-1 file name must not make the report (and the run) fail.
+    report_out->write_bytes(report_json(report).dump(2, ' ', false, Json::error_handler_t::replace) + "\n");
   }
 
   // Every file is complete; publish them together (or none of them).
   outputs.commit();
+  progress.finished(RunProgress::Stage::Write);
   return report;
 }
 
 Json report_json(const ImproveCloudMaskReport& r) {
-  return {{"width", r.width},
+  return {{"nimbus_version", r.nimbus_version},
+          {"versions", r.versions},
+          {"inputs", r.inputs},
+          {"outputs", r.outputs},
+          {"parameters", r.parameters},
+          {"engine", r.parameters.value("engine", Json())},
+          {"width", r.width},
           {"height", r.height},
           {"chips_per_model", r.chips_per_model},
           {"chips_total", r.chips_total},
@@ -372,6 +586,8 @@ Json report_json(const ImproveCloudMaskReport& r) {
           {"models_loaded", r.models_loaded},
           {"model_cache_hits", r.model_cache_hits},
           {"masked_fraction", r.masked_fraction},
+          {"cloud_cover", r.cloud_cover ? Json(*r.cloud_cover) : Json()},
+          {"seconds_prepare", r.seconds_prepare},
           {"seconds_inference", r.seconds_inference},
           {"seconds_chips", r.seconds_chips},
           {"seconds_merge", r.seconds_merge},

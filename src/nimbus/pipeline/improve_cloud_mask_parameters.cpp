@@ -13,6 +13,10 @@ namespace {
 
 using Options = ImproveCloudMaskOptions;
 
+// Help headings besides the role-derived Inputs, Outputs and Parameters.
+const char* const kAreaOfInterest = "Area of interest";
+const char* const kPerformance = "Performance";
+
 // One declared parameter and where its value lives in the options.
 struct Binding {
   ParamSpec spec;
@@ -56,6 +60,7 @@ ParamSpec model_parameter(const char* op_name, const char* name, const EmbeddedM
   spec.type = ParamType::Path;
   spec.role = ParamRole::Input;
   spec.default_value = nullptr;  // the embedded model
+  spec.group = "Models";
   spec.help = fmt::format("{} ONNX model (e.g. FarmVibes {}); default: embedded {}",
                           std::string(name) == "cloud_model" ? "Cloud" : "Shadow", example, embedded.name);
   return spec;
@@ -80,7 +85,8 @@ const std::vector<Binding>& bindings() {
                          .as(ParamRole::Input)
                          .affecting_output(),
                      &Options::product_mask, "derived"));
-    b.push_back(path(ParamSpec{"out", ParamType::Path, nullptr, "Output mask GeoTIFF (uint8 0/1, nodata tag 100)"}
+    b.push_back(path(ParamSpec{"out", ParamType::Path, nullptr,
+                               "Output mask GeoTIFF (uint8: 0 clear, 1 cloud or shadow; nodata as nodata_value says)"}
                          .mandatory()
                          .as(ParamRole::Output),
                      &Options::out));
@@ -114,54 +120,86 @@ const std::vector<Binding>& bindings() {
                            "Area of interest: a GeoJSON file, GeoJSON text (geometry, Feature or FeatureCollection) "
                            "or WKT polygon, in aoi_crs; only the chips it needs run and only its pixel window is "
                            "written (exclusive with bbox)"}
-                     .affecting_output(),
+                     .affecting_output()
+                     .in_group(kAreaOfInterest),
                  [](Options& o, const Json& v) { o.aoi = v.is_null() ? "" : v.get<std::string>(); },
                  [](const Options& o) { return o.aoi.empty() ? Json() : Json(o.aoi); },
                  {}});
     b.push_back({ParamSpec{"bbox", ParamType::String, nullptr,
                            "Area of interest as minx,miny,maxx,maxy in aoi_crs (exclusive with aoi)"}
-                     .affecting_output(),
+                     .affecting_output()
+                     .in_group(kAreaOfInterest),
                  [](Options& o, const Json& v) { o.bbox = v.is_null() ? "" : v.get<std::string>(); },
                  [](const Options& o) { return o.bbox.empty() ? Json() : Json(o.bbox); },
                  {}});
     b.push_back(field(ParamSpec{"aoi_crs", ParamType::String, "EPSG:4326",
                                 "CRS of aoi/bbox coordinates: anything GDAL/OGR understands (EPSG:32633, WKT, PROJ); "
                                 "x/y in GIS order (longitude first)"}
-                          .affecting_output(),
+                          .affecting_output()
+                          .in_group(kAreaOfInterest),
                       &Options::aoi_crs));
     b.push_back(field(ParamSpec{"crop_to_aoi", ParamType::Bool, false,
                                 "Set pixels of the written window whose centre lies outside the aoi polygon to nodata "
-                                "(100)"}
-                          .affecting_output(),
+                                "(100, or nodata_value)"}
+                          .affecting_output()
+                          .in_group(kAreaOfInterest),
                       &Options::crop_to_aoi));
-    b.push_back(field(from_op(cloud, "in_memory", "in_memory"), &Options::chips, &ChipPredictionParams::in_memory));
+    b.push_back({ParamSpec{"nodata_value", ParamType::Int, nullptr,
+                           "Write no-data pixels of the mask as this value and tag it as the mask's nodata (e.g. "
+                           "255); 0 and 1 are the mask's classes. Default: FarmVibes' mask, no-data pixels written as "
+                           "1 (masked) with nodata tag 100",
+                           2.0, 255.0}
+                     .affecting_output()
+                     .tagged("NIMBUS_NODATA_VALUE")
+                     .in_group("Outputs"),
+                 [](Options& o, const Json& v) {
+                   o.nodata_value = v.is_null() ? std::nullopt : std::optional<int>(v.get<int>());
+                 },
+                 [](const Options& o) { return o.nodata_value ? Json(*o.nodata_value) : Json(); },
+                 {}});
+    b.push_back(field(from_op(cloud, "in_memory", "in_memory").in_group(kPerformance), &Options::chips,
+                      &ChipPredictionParams::in_memory));
     // The engines agree to 1e-4, yet a mask may differ in a few pixels: a batch
     // re-runs a scene finished with the other engine.
-    b.push_back({from_op(cloud, "engine", "engine").affecting_output(),
+    b.push_back({from_op(cloud, "engine", "engine").affecting_output().in_group(kPerformance),
                  [](Options& o, const Json& v) { o.engine = parse_engine(v.get<std::string>(), param_ref("engine")); },
                  [](const Options& o) { return Json(engine_name(o.engine)); },
                  {}});
     b.push_back(field(ParamSpec{"threads", ParamType::Int, 0, "Worker threads (0 = all cores, at most 1024)", 0.0,
-                                static_cast<double>(kMaxThreads)},
+                                static_cast<double>(kMaxThreads)}
+                          .in_group(kPerformance),
                       &Options::threads));
     b.push_back(field(ParamSpec{"creation_options", ParamType::StringList, Json::array(),
                                 "GDAL COG creation option KEY=VALUE for the written rasters (repeatable), e.g. "
                                 "COMPRESS=DEFLATE"}
                           .affecting_output()
-                          .on_cli_as("--co"),
+                          .on_cli_as("--co")
+                          .in_group("Outputs"),
                       &Options::creation_options));
     b.push_back(path(ParamSpec{"keep_probabilities", ParamType::Path, nullptr,
                                "Also write cloud_probability.tif and shadow_probability.tif into this directory"}
                          .as(ParamRole::Output),
                      &Options::keep_probabilities_dir));
     b.push_back(path(ParamSpec{"preview", ParamType::Path, nullptr,
-                               "Also write a PNG quicklook (true colour, mask in magenta)"}
+                               "Also write a PNG quicklook (true colour; cloud magenta, shadow yellow, no data "
+                           "grey-hatched; legend strip below) with a world file (.pgw) and .aux.xml (CRS); '-' "
+                               "writes the PNG alone to standard output"}
                          .as(ParamRole::Output),
                      &Options::preview_png));
     b.push_back(path(ParamSpec{"report", ParamType::Path, nullptr,
-                               "Also write timings, chip counts and peak memory as JSON here"}
+                               "Also write timings, chip counts and peak memory as JSON here ('-': standard output)"}
                          .as(ParamRole::Output),
                      &Options::report_path));
+    b.push_back(path(ParamSpec{"stac_out", ParamType::Path, nullptr,
+                               "Also write a STAC Item (JSON) describing the mask here: footprint, datetime, "
+                               "projection, checksum, eo:cloud_cover, provenance"}
+                         .as(ParamRole::Output),
+                     &Options::stac_out));
+    b.push_back(field(ParamSpec{"overwrite", ParamType::Bool, false,
+                                "Replace existing output files; without it an existing output is refused before any "
+                                "work"}
+                          .in_group("Outputs"),
+                      &Options::overwrite));
     return b;
   }();
   return all;
@@ -194,6 +232,11 @@ ImproveCloudMaskOptions batch_options(Json values) {
     if (values.contains(per_scene)) {
       throw ParameterError(per_scene, "is given per scene (in the scene list), not as a batch option");
     }
+  }
+  if (values.contains("stac_out") && !values["stac_out"].is_null()) {
+    throw ParameterError("stac_out", "names one file, but a batch writes one STAC Item per scene; ask the batch "
+                                     "for <id>.json items next to the masks instead (nimbus batch --stac-items, "
+                                     "nimbus.batch(..., stac_items=True))");
   }
   // Required for one scene; a batch sets them scene by scene.
   values["s2_raster"] = values["out"] = "(per scene)";

@@ -287,4 +287,17 @@ MaskBuffer AreaOfInterest::inside_mask(const GridInfo& grid, const PixelWindow& 
   return inside;
 }
 
+std::string AreaOfInterest::wkt_in_crs_of(const GridInfo& grid) const {
+  const GdalErrorScope quiet;
+  const auto placed = in_crs_of(grid);
+  char* wkt = nullptr;
+  if (placed->shape->exportToWkt(&wkt) != OGRERR_NONE || !wkt) {
+    CPLFree(wkt);
+    throw InternalError("the area of interest could not be written as WKT");
+  }
+  std::string text = wkt;
+  CPLFree(wkt);
+  return text;
+}
+
 }  // namespace nimbus

@@ -43,6 +43,9 @@ class AreaOfInterest {
   // polygon (GDAL's rasterisation rule), else 0.
   MaskBuffer inside_mask(const GridInfo& grid, const PixelWindow& window) const;
 
+  // The polygon in `grid`'s CRS, as WKT.
+  std::string wkt_in_crs_of(const GridInfo& grid) const;
+
  // The OGR geometry and its CRS (defined in the source).
   struct Geometry;
 

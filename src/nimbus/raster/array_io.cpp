@@ -95,8 +95,9 @@ void write_array_raster(const std::string& path, const std::string& role, const 
     write_array_raster_at(path, role, data, layout);
     return;
   }
-  // On disk: all or nothing, never over a special file or a link (see AtomicOutput).
-  AtomicOutput out(path, role);
+  // On disk: all or nothing, never over a special file or a link (see AtomicOutput);
+  // an existing file is replaced, as rasterio and numpy's writers do.
+  AtomicOutput out(path, role, OutputRules{/*overwrite=*/true, /*streams=*/false});
   try {
     write_array_raster_at(out.temp_path(), role, data, layout);
   } catch (const InputError&) {

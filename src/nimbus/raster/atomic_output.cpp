@@ -1,5 +1,6 @@
 #include "nimbus/raster/atomic_output.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,9 +55,33 @@ fs::path directory_of(const std::string& path) {
   return dir.empty() ? fs::path(".") : dir;
 }
 
+// rename(2) that fails with EEXIST instead of replacing a file that appeared meanwhile.
+int rename_no_replace(const char* from, const char* to) {
+#ifdef RENAME_NOREPLACE
+  if (::renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return -1;  // else: the file system cannot; plain rename
+#endif
+  return std::rename(from, to);
+}
+
 }  // namespace
 
-void check_output_path(const std::string& path, const std::string& role) {
+int stream_descriptor(const std::string& path) {
+  if (path == "-" || path == "/dev/stdout") return STDOUT_FILENO;
+  if (path == "/dev/stderr") return STDERR_FILENO;
+  for (const char* prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+    const std::string p(prefix);
+    if (path.size() > p.size() && path.compare(0, p.size(), p) == 0 &&
+        std::all_of(path.begin() + static_cast<std::ptrdiff_t>(p.size()), path.end(),
+                    [](char c) { return c >= '0' && c <= '9'; }) &&
+        path.size() - p.size() < 9) {
+      return std::stoi(path.substr(p.size()));
+    }
+  }
+  return -1;
+}
+
+OutputKind check_output_path(const std::string& path, const std::string& role, const OutputRules& rules) {
   if (path.empty()) throw InputError(fmt::format("{} is empty; give an output file path", role));
   if (path.find('\0') != std::string::npos) {
     throw InputError(fmt::format("{} '{}' contains a NUL character; give a plain file path", role,
@@ -67,8 +92,17 @@ void check_output_path(const std::string& path, const std::string& role) {
     throw InputError(fmt::format("{} '{}' contains a control character (newline, tab, …); remove it from the path",
                                  role, path));
   }
-  if (path == "-") {
-    throw InputError(fmt::format("{} '-': writing to standard output is not supported; give a file path", role));
+  if (const int fd = stream_descriptor(path); fd >= 0) {
+    if (!rules.streams) {
+      throw InputError(fmt::format("{} '{}': this output cannot go to {}; it is written as a file (under a temporary "
+                                   "name, then renamed): give a file path",
+                                   role, path, path == "-" ? "standard output" : "a stream"));
+    }
+    if (::fcntl(fd, F_GETFD) == -1) {
+      throw InputError(fmt::format("{} '{}': file descriptor {} is not open in this process; give a file path", role,
+                                   path, fd));
+    }
+    return OutputKind::Stream;
   }
   if (path.rfind("/vsi", 0) == 0) {
     throw InputError(fmt::format("{} '{}': GDAL virtual paths cannot be outputs; give a file path on disk", role,
@@ -81,25 +115,46 @@ void check_output_path(const std::string& path, const std::string& role) {
   }
   const fs::path target(path);
   struct stat link_st {};
+  bool exists = false;
   if (::lstat(path.c_str(), &link_st) == 0) {
+    exists = true;
     if (S_ISDIR(link_st.st_mode)) {
       throw InputError(fmt::format("{} '{}' is a directory; give a file path such as {}/mask.tif", role, path,
                                    path));
     }
     // Outputs are replaced by renaming: over a symbolic link that replaces the link
     // itself (/dev/stdout would become a regular file), over a device or FIFO the
-    // special file. Neither is what the user meant, so both are refused.
+    // special file. A stream (device, FIFO, also behind a link) may be written
+    // through; anything else of that kind is refused.
+    struct stat st = link_st;
+    std::string through_link;
     if (S_ISLNK(link_st.st_mode)) {
       std::error_code ec;
       const fs::path to = fs::read_symlink(path, ec);
-      throw InputError(fmt::format("{} '{}' is a symbolic link{}; Nimbus replaces outputs by renaming, which would "
-                                   "replace the link itself: give the real file path or remove the link",
-                                   role, path, ec ? std::string() : fmt::format(" to '{}'", to.string())));
+      through_link = fmt::format(" (a symbolic link{})", ec ? std::string() : fmt::format(" to '{}'", to.string()));
+      if (::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+        throw InputError(fmt::format("{} '{}' is a symbolic link{}; Nimbus replaces outputs by renaming, which would "
+                                     "replace the link itself: give the real file path or remove the link",
+                                     role, path, ec ? std::string() : fmt::format(" to '{}'", to.string())));
+      }
     }
-    if (!S_ISREG(link_st.st_mode)) {
-      throw InputError(fmt::format("{} '{}' is {}; Nimbus replaces outputs by renaming and never replaces special "
-                                   "files: give a regular file path",
-                                   role, path, file_kind(link_st.st_mode)));
+    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode)) {
+      if (!rules.streams) {
+        throw InputError(fmt::format("{} '{}'{} is {}; this output is written as a file (under a temporary name, "
+                                     "then renamed) and never replaces or goes through special files: give a regular "
+                                     "file path",
+                                     role, path, through_link, file_kind(st.st_mode)));
+      }
+      return OutputKind::Stream;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      throw InputError(fmt::format("{} '{}'{} is {}; Nimbus writes outputs to regular files, character devices and "
+                                   "FIFOs only: give a regular file path",
+                                   role, path, through_link, file_kind(st.st_mode)));
+    }
+    if (!rules.overwrite) {
+      throw InputError(fmt::format("{} '{}' already exists; pass @[overwrite] to replace it, or choose another path",
+                                   role, path));
     }
   }
   const std::string name = target.filename().string();
@@ -122,6 +177,7 @@ void check_output_path(const std::string& path, const std::string& role) {
     throw InputError(fmt::format("{} '{}': the file name is {} bytes, the file system allows {}; use a shorter name",
                                  role, path, name.size(), name_max));
   }
+  return exists ? OutputKind::ExistingFile : OutputKind::NewFile;
 }
 
 std::string partial_name_prefix(const std::string& file_name) {
@@ -131,13 +187,68 @@ std::string partial_name_prefix(const std::string& file_name) {
   return "." + file_name.substr(0, n) + ".nimbus-partial-";
 }
 
-AtomicOutput::AtomicOutput(std::string final_path, std::string role)
+AtomicOutput::AtomicOutput(std::string final_path, std::string role, const OutputRules& rules)
     : final_path_(std::move(final_path)), role_(std::move(role)) {
-  check_output_path(final_path_, role_);
+  kind_ = check_output_path(final_path_, role_, rules);
+  if (kind_ == OutputKind::Stream) return;
   temp_path_ = unique_hidden_name(directory_of(final_path_),
                                   partial_name_prefix(fs::path(final_path_).filename().string()));
   interrupt_slots_.push_back(register_temporary(temp_path_));
   for (const char* suffix : kGdalTemporarySuffixes) interrupt_slots_.push_back(register_temporary(temp_path_ + suffix));
+}
+
+const std::string& AtomicOutput::temp_path() const {
+  if (kind_ == OutputKind::Stream) {
+    throw InternalError(fmt::format("{} '{}' is a stream and has no temporary file", role_, final_path_));
+  }
+  return temp_path_;
+}
+
+void AtomicOutput::write_bytes(const std::string& bytes) {
+  if (kind_ == OutputKind::Stream) {
+    stream_bytes_ = bytes;
+    return;
+  }
+  try {
+    write_whole_file(temp_path_, role_, bytes);
+  } catch (const InputError&) {
+    throw InputError(fmt::format("{} '{}' could not be written; check disk space and permissions", role_,
+                                 final_path_));
+  }
+}
+
+bool AtomicOutput::move_into_place() const {
+  return (kind_ == OutputKind::NewFile ? rename_no_replace(temp_path_.c_str(), final_path_.c_str())
+                                       : std::rename(temp_path_.c_str(), final_path_.c_str())) == 0;
+}
+
+int AtomicOutput::open_stream() const {
+  if (const int fd = stream_descriptor(final_path_); fd >= 0) return fd;
+  // Non-blocking open: a FIFO nobody reads fails at once (ENXIO) instead of hanging.
+  const int fd = ::open(final_path_.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    const int err = errno;
+    throw InputError(fmt::format("{} '{}' could not be opened for writing ({}){}", role_, final_path_,
+                                 std::strerror(err),
+                                 err == ENXIO ? "; it is a FIFO nobody reads: start the reader first" : ""));
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
+void AtomicOutput::write_stream(int fd) const {
+  if (fd == STDOUT_FILENO) std::fflush(stdout);
+  if (fd == STDERR_FILENO) std::fflush(stderr);
+  std::size_t done = 0;
+  while (done < stream_bytes_.size()) {
+    const ssize_t n = ::write(fd, stream_bytes_.data() + done, stream_bytes_.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      throw InputError(fmt::format("{} '{}': writing failed after {} of {} bytes ({})", role_, final_path_, done,
+                                   stream_bytes_.size(), std::strerror(errno)));
+    }
+    done += static_cast<std::size_t>(n);
+  }
 }
 
 std::string AtomicOutput::in_terms_of_final_path(std::string message) const {
@@ -149,6 +260,7 @@ std::string AtomicOutput::in_terms_of_final_path(std::string message) const {
 }
 
 void AtomicOutput::remove_temporaries() {
+  if (temp_path_.empty()) return;  // a stream
   std::remove(temp_path_.c_str());
   for (const char* suffix : kGdalTemporarySuffixes) std::remove((temp_path_ + suffix).c_str());
 }
@@ -164,12 +276,28 @@ AtomicOutput::~AtomicOutput() {
 }
 
 void AtomicOutput::commit() {
-  if (std::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
+  if (kind_ == OutputKind::Stream) {
+    const int fd = open_stream();
+    const bool owned = stream_descriptor(final_path_) < 0;
+    try {
+      write_stream(fd);
+    } catch (...) {
+      if (owned) ::close(fd);
+      throw;
+    }
+    if (owned) ::close(fd);
+    committed_ = true;
+    return;
+  }
+  if (!move_into_place()) {
+    const int err = errno;
     remove_temporaries();
     release_slots();
-    throw InputError(fmt::format("{} '{}': could not move the finished file into place ({}); check permissions",
-                                 role_, final_path_, why));
+    throw InputError(fmt::format("{} '{}': could not move the finished file into place ({}){}", role_, final_path_,
+                                 std::strerror(err),
+                                 err == EEXIST ? "; the file appeared while Nimbus ran: pass @[overwrite] to replace "
+                                                 "it, or choose another path"
+                                               : "; check permissions"));
   }
   committed_ = true;
   release_slots();
@@ -221,7 +349,7 @@ void check_not_an_input(const std::string& path, const std::string& role, const 
   InputFiles(inputs).check_not_an_input(path, role);
 }
 
-OutputSet::OutputSet(std::vector<RunInput> inputs) : inputs_(inputs) {}
+OutputSet::OutputSet(std::vector<RunInput> inputs, const OutputRules& rules) : inputs_(inputs), rules_(rules) {}
 
 OutputSet::~OutputSet() {
   files_.clear();  // removes the temporary files first
@@ -234,9 +362,14 @@ OutputSet::~OutputSet() {
 }
 
 void OutputSet::check_not_taken(const std::string& path, const std::string& role) const {
-  const fs::path p = resolved(path);
+  // Streams named by descriptor ('-', /dev/stdout) are the same when their descriptor is.
+  const auto key = [](const std::string& p) {
+    const int fd = stream_descriptor(p);
+    return fd >= 0 ? fs::path(fmt::format("/proc/self/fd/{}", fd)) : resolved(p);
+  };
+  const fs::path p = key(path);
   for (const auto& f : files_) {
-    if (resolved(f->final_path()) == p) {
+    if (key(f->final_path()) == p) {
       throw InputError(fmt::format("{} '{}' and {} '{}' are the same file; one would silently replace the other: "
                                    "give them different paths",
                                    role, path, f->role(), f->final_path()));
@@ -251,11 +384,19 @@ void OutputSet::check_not_taken(const std::string& path, const std::string& role
   }
 }
 
-AtomicOutput& OutputSet::add_file(const std::string& path, const std::string& role) {
-  if (path.find('\0') == std::string::npos) inputs_.check_not_an_input(path, role);
-  check_output_path(path, role);
+AtomicOutput& OutputSet::add_file(const std::string& path, const std::string& role) { return add(path, role, false); }
+
+AtomicOutput& OutputSet::add_file_or_stream(const std::string& path, const std::string& role) {
+  return add(path, role, true);
+}
+
+AtomicOutput& OutputSet::add(const std::string& path, const std::string& role, bool streams) {
+  OutputRules rules = rules_;
+  rules.streams = streams;
+  if (path.find('\0') == std::string::npos && stream_descriptor(path) < 0) inputs_.check_not_an_input(path, role);
+  check_output_path(path, role, rules);
   check_not_taken(path, role);
-  files_.push_back(std::make_unique<AtomicOutput>(path, role));
+  files_.push_back(std::make_unique<AtomicOutput>(path, role, rules));
   return *files_.back();
 }
 
@@ -290,10 +431,27 @@ void OutputSet::add_directory(const std::string& dir, const std::string& role) {
 }
 
 void OutputSet::commit() {
+  // Streams first opened (a FIFO nobody reads fails here, before any file moves),
+  // written only once every file is in place.
+  std::vector<std::pair<AtomicOutput*, int>> streams;
+  const auto close_streams = [&] {
+    for (const auto& [out, fd] : streams) {
+      if (stream_descriptor(out->final_path()) < 0) ::close(fd);
+    }
+  };
+  try {
+    for (auto& f : files_) {
+      if (f->is_stream()) streams.emplace_back(f.get(), f->open_stream());
+    }
+  } catch (...) {
+    close_streams();
+    throw;
+  }
   // Keep (hard links to) the files about to be replaced, so a failed commit can put them back.
   std::vector<std::string> backups(files_.size());
   std::vector<int> backup_slots;
   for (std::size_t i = 0; i < files_.size(); ++i) {
+    if (files_[i]->is_stream()) continue;
     struct stat st {};
     const std::string& final_path = files_[i]->final_path();
     if (::lstat(final_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
@@ -311,13 +469,15 @@ void OutputSet::commit() {
   };
   for (std::size_t i = 0; i < files_.size(); ++i) {
     AtomicOutput& f = *files_[i];
-    if (std::rename(f.temp_path().c_str(), f.final_path().c_str()) == 0) {
+    if (f.is_stream()) continue;
+    if (f.move_into_place()) {
       f.committed_ = true;
       continue;
     }
-    const std::string why = std::strerror(errno);
+    const int err = errno;
     for (std::size_t j = i; j-- > 0;) {  // roll back what is already in place
       AtomicOutput& done = *files_[j];
+      if (done.is_stream()) continue;
       if (!backups[j].empty()) {
         std::rename(backups[j].c_str(), done.final_path().c_str());
         backups[j].clear();
@@ -327,13 +487,27 @@ void OutputSet::commit() {
       done.committed_ = false;
     }
     drop_backups();
+    close_streams();
     throw InputError(fmt::format("{} '{}': could not move the finished file into place ({}); no output of this run "
-                                 "was kept: check permissions and that the path is not a directory",
-                                 f.role(), f.final_path(), why));
+                                 "was kept: {}",
+                                 f.role(), f.final_path(), std::strerror(err),
+                                 err == EEXIST ? "the file appeared while Nimbus ran; pass @[overwrite] to replace it"
+                                               : "check permissions and that the path is not a directory"));
   }
   drop_backups();
   for (auto& f : files_) f->release_slots();
   committed_ = true;
+  // The files are published; a stream that fails now is reported, the files stay.
+  try {
+    for (const auto& [out, fd] : streams) {
+      out->write_stream(fd);
+      out->committed_ = true;
+    }
+  } catch (...) {
+    close_streams();
+    throw;
+  }
+  close_streams();
 }
 
 void write_whole_file(const std::string& path, const std::string& role, const std::string& bytes) {
@@ -346,12 +520,8 @@ void write_whole_file(const std::string& path, const std::string& role, const st
 }
 
 void write_file_atomically(const std::string& path, const std::string& role, const std::string& bytes) {
-  AtomicOutput out(path, role);
-  try {
-    write_whole_file(out.temp_path(), role, bytes);
-  } catch (const InputError&) {
-    throw InputError(fmt::format("{} '{}' could not be written; check disk space and permissions", role, path));
-  }
+  AtomicOutput out(path, role, OutputRules{/*overwrite=*/true, /*streams=*/false});
+  out.write_bytes(bytes);
   out.commit();
 }
 

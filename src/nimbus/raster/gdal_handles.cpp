@@ -23,6 +23,8 @@ void gdal_messages_to_debug_log(CPLErr level, CPLErrorNum, const char* msg) {
 
 }  // namespace
 
+std::string gdal_runtime_version() { return GDALVersionInfo("RELEASE_NAME"); }
+
 void GdalDatasetCloser::operator()(GDALDataset* dataset) const noexcept {
   if (dataset) GDALClose(GDALDataset::ToHandle(dataset));
 }

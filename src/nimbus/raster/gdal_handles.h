@@ -66,4 +66,7 @@ class GdalErrorScope {
 // re-reads rare). A library host keeps its own handler and cache size.
 void configure_gdal_for_process();
 
+// GDAL's version as linked at run time, e.g. "3.6.2".
+std::string gdal_runtime_version();
+
 }  // namespace nimbus

@@ -164,6 +164,29 @@ void validate_creation_options(const std::vector<std::string>& options) {
   }
 }
 
+void describe_mask_band(GeoTiffOptions& options, std::uint8_t nodata_value, bool nodata_pixels_are_masked) {
+  options.band_description =
+      nodata_pixels_are_masked
+          ? fmt::format("cloud mask: 0 clear, 1 cloud or shadow (also where the input has no data, as in FarmVibes); "
+                        "nodata tag {}",
+                        nodata_value)
+          : fmt::format("cloud mask: 0 clear, 1 cloud or shadow, {} no data", nodata_value);
+  // A TIFF colour map holds no alpha; GDAL shows the nodata entry transparent.
+  options.color_table.assign(256, {0, 0, 0, 255});
+  options.color_table[kMaskClear] = {0, 0, 0, 255};
+  options.color_table[kMaskCloudOrShadow] = {255, 0, 255, 255};  // magenta, as in the preview
+  options.color_table[nodata_value] = {128, 128, 128, 255};
+}
+
+std::string mask_category_names_aux_xml(std::uint8_t nodata_value) {
+  std::string xml = "<PAMDataset>\n  <PAMRasterBand band=\"1\">\n    <CategoryNames>\n";
+  for (int v = 0; v <= nodata_value; ++v) {
+    const char* name = v == kMaskClear ? "clear" : v == kMaskCloudOrShadow ? "cloud or shadow" : v == nodata_value ? "nodata" : "";
+    xml += *name ? fmt::format("      <Category>{}</Category>\n", name) : "      <Category></Category>\n";
+  }
+  return xml + "    </CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n";
+}
+
 void write_single_band_geotiff(const std::string& path, const std::string& role, const GridInfo& grid,
                                const void* data, const GeoTiffOptions& options) {
   const GdalErrorScope quiet;
@@ -183,7 +206,19 @@ void write_single_band_geotiff(const std::string& path, const std::string& role,
     src->SetGeoTransform(gt.data());
   }
   if (!grid.crs_wkt.empty()) src->SetProjection(grid.crs_wkt.c_str());
-  if (options.nodata) src->GetRasterBand(1)->SetNoDataValue(*options.nodata);
+  GDALRasterBand* band = src->GetRasterBand(1);
+  if (options.nodata) band->SetNoDataValue(*options.nodata);
+  if (!options.band_description.empty()) band->SetDescription(options.band_description.c_str());
+  if (!options.unit.empty()) band->SetUnitType(options.unit.c_str());
+  if (!options.color_table.empty()) {
+    GDALColorTable table;
+    for (std::size_t i = 0; i < options.color_table.size(); ++i) {
+      const auto& c = options.color_table[i];
+      const GDALColorEntry entry{c[0], c[1], c[2], c[3]};
+      table.SetColorEntry(static_cast<int>(i), &entry);
+    }
+    band->SetColorTable(&table);
+  }
   for (const auto& [k, v] : options.metadata) src->SetMetadataItem(k.c_str(), v.c_str());
 
   CPLStringList create_options;

@@ -195,6 +195,11 @@ std::optional<double> RasterReader::nodata_value() const {
   return has ? std::optional<double>(value) : std::nullopt;
 }
 
+std::string RasterReader::metadata_item(const std::string& key) const {
+  const char* value = dataset_->GetMetadataItem(key.c_str());
+  return value ? std::string(value) : std::string();
+}
+
 std::vector<std::string> RasterReader::band_descriptions() const {
   std::vector<std::string> out;
   for (int b = 1; b <= band_count_; ++b) out.emplace_back(dataset_->GetRasterBand(b)->GetDescription());
@@ -256,7 +261,7 @@ void RasterReader::require_digital_numbers() const {
   }
 }
 
-void RasterReader::require_product_mask() const {
+void RasterReader::require_product_mask(const std::optional<PixelWindow>& look_first) const {
   const GdalErrorScope quiet;
   if (band_count_ != 1) {
     throw InputError(fmt::format("{} '{}' has {} bands; a product cloud mask has one band (non-zero = cloud): pass the "
@@ -276,22 +281,28 @@ void RasterReader::require_product_mask() const {
   const double nodata = band->GetNoDataValue(&has_nodata);
   if (!has_nodata) return;
   const NetworkTimeoutScope timeouts;
-  const int rows_per_block = std::max(1, std::min(grid_.height, static_cast<int>((1 << 22) / std::max(1, grid_.width))));
-  std::vector<double> buffer(static_cast<std::size_t>(grid_.width) * rows_per_block);
-  for (int y = 0; y < grid_.height; y += rows_per_block) {
-    const int rows = std::min(rows_per_block, grid_.height - y);
-    CPLErrorReset();
-    if (band->RasterIO(GF_Read, 0, y, grid_.width, rows, buffer.data(), grid_.width, rows, GDT_Float64, 0, 0,
-                       nullptr) != CE_None) {
-      throw InputError(fmt::format("{} '{}': reading rows {}..{} failed ({}); the file may be truncated or corrupt",
-                                   role_, path_, y, y + rows, last_gdal_message()));
+  // Whether `w` holds a pixel that is not nodata, read in strips of about 4 M pixels.
+  const auto holds_data = [&](const PixelWindow& w) {
+    const int rows_per_block = std::max(1, std::min(w.height, static_cast<int>((1 << 22) / std::max(1, w.width))));
+    std::vector<double> buffer(static_cast<std::size_t>(w.width) * rows_per_block);
+    for (int y = w.y0; y < w.y1(); y += rows_per_block) {
+      const int rows = std::min(rows_per_block, w.y1() - y);
+      CPLErrorReset();
+      if (band->RasterIO(GF_Read, w.x0, y, w.width, rows, buffer.data(), w.width, rows, GDT_Float64, 0, 0,
+                         nullptr) != CE_None) {
+        throw InputError(fmt::format("{} '{}': reading rows {}..{} failed ({}); the file may be truncated or corrupt",
+                                     role_, path_, y, y + rows, last_gdal_message()));
+      }
+      const std::size_t n = static_cast<std::size_t>(w.width) * rows;
+      for (std::size_t i = 0; i < n; ++i) {
+        const double v = buffer[i];
+        if (std::isnan(nodata) ? !std::isnan(v) : v != nodata) return true;
+      }
     }
-    const std::size_t n = static_cast<std::size_t>(grid_.width) * rows;
-    for (std::size_t i = 0; i < n; ++i) {
-      const double v = buffer[i];
-      if (std::isnan(nodata) ? !std::isnan(v) : v != nodata) return;
-    }
-  }
+    return false;
+  };
+  if (look_first && !look_first->empty() && holds_data(*look_first)) return;
+  if (holds_data(PixelWindow{0, 0, grid_.width, grid_.height})) return;
   throw InputError(fmt::format("{} '{}': every pixel equals its nodata value ({}), so it says nothing about clouds "
                                "(and would read as cloud everywhere); pass the product's real cloud mask, or remove "
                                "the nodata tag if the values are meant (gdal_edit.py -unsetnodata)",

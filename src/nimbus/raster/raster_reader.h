@@ -46,6 +46,8 @@ class RasterReader {
   std::string data_type_name() const;
   // Band 1's declared nodata value, if any.
   std::optional<double> nodata_value() const;
+  // The dataset's metadata item `key` (default domain), empty when absent.
+  std::string metadata_item(const std::string& key) const;
   // Each band's description (GDAL band description, e.g. "B02"), empty where none.
   std::vector<std::string> band_descriptions() const;
 
@@ -88,8 +90,10 @@ class RasterReader {
 
   // Checks for a product cloud mask (non-zero = cloud): one band, real values, and
   // not nodata everywhere (which would read as cloud everywhere). Throws InputError
-  // naming the file, what is wrong and the fix.
-  void require_product_mask() const;
+  // naming the file, what is wrong and the fix. `look_first`: the pixels searched
+  // first for one that is not nodata (the ones a run reads), so a valid mask is
+  // accepted without reading the rest of it.
+  void require_product_mask(const std::optional<PixelWindow>& look_first = std::nullopt) const;
 
  private:
   // Throws InputError when a block is too large to decode.

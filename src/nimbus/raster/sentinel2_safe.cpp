@@ -83,15 +83,16 @@ std::string baseline_from_name(const std::string& path) {
   return m[1].str() + "." + m[2].str();
 }
 
-// The BOA offsets by ESA band id and the processing baseline. A metadata file that
-// cannot be read (empty, truncated) leaves the baseline empty.
-std::map<int, double> boa_offsets(const std::string& mtd, std::string& baseline) {
+// The BOA offsets by ESA band id, the processing baseline and the sensing start time. A
+// metadata file that cannot be read (empty, truncated) leaves the baseline empty.
+std::map<int, double> boa_offsets(const std::string& mtd, std::string& baseline, std::string& start_time) {
   std::map<int, double> offsets;
   CPLXMLNode* root = CPLParseXMLFile(mtd.c_str());
   if (!root) return offsets;
   CPLStripXMLNamespace(root, nullptr, TRUE);
   const CPLXMLNode* info = CPLSearchXMLNode(root, "=Product_Info");
   if (info) baseline = CPLGetXMLValue(info, "PROCESSING_BASELINE", "");
+  if (info) start_time = CPLGetXMLValue(info, "PRODUCT_START_TIME", "");
   if (const CPLXMLNode* list = CPLSearchXMLNode(root, "=BOA_ADD_OFFSET_VALUES_LIST")) {
     for (const CPLXMLNode* n = list->psChild; n; n = n->psNext) {
       if (n->eType != CXT_Element || !EQUAL(n->pszValue, "BOA_ADD_OFFSET")) continue;
@@ -162,7 +163,7 @@ Sentinel2BandFiles find_sentinel2_safe_files(const std::string& path) {
                                  "(L1C needs atmospheric correction first, e.g. with Sen2Cor)",
                                  path));
   }
-  std::map<int, double> offsets = boa_offsets(mtd, scene.processing_baseline);
+  std::map<int, double> offsets = boa_offsets(mtd, scene.processing_baseline, scene.datetime);
   // From baseline 04.00 on, DN carry a -1000 offset; losing it (a truncated or empty
   // MTD_MSIL2A.xml) would shift every band and silently change the mask.
   if (scene.processing_baseline.empty()) {

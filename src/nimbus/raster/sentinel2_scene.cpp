@@ -1,5 +1,6 @@
 #include "nimbus/raster/sentinel2_scene.h"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -7,6 +8,7 @@
 #include <cpl_string.h>
 #include <gdal_priv.h>
 #include <gdal_utils.h>
+#include <ogr_spatialref.h>
 
 #include <fmt/format.h>
 #include "nimbus/core/error.h"
@@ -41,6 +43,34 @@ std::vector<std::string> grid_args(const GridInfo& g) {
           std::to_string(g.width), std::to_string(g.height)};
 }
 
+// gdalwarp's VRTs warp whole 512 x 128 blocks of the 10 m grid. A chip read warps every
+// block it touches, and each block's source window (with the bilinear kernel's margin)
+// reaches into the next tile of the band file whenever a block edge falls on a tile edge,
+// which 512-pixel blocks do at every other block (20 m tiles of 512 = 1024 pixels at
+// 10 m). Over HTTP each such tile is a request and bytes the chip does not need. Smaller
+// square blocks cut that overreach; pixel values do not depend on the block size.
+constexpr int kWarpBlock = 128;
+
+void set_warp_block_size(const std::string& vrt, int size) {
+  VSILFILE* f = VSIFOpenL(vrt.c_str(), "rb");
+  if (!f) return;
+  std::string xml;
+  char buffer[65536];
+  for (std::size_t n; (n = VSIFReadL(buffer, 1, sizeof buffer, f)) > 0;) xml.append(buffer, n);
+  VSIFCloseL(f);
+  for (const char* tag : {"BlockXSize", "BlockYSize"}) {
+    const std::string open = fmt::format("<{}>", tag), close = fmt::format("</{}>", tag);
+    const auto at = xml.find(open);
+    const auto end = at == std::string::npos ? at : xml.find(close, at);
+    if (end == std::string::npos) return;
+    xml.replace(at + open.size(), end - at - open.size(), std::to_string(size));
+  }
+  f = VSIFOpenL(vrt.c_str(), "wb");
+  if (!f) return;
+  VSIFWriteL(xml.data(), 1, xml.size(), f);
+  VSIFCloseL(f);
+}
+
 // A single-band file reprojected onto the 10 m grid, as a VRT in /vsimem owned by `files`.
 std::string onto_grid(const std::string& file, const GridInfo& grid, const char* resampling, bool nodata_zero,
                       const std::string& what, const std::string& label, VsimemFiles& files) {
@@ -51,11 +81,23 @@ std::string onto_grid(const std::string& file, const GridInfo& grid, const char*
                                                          "GDAL_HTTP_CONNECTTIMEOUT, GDAL_HTTP_LOW_SPEED_TIME)"
                                                        : "the product may be incomplete, re-download it"));
   }
+  // Already on the grid (the 10 m bands): read in place. Warping onto the same grid would
+  // give the same values (bilinear weights 1 and 0, nodata 0 kept) but read whole warp
+  // blocks with their kernel margin, i.e. tiles the chips do not need.
+  double gt[6];
+  const OGRSpatialReference* srs = src->GetSpatialRef();
+  OGRSpatialReference grid_srs;
+  if (src->GetGeoTransform(gt) == CE_None && srs && grid_srs.importFromWkt(grid.crs_wkt.c_str()) == OGRERR_NONE &&
+      src->GetRasterXSize() == grid.width && src->GetRasterYSize() == grid.height &&
+      std::equal(gt, gt + 6, grid.geotransform.begin()) && srs->IsSame(&grid_srs)) {
+    return file;
+  }
   std::vector<std::string> args{"-of", "VRT", "-r", resampling, "-et", "0"};  // exact transformer
   if (nodata_zero) args.insert(args.end(), {"-srcnodata", "0", "-dstnodata", "0"});
   for (const auto& a : grid_args(grid)) args.push_back(a);
   const std::string dst = files.make(what + ".vrt");
   run_warp(dst, GDALDataset::ToHandle(src.get()), args, what, label);
+  set_warp_block_size(dst, kWarpBlock);
   return dst;
 }
 
@@ -101,6 +143,51 @@ std::string classify_to_mask(const std::string& source, const GridInfo& grid, co
   return path;
 }
 
+// A lazy uint8 mask (1 = cloud, nodata tag 100) on `grid`: a VRT whose band maps pixel
+// values of the given bands of `source` through look-up tables - nothing is read until
+// pixels are, so a run over an area of interest reads only that area's blocks. Each
+// entry of `luts` is (band, "in:out,..." listing every value the band can hold);
+// later bands are OR-ed in: their 0 pixels (VRT NODATA) leave the earlier value.
+std::string lut_mask(const std::string& source, const GridInfo& grid, const std::string& stem,
+                     const std::vector<std::pair<int, std::string>>& luts, VsimemFiles& files) {
+  std::string sources;
+  bool first = true;
+  for (const auto& [band, lut] : luts) {
+    char* name = CPLEscapeString(source.c_str(), -1, CPLES_XML);
+    sources += fmt::format(
+        "  <ComplexSource><SourceFilename relativeToVRT=\"0\">{}</SourceFilename><SourceBand>{}</SourceBand>"
+        "<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{}\" ySize=\"{}\"/><DstRect xOff=\"0\" yOff=\"0\" "
+        "xSize=\"{}\" ySize=\"{}\"/>{}<LUT>{}</LUT></ComplexSource>\n",
+        name, band, grid.width, grid.height, grid.width, grid.height, first ? "" : "<NODATA>0</NODATA>", lut);
+    CPLFree(name);
+    first = false;
+  }
+  char* srs = CPLEscapeString(grid.crs_wkt.c_str(), -1, CPLES_XML);
+  const auto& g = grid.geotransform;
+  const std::string xml = fmt::format(
+      "<VRTDataset rasterXSize=\"{}\" rasterYSize=\"{}\">\n  <SRS>{}</SRS>\n"
+      "  <GeoTransform>{:.17g}, {:.17g}, {:.17g}, {:.17g}, {:.17g}, {:.17g}</GeoTransform>\n"
+      "  <VRTRasterBand dataType=\"Byte\" band=\"1\"><NoDataValue>100</NoDataValue>\n{}  </VRTRasterBand>\n"
+      "</VRTDataset>\n",
+      grid.width, grid.height, srs, g[0], g[1], g[2], g[3], g[4], g[5], sources);
+  CPLFree(srs);
+  const std::string path = files.make(stem + ".vrt");
+  VSILFILE* f = VSIFOpenL(path.c_str(), "wb");
+  const bool written = f && VSIFWriteL(xml.data(), 1, xml.size(), f) == xml.size();
+  if (f) VSIFCloseL(f);
+  if (!written) throw InputError(fmt::format("the product mask from '{}' cannot be written in memory; free some memory",
+                                             source));
+  return path;
+}
+
+// "0:a0,1:a1,...": every value of an 8-bit band, out = is_cloud(value).
+template <typename IsCloud>
+std::string byte_lut(IsCloud is_cloud) {
+  std::string lut;
+  for (int v = 0; v < 256; ++v) lut += fmt::format("{}{}:{}", v ? "," : "", v, is_cloud(v) ? 1 : 0);
+  return lut;
+}
+
 }  // namespace
 
 const std::vector<std::string>& farmvibes_band_order() {
@@ -123,16 +210,16 @@ Sentinel2Scene stack_sentinel2_bands(const Sentinel2BandFiles& in) {
   scene.product = path;
   scene.processing_baseline = in.processing_baseline;
   scene.band_offsets = in.band_offsets;
+  scene.datetime = in.datetime;
+  scene.start_datetime = in.start_datetime;
+  scene.end_datetime = in.end_datetime;
+  scene.stac_item = in.stac_item;
   // The 10 m grid of B02, as FarmVibes stacks onto it.
   GridInfo grid;
   {
     RasterReader b02(in.bands[1], fmt::format("{} band B02", label));
     grid = b02.grid();
   }
-  // The product mask is classified from whole planes on this grid (up to 3 uint16
-  // bands and the result): check that it fits before anything is allocated.
-  require_memory(static_cast<std::uint64_t>(grid.width) * static_cast<std::uint64_t>(grid.height) * 8,
-                 fmt::format("{} (B02 is {}x{} pixels)", label, grid.width, grid.height));
   std::vector<std::string> sources;
   for (std::size_t i = 0; i < in.bands.size(); ++i) {
     sources.push_back(onto_grid(in.bands[i], grid, "bilinear", true, farmvibes_band_order()[i], label, scene.files));
@@ -170,14 +257,19 @@ Sentinel2Scene stack_sentinel2_bands(const Sentinel2BandFiles& in) {
   if (!classi.empty()) {
     // Bands: 1 opaque clouds, 2 cirrus, 3 snow; clouds are the first two.
     const std::string on_grid = onto_grid(classi, grid, "near", false, "MSK_CLASSI", label, scene.files);
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_classi", 2, scene.files,
-                                               [](const auto& p, std::size_t i) {
-      return p[0][i] != 0 || (p.size() > 1 && p[1][i] != 0);
-    });
+    // Non-zero in band 1 or 2 (of up to 65535): 0 -> 0 and 1..65535 -> 1, band 2 OR-ed in.
+    const GdalDatasetPtr bands = adopt_dataset(GDALOpen(on_grid.c_str(), GA_ReadOnly));
+    std::vector<std::pair<int, std::string>> luts{{1, "0:0,1:1,65535:1"}};
+    if (bands && bands->GetRasterCount() >= 2) luts.emplace_back(2, "0:0,1:1,65535:1");
+    scene.product_mask_path = lut_mask(on_grid, grid, "pm_classi", luts, scene.files);
     scene.product_mask_source = "MSK_CLASSI";
   } else if (GdalDatasetPtr vec = gml.empty() ? nullptr
                                               : adopt_dataset(GDALOpenEx(gml.c_str(), GDAL_OF_VECTOR, nullptr, nullptr,
                                                                          nullptr))) {
+    // The GML's polygons are burnt into a whole plane on this grid (and a uint16 plane
+    // read for it): check that it fits before anything is allocated.
+    require_memory(static_cast<std::uint64_t>(grid.width) * static_cast<std::uint64_t>(grid.height) * 4,
+                   fmt::format("{} (B02 is {}x{} pixels)", label, grid.width, grid.height));
     const std::string empty = classify_to_mask(in.bands[1], grid, "pm_gml", 1, scene.files,
                                                [](const auto&, std::size_t) { return false; });
     GdalDatasetPtr dst = adopt_dataset(GDALOpen(empty.c_str(), GA_Update));
@@ -198,11 +290,9 @@ Sentinel2Scene stack_sentinel2_bands(const Sentinel2BandFiles& in) {
   } else if (!scl.empty()) {
     const std::string on_grid = onto_grid(scl, grid, "near", false, "SCL", label, scene.files);
     // Scene classification: 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 thin cirrus.
-    scene.product_mask_path = classify_to_mask(on_grid, grid, "pm_scl", 1, scene.files,
-                                               [](const auto& p, std::size_t i) {
-      const int c = p[0][i];
-      return c == 3 || c == 8 || c == 9 || c == 10;
-    });
+    scene.product_mask_path = lut_mask(on_grid, grid, "pm_scl",
+                                       {{1, byte_lut([](int c) { return c == 3 || c == 8 || c == 9 || c == 10; })}},
+                                       scene.files);
     scene.product_mask_source = "SCL";
   } else {
     scene.product_mask_source = "none";

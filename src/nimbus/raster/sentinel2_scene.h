@@ -24,6 +24,10 @@ struct Sentinel2BandFiles {
   std::string msk_classi;      // MSK_CLASSI_B00 (opaque, cirrus, snow bands)
   std::string msk_clouds_gml;  // MSK_CLOUDS_B00.gml (vector)
   std::string scl;             // scene classification
+  // When the scene was acquired, as the source says it (ISO 8601, e.g. "2023-06-01T10:00:00Z"); empty when
+  // unknown. A STAC item may give a range (start/end) instead of a datetime.
+  std::string datetime, start_datetime, end_datetime;
+  std::string stac_item;  // the STAC item the scene came from (path, URL or collection#id); empty otherwise
 };
 
 struct Sentinel2Scene {
@@ -33,6 +37,8 @@ struct Sentinel2Scene {
   std::vector<double> band_offsets;  // BOA_ADD_OFFSET per stacked band (0 before baseline 04.00)
   std::string product_mask_path;     // GDAL-openable uint8 mask on the stack's grid (non-zero = cloud)
   std::string product_mask_source;   // "MSK_CLASSI", "MSK_CLOUDS GML", "SCL", or "none"
+  std::string datetime, start_datetime, end_datetime;  // acquisition time, as in Sentinel2BandFiles
+  std::string stac_item;                               // as in Sentinel2BandFiles
   VsimemFiles files;                 // owns stack_path, product_mask_path and what they reference:
                                      // unlinked with the scene (close readers of them first)
 };

@@ -28,6 +28,8 @@ namespace {
 
 // A STAC item is a few kilobytes; anything this large is not one.
 constexpr GIntBig kMaxItemBytes = GIntBig{16} << 20;
+// Saved search results hold a few hundred items of a few kilobytes each.
+constexpr GIntBig kMaxCollectionBytes = GIntBig{256} << 20;
 
 constexpr const char* kNetworkFix =
     "check the URL and that the server answers (timeouts: GDAL_HTTP_CONNECTTIMEOUT, GDAL_HTTP_LOW_SPEED_TIME)";
@@ -49,27 +51,27 @@ std::string gdal_error_detail() {
   return error.empty() ? std::string("no detail from GDAL") : error;
 }
 
-// The item's text, from a local file, a GDAL path, or an http(s) URL. A URL is fetched
-// with one GET through GDAL's HTTP client (its timeouts and retries of transient errors
-// apply): /vsicurl/ would list the folder and HEAD the URL first, which STAC APIs may
-// refuse, and would take a chunked body of unknown length for an empty file.
-std::string read_item_text(const std::string& item) {
+// A STAC document's text (`what` names it in errors, e.g. "STAC item (@[s2_raster])"), from a
+// local file, a GDAL path, or an http(s) URL (without its #fragment). A URL is fetched with
+// one GET through GDAL's HTTP client (its timeouts and retries of transient errors apply):
+// /vsicurl/ would list the folder and HEAD the URL first, which STAC APIs may refuse, and
+// would take a chunked body of unknown length for an empty file.
+std::string read_document_text(const std::string& location, const std::string& what, GIntBig max_bytes,
+                               const char* too_large_fix) {
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
   VSIErrorReset();
-  if (is_http_url(item)) {
-    CPLHTTPResult* result = CPLHTTPFetch(item.c_str(), nullptr);
+  if (is_http_url(location)) {
+    const std::string url = location.substr(0, location.find('#'));
+    CPLHTTPResult* result = CPLHTTPFetch(url.c_str(), nullptr);
     std::string error;
     if (!result) {
       error = gdal_error_detail();
     } else if (result->nStatus != 0 || (result->pszErrBuf && *result->pszErrBuf)) {
       error = result->pszErrBuf && *result->pszErrBuf ? result->pszErrBuf : gdal_error_detail();
-    } else if (result->nDataLen > kMaxItemBytes) {
+    } else if (result->nDataLen > max_bytes) {
       CPLHTTPDestroyResult(result);
-      throw InputError(
-          fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
-                      "pass one item's URL",
-                      item, kMaxItemBytes >> 20));
+      throw InputError(fmt::format("{} '{}' is larger than {} MB; {}", what, location, max_bytes >> 20, too_large_fix));
     }
     std::string text;
     if (result && error.empty() && result->pabyData) {
@@ -77,12 +79,12 @@ std::string read_item_text(const std::string& item) {
     }
     if (result) CPLHTTPDestroyResult(result);
     if (!error.empty()) {
-      throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' cannot be read ({}); {}", item, error, kNetworkFix));
+      throw InputError(fmt::format("{} '{}' cannot be read ({}); {}", what, location, error, kNetworkFix));
     }
     return text;
   }
-  if (!is_network_path(item)) require_not_special_file(item, "STAC item (@[s2_raster])");
-  VSILFILE* file = VSIFOpenExL(item.c_str(), "rb", TRUE);
+  if (!is_network_path(location)) require_not_special_file(location, what);
+  VSILFILE* file = VSIFOpenExL(location.c_str(), "rb", TRUE);
   std::string text;
   bool failed = file == nullptr;
   if (file) {
@@ -94,27 +96,33 @@ std::string read_item_text(const std::string& item) {
         failed = CPLGetLastErrorType() >= CE_Failure;  // a short read: the end, or a transfer error
         break;
       }
-      if (text.size() > static_cast<std::size_t>(kMaxItemBytes)) {
+      if (text.size() > static_cast<std::size_t>(max_bytes)) {
         VSIFCloseL(file);
-        throw InputError(
-            fmt::format("STAC item (@[s2_raster]) '{}' is larger than {} MB, which no STAC Item is; "
-                        "pass one item's JSON",
-                        item, kMaxItemBytes >> 20));
+        throw InputError(fmt::format("{} '{}' is larger than {} MB; {}", what, location, max_bytes >> 20,
+                                     too_large_fix));
       }
     }
     VSIFCloseL(file);
   }
   if (failed) {
-    throw InputError(fmt::format("STAC item (@[s2_raster]) '{}' cannot be read ({}); {}", item, gdal_error_detail(),
-                                 is_network_path(item) ? kNetworkFix : "check the path"));
+    throw InputError(fmt::format("{} '{}' cannot be read ({}); {}", what, location, gdal_error_detail(),
+                                 is_network_path(location) ? kNetworkFix : "check the path"));
   }
   return text;
 }
 
-// Where relative hrefs are resolved: the item's folder (or URL up to its last '/').
-std::string item_base(const std::string& item) {
+std::string read_item_text(const std::string& item) {
+  return read_document_text(item, "STAC item (@[s2_raster])", kMaxItemBytes,
+                            "no STAC Item is that large: pass one item's JSON or URL");
+}
+
+std::pair<std::string, std::string> split_locator(const std::string& item);
+
+// Where relative hrefs are resolved: the item's (or its collection's) folder, or URL up to its last '/'.
+std::string item_base(const std::string& located_item) {
+  const std::string item = split_locator(located_item).first;
   if (is_http_url(item) || is_network_path(item)) {
-    const std::string no_query = item.substr(0, item.find('?'));
+    const std::string no_query = item.substr(0, item.find_first_of("?#"));
     return no_query.substr(0, no_query.rfind('/') + 1);
   }
   const fs::path parent = fs::absolute(fs::path(item)).parent_path();
@@ -219,10 +227,39 @@ std::string baseline_in(const std::string& name) {
   return m[1].str() + "." + m[2].str();
 }
 
+// "coll.json#ID" -> {"coll.json", "ID"}; anything else -> {item, ""}. A local path is split
+// only where the part before a '#' is a file (a '#' may be part of a file name).
+std::pair<std::string, std::string> split_locator(const std::string& item) {
+  const std::size_t first = item.find('#');
+  if (first == std::string::npos) return {item, ""};
+  if (is_http_url(item)) return {item.substr(0, first), item.substr(first + 1)};
+  std::error_code ec;
+  if (fs::exists(item, ec)) return {item, ""};
+  for (std::size_t at = first; at != std::string::npos; at = item.find('#', at + 1)) {
+    if (fs::is_regular_file(item.substr(0, at), ec)) return {item.substr(0, at), item.substr(at + 1)};
+  }
+  return {item, ""};
+}
+
+json parse_json(const std::string& text, const std::string& what, const std::string& location, const char* fix) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    throw InputError(fmt::format("{} '{}' is not valid JSON ({}); {}", what, location, e.what(), fix));
+  }
+}
+
+std::string member_text(const json& object, const char* key) {
+  if (!object.is_object()) return {};
+  const auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 }  // namespace
 
 bool looks_like_stac_item(const std::string& path) {
-  if (is_http_url(path)) return !has_raster_extension(path);
+  if (is_http_url(path)) return !has_raster_extension(path.substr(0, path.find('#')));
+  if (!split_locator(path).second.empty()) return true;
   const std::string ext = fs::path(path.substr(0, path.find('?'))).extension().string();
   if (is_network_path(path) || path.rfind("/vsi", 0) == 0) return ext == ".json";
   std::error_code ec;
@@ -237,23 +274,15 @@ bool looks_like_stac_item(const std::string& path) {
   return false;
 }
 
-Sentinel2BandFiles find_stac_item_files(const std::string& item) {
+Sentinel2BandFiles find_stac_item_files(const std::string& item, bool probe_remote_assets) {
   ensure_gdal_initialised();
   const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
-  const std::string text = read_item_text(item);
+  const json doc = read_stac_item(item);
   Sentinel2BandFiles files;
   files.product = item;
   files.label = fmt::format("STAC item '{}'", item);
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::exception& e) {
-    throw InputError(
-        fmt::format("STAC item (@[s2_raster]) '{}' is not valid JSON ({}); pass a STAC Item "
-                    "(e.g. saved from the catalogue's /collections/sentinel-2-l2a/items/ID)",
-                    item, e.what()));
-  }
+  files.stac_item = item;
   // A member's text, empty when absent or not a string (a damaged item must not throw json's errors).
   const auto text_member = [](const json& object, const char* key) {
     const auto it = object.find(key);
@@ -262,7 +291,9 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
   const std::string type = doc.is_object() ? text_member(doc, "type") : std::string();
   if (type == "FeatureCollection") {
     throw InputError(
-        fmt::format("'{}' is a STAC ItemCollection, not an Item; pass one item of it to @[s2_raster]", item));
+        fmt::format("'{}' is a STAC ItemCollection, not an Item; pass one item of it to @[s2_raster] (as "
+                    "'COLLECTION#ITEM_ID'), or give the collection to nimbus batch as its manifest",
+                    item));
   }
   if (type != "Feature" || !doc.contains("assets") || !doc["assets"].is_object()) {
     throw InputError(
@@ -339,11 +370,15 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
     offset = files.processing_baseline >= "04.00" ? -1000.0 : 0.0;
   }
   files.band_offsets.assign(files.bands.size(), offset);
+  files.datetime = text_member(properties, "datetime");
+  files.start_datetime = text_member(properties, "start_datetime");
+  files.end_datetime = text_member(properties, "end_datetime");
 
   // Every asset answers before any pixel is read: a 404 or a dead server is named here.
   std::vector<std::string> paths = files.bands;
   paths.push_back(files.scl);
   for (std::size_t i = 0; i < paths.size(); ++i) {
+    if (is_network_path(paths[i]) && !probe_remote_assets) continue;
     if (!is_network_path(paths[i])) {
       std::error_code ec;
       if (paths[i].rfind("/vsi", 0) != 0 && !fs::exists(paths[i], ec)) {
@@ -375,6 +410,98 @@ Sentinel2BandFiles find_stac_item_files(const std::string& item) {
     }
   }
   return files;
+}
+
+std::string collection_item_locator(const std::string& collection, const std::string& id) {
+  return collection + "#" + id;
+}
+
+json read_stac_item(const std::string& item) {
+  ensure_gdal_initialised();
+  const GdalErrorScope quiet;
+  const std::pair<std::string, std::string> located = split_locator(item);
+  const std::string& document = located.first;
+  const std::string& feature_id = located.second;
+  if (feature_id.empty()) {
+    return parse_json(read_item_text(item), "STAC item (@[s2_raster])", item,
+                      "pass a STAC Item (e.g. saved from the catalogue's /collections/sentinel-2-l2a/items/ID)");
+  }
+  const std::string what = "STAC ItemCollection (@[s2_raster])";
+  const json doc = parse_json(
+      read_document_text(document, what, kMaxCollectionBytes, "split the search results into smaller collections"),
+      what, document, "pass the saved search results (a FeatureCollection) or one item");
+  if (member_text(doc, "type") == "Feature" && member_text(doc, "id") == feature_id) return doc;
+  const json* found = nullptr;
+  if (member_text(doc, "type") == "FeatureCollection" && doc.contains("features") && doc["features"].is_array()) {
+    for (const json& feature : doc["features"]) {
+      if (member_text(feature, "id") != feature_id) continue;
+      if (found) {
+        throw InputError(fmt::format("{} '{}' holds several items with the id '{}'; keep one of them", what,
+                                     document, feature_id));
+      }
+      found = &feature;
+    }
+  }
+  if (!found) {
+    throw InputError(fmt::format("{} '{}' holds no item with the id '{}' (from '{}'); check the id after '#'", what,
+                                 document, feature_id, item));
+  }
+  return *found;
+}
+
+bool is_stac_item_collection(const std::string& location) {
+  ensure_gdal_initialised();
+  const GdalErrorScope quiet;
+  const std::string text =
+      read_document_text(location, "STAC document", kMaxCollectionBytes, "split it into smaller collections");
+  const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return member_text(doc, "type") == "FeatureCollection";
+}
+
+std::vector<StacCollectionScene> read_stac_item_collection(const std::string& location) {
+  ensure_gdal_initialised();
+  const GdalErrorScope quiet;
+  const std::string what = "manifest (STAC ItemCollection)";
+  const char* kinds =
+      "a manifest is a CSV file (header s2_raster,product_mask,id) or a STAC ItemCollection (saved search "
+      "results: a JSON object with \"type\": \"FeatureCollection\" and \"features\")";
+  const json doc = parse_json(
+      read_document_text(location, what, kMaxCollectionBytes, "split the search results into smaller collections"),
+      what, location, kinds);
+  const std::string type = member_text(doc, "type");
+  if (type == "Feature") {
+    throw InputError(fmt::format("manifest '{}' is a STAC Item, not an ItemCollection; pass it to improve-cloud-mask, "
+                                 "or list it in a CSV manifest (column s2_raster)",
+                                 location));
+  }
+  if (type != "FeatureCollection" || !doc.contains("features") || !doc["features"].is_array()) {
+    throw InputError(fmt::format("manifest '{}' is JSON but not a STAC ItemCollection; {}", location, kinds));
+  }
+  const json& features = doc["features"];
+  if (features.empty()) {
+    throw InputError(fmt::format("manifest '{}' is an ItemCollection without items (\"features\" is empty): the "
+                                 "search found no scene; widen the search (area, dates, cloud cover)",
+                                 location));
+  }
+  std::vector<StacCollectionScene> scenes;
+  std::map<std::string, std::size_t> seen;
+  for (std::size_t i = 0; i < features.size(); ++i) {
+    const json& feature = features[i];
+    const std::string id = member_text(feature, "id");
+    if (member_text(feature, "type") != "Feature" || id.empty()) {
+      throw InputError(fmt::format("manifest '{}': feature {} is not a STAC Item (an object with \"type\": "
+                                   "\"Feature\" and a non-empty string \"id\"); save the search results again",
+                                   location, i + 1));
+    }
+    const auto inserted = seen.emplace(id, i);
+    if (!inserted.second) {
+      throw InputError(fmt::format("manifest '{}': features {} and {} both have the id '{}'; two scenes would write "
+                                   "one output: remove the duplicate (e.g. results of overlapping searches)",
+                                   location, inserted.first->second + 1, i + 1, id));
+    }
+    scenes.push_back({id, collection_item_locator(location, id)});
+  }
+  return scenes;
 }
 
 Sentinel2Scene open_stac_item(const std::string& item) { return stack_sentinel2_bands(find_stac_item_files(item)); }

@@ -37,7 +37,7 @@ std::string python_str(const Json& v) {
 }
 
 std::string cache_key_text(const OpDefinition& op, const std::map<std::string, std::string>& input_ids,
-                           const Json& parameters) {
+                           const Json& parameters, const std::optional<RunWindow>& window) {
   std::string text;
   for (const auto& [port, id] : input_ids) text += port + id;  // std::map: sorted by port
   if (const std::vector<std::string> dependencies = op.dependencies(); !dependencies.empty()) {
@@ -47,12 +47,15 @@ std::string cache_key_text(const OpDefinition& op, const std::map<std::string, s
     for (const auto& [k, v] : deps) text += k + v;
   }
   text += op.version.substr(0, op.version.find('.'));
+  if (window) {
+    text += fmt::format("window{}of{}x{}", window->pixels.text(), window->grid_width, window->grid_height);
+  }
   return text;
 }
 
 std::string cache_key(const OpDefinition& op, const std::map<std::string, std::string>& input_ids,
-                      const Json& parameters) {
-  return sha256_hex(cache_key_text(op, input_ids, parameters));
+                      const Json& parameters, const std::optional<RunWindow>& window) {
+  return sha256_hex(cache_key_text(op, input_ids, parameters, window));
 }
 
 std::string file_artifact_id(const std::string& path) {

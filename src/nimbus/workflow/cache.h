@@ -14,11 +14,13 @@ namespace nimbus {
 // Python's str() of a parameter value (None, True, 0.25, 1.0, 512, text).
 std::string python_str(const Json& value);
 
-// The string FarmVibes hashes for an op call (spec 1.9), and its sha256.
+// The string FarmVibes hashes for an op call (spec 1.9), and its sha256. With a run
+// geometry, the window the op computes (`window`, see RunWindow) is appended, so runs
+// over different areas never share an entry; without one the key is FarmVibes'.
 std::string cache_key_text(const OpDefinition& op, const std::map<std::string, std::string>& input_ids,
-                           const Json& parameters);
+                           const Json& parameters, const std::optional<RunWindow>& window = std::nullopt);
 std::string cache_key(const OpDefinition& op, const std::map<std::string, std::string>& input_ids,
-                      const Json& parameters);
+                      const Json& parameters, const std::optional<RunWindow>& window = std::nullopt);
 
 // Id of an input file: sha256 of its absolute path, size and modification time,
 // so an edited file is a new input without hashing gigabytes.

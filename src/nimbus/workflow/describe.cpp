@@ -47,7 +47,103 @@ std::string effective_default(const WorkflowSpec& spec, const std::string& name,
   return fmt::format("({})", fmt::join(found, ", "));
 }
 
+// The same as JSON values: the distinct defaults of the task parameters it feeds.
+Json effective_default_json(const WorkflowSpec& spec, const std::string& name, const Json& value,
+                            const WorkflowLibrary& library) {
+  if (!value.is_null()) return value;
+  Json found = Json::array();
+  for (const TaskNodeSpec& t : spec.tasks) {
+    for (const auto& item : t.parameters.items()) {
+      if (parameter_reference(item.value()) != name) continue;
+      Json d;
+      if (!t.op.empty()) {
+        if (const OpDefinition* op = find_op(t.op))
+          if (const ParamSpec* p = op->parameter(item.key())) d = p->default_value;
+      } else {
+        const WorkflowSpec inner = parse_workflow_file(library.resolve(t.workflow));
+        for (const auto& [k, v] : inner.parameters)
+          if (k == item.key()) d = effective_default_json(inner, k, v, library);
+      }
+      if (std::find(found.begin(), found.end(), d) == found.end()) found.push_back(d);
+    }
+  }
+  if (found.empty()) return nullptr;
+  if (found.size() == 1) return found.front();
+  return found;
+}
+
 }  // namespace
+
+std::string farmvibes_type_name(const std::string& data_type) {
+  static const std::map<std::string, std::string> modules{
+      {"DataVibe", "vibe_core.data.core_types"},        {"Raster", "vibe_core.data.rasters"},
+      {"CloudRaster", "vibe_core.data.rasters"},        {"CategoricalRaster", "vibe_core.data.rasters"},
+      {"CloudMask", "vibe_core.data.rasters"},          {"Sentinel2Product", "vibe_core.data.sentinel"},
+      {"Sentinel2Raster", "vibe_core.data.sentinel"},   {"Sentinel2CloudMask", "vibe_core.data.sentinel"},
+      {"Sentinel2CloudProbability", "vibe_core.data.sentinel"}};
+  const auto it = modules.find(data_type);
+  return it == modules.end() ? data_type : it->second + "." + data_type;
+}
+
+Json describe_workflow_json(const std::string& name_or_path, const WorkflowLibrary& library) {
+  const std::string path = library.resolve(name_or_path);
+  const WorkflowGraph graph = build_workflow_graph(path, Json::object(), library);
+  const WorkflowSpec spec = parse_workflow_file(path);
+  const Json& d = spec.description;
+  const auto port_type = [&](const PortRef& port, bool input) {
+    const GraphNode* node = graph.node(port.node);
+    for (const PortSpec& p : input ? node->op->inputs : node->op->outputs)
+      if (p.name == port.port) return p.type;
+    return std::string("DataVibe");
+  };
+  Json out = Json::object();
+  out["name"] = spec.name;
+  Json inputs = Json::object(), outputs = Json::object(), parameters = Json::object();
+  for (const auto& [name, targets] : graph.sources) {
+    // A source feeding several ports has the most specific of their types.
+    std::string type = port_type(targets.front(), true);
+    for (const PortRef& t : targets)
+      if (data_type_is_a(port_type(t, true), type)) type = port_type(t, true);
+    inputs[name] = farmvibes_type_name(type);
+  }
+  for (const auto& [name, port] : graph.sinks) outputs[name] = farmvibes_type_name(port_type(port, false));
+  for (const auto& [name, value] : spec.parameters) parameters[name] = effective_default_json(spec, name, value, library);
+  out["inputs"] = inputs;
+  out["outputs"] = outputs;
+  out["parameters"] = parameters;
+  Json description = Json::object();
+  const auto texts = [&](const std::string& section, const std::vector<std::string>& keys) {
+    Json s = Json::object();
+    for (const std::string& k : keys) s[k] = text_of(d, section, k);
+    return s;
+  };
+  std::vector<std::string> names;
+  for (const auto& [name, targets] : spec.sources) names.push_back(name);
+  description["inputs"] = texts("sources", names);
+  names.clear();
+  for (const auto& [name, port] : spec.sinks) names.push_back(name);
+  description["outputs"] = texts("sinks", names);
+  names.clear();
+  for (const auto& [name, value] : spec.parameters) names.push_back(name);
+  description["parameters"] = texts("parameters", names);
+  Json tasks = Json::object();
+  for (const TaskNodeSpec& t : spec.tasks) {
+    if (!t.op.empty()) {
+      const OpDefinition* op = find_op(t.op);
+      tasks[t.name] = op ? op->short_description : "";
+    } else {
+      const WorkflowSpec inner = parse_workflow_file(library.resolve(t.workflow));
+      tasks[t.name] = "";
+      if (inner.description.contains("short_description") && inner.description["short_description"].is_string())
+        tasks[t.name] = inner.description["short_description"];
+    }
+  }
+  description["task_descriptions"] = tasks;
+  for (const char* key : {"short_description", "long_description"})
+    description[key] = d.contains(key) && d[key].is_string() ? d[key].get<std::string>() : std::string();
+  out["description"] = description;
+  return out;
+}
 
 std::vector<std::string> list_workflows(const std::string& dir) {
   std::vector<std::string> names;

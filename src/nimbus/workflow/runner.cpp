@@ -15,6 +15,8 @@
 
 #include "nimbus/core/checksum.h"
 #include "nimbus/core/input_files.h"
+#include "nimbus/raster/area_of_interest.h"
+#include "nimbus/core/log.h"
 #include "nimbus/raster/raster_reader.h"
 #include "nimbus/inference/onnx_model.h"
 #include "nimbus/raster/atomic_output.h"
@@ -86,6 +88,54 @@ void check_sources_before_any_task(const WorkflowGraph& graph, const std::map<st
   }
 }
 
+// An area-of-interest message, with the run's parameter names (geometry, geometry_crs).
+std::string as_geometry_message(std::string text) {
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"@[aoi_crs]", "@[geometry_crs]"},
+                                 {"@[aoi]", "@[geometry]"}}) {
+    for (auto at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size())) {
+      text.replace(at, from.size(), to);
+    }
+  }
+  return text;
+}
+
+// With a run geometry: the window each node computes. The geometry's pixel window on
+// the sources' grid (snapped and clamped as improve-cloud-mask --aoi does) is what the
+// sinks hold; each node's window is grown by the halos of the nodes downstream of it.
+std::map<std::string, RunWindow> node_windows(const WorkflowGraph& graph, const RunOptions& options) {
+  std::map<std::string, RunWindow> windows;
+  if (options.geometry.empty()) return windows;
+  if (graph.sources.empty()) throw InputError("@[geometry] needs a workflow with a source raster");
+  const std::string& source = graph.sources.begin()->first;
+  const RasterReader raster(options.inputs.at(source), fmt::format("--input {}", source));
+  PixelWindow out;
+  try {
+    const AreaOfInterest aoi = AreaOfInterest::parse(options.geometry, "", options.geometry_crs);
+    out = aoi.pixel_window(raster.grid(), fmt::format("{} '{}'", raster.role(), raster.path()));
+  } catch (const InputError& e) {
+    throw InputError(as_geometry_message(e.what()));
+  }
+  // Reverse topological order: a node's margin is the largest its consumers need.
+  std::map<std::string, long> margin;
+  for (auto node = graph.nodes.rbegin(); node != graph.nodes.rend(); ++node) {
+    long m = 0;
+    for (const GraphEdge& e : graph.edges) {
+      if (e.origin.node != node->name) continue;
+      const GraphNode* consumer = graph.node(e.destination.node);
+      if (!consumer) continue;
+      const long halo = consumer->op->area_halo ? consumer->op->area_halo(consumer->parameters) : 0;
+      m = std::max(m, margin[consumer->name] + halo);
+    }
+    margin[node->name] = m;
+  }
+  const int largest = std::max(raster.width(), raster.height());
+  for (const GraphNode& node : graph.nodes) {
+    const int grow = static_cast<int>(std::min<long>(margin[node.name], largest));
+    windows[node.name] = RunWindow{out.grown(grow, raster.width(), raster.height()), raster.width(), raster.height()};
+  }
+  return windows;
+}
+
 }  // namespace
 
 RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, const TaskEvent& on_task_done) {
@@ -116,6 +166,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     for (const PortRef& t : targets) port_values[t.str()] = a;
   }
   check_sources_before_any_task(graph, options.inputs);
+  const std::map<std::string, RunWindow> windows = node_windows(graph, options);
   if (options.out_dir.empty()) throw InputError("no output directory; pass --out-dir DIR");
   {
     // Sinks are written as <out_dir>/<sink>.tif: refuse up front what would replace an input.
@@ -127,7 +178,8 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   }
   ensure_directory(options.out_dir, "--out-dir");
   for (const auto& [sink, port] : graph.sinks) {  // e.g. <out_dir>/mask.tif is a directory or a FIFO
-    check_output_path((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink));
+    check_output_path((fs::path(options.out_dir) / (sink + ".tif")).string(), sink_role(sink),
+                      OutputRules{options.overwrite, false});
   }
 
   const bool use_cache = !options.cache_dir.empty();
@@ -140,6 +192,23 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   for (const GraphEdge& e : graph.edges) waiting_on[e.destination.node].insert(e.origin.node);
 
   RunReport report;
+  for (const GraphNode& node : graph.nodes) {
+    if (!node.parameters.contains("model_path") || !node.parameters["model_path"].is_string()) continue;
+    const std::string model = node.parameters["model_path"].get<std::string>();
+    std::string resolved = model;
+    if (model.rfind("embedded:", 0) != 0 && !fs::path(model).is_absolute() && node.parameters.contains("root_dir") &&
+        node.parameters["root_dir"].is_string()) {
+      resolved = (fs::path(node.parameters["root_dir"].get<std::string>()) / model).string();
+    }
+    report.models[node.name] = resolved;
+    if (resolved.rfind("embedded:", 0) == 0) {
+      logger()->info("task {}: model {} (Nimbus' embedded model; give the workflow's model parameter, e.g. a path to "
+                     "FarmVibes' file, to run another)",
+                     node.name, resolved);
+    } else {
+      logger()->info("task {}: model {}", node.name, resolved);
+    }
+  }
   std::mutex mu;
   std::condition_variable cv;
   std::set<std::string> done, started;
@@ -148,6 +217,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   std::atomic<bool> cancelled{false};
 
   const auto run_node = [&](const GraphNode& node) {
+    if (options.on_task_started) options.on_task_started(node.name);
     TaskRun tr;
     tr.node = node.name;
     tr.op = node.op->name;
@@ -156,6 +226,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
     ctx.task = node.name;
     ctx.parameters = node.parameters;
     ctx.cancel = [&cancelled] { return cancelled.load(); };
+    if (const auto w = windows.find(node.name); w != windows.end()) ctx.window = w->second;
     std::map<std::string, std::string> ids;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -164,7 +235,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
         ids[in.name] = ctx.inputs[in.name].id;
       }
     }
-    tr.cache_key = cache_key(*node.op, ids, node.parameters);
+    tr.cache_key = cache_key(*node.op, ids, node.parameters, ctx.window);
     std::optional<OpOutputs> outputs = use_cache ? cache.lookup(node.op->name, tr.cache_key) : std::nullopt;
     tr.cache_hit = outputs.has_value();
     if (!outputs) {
@@ -178,6 +249,9 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
       }
       for (auto& [port, a] : produced) a.id = sha256_hex(tr.cache_key + port);  // stable downstream keys
       outputs = use_cache ? cache.commit(node.op->name, tr.cache_key, ctx.output_dir, produced) : produced;
+    }
+    if (ctx.window) {
+      for (auto& [port, a] : *outputs) a.window = ctx.window->pixels;
     }
     tr.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::lock_guard<std::mutex> lock(mu);
@@ -246,7 +320,7 @@ RunReport run_workflow(const WorkflowGraph& graph, const RunOptions& options, co
   }
 
   // Publish sinks only once everything succeeded, all together.
-  OutputSet published(run_inputs(options));
+  OutputSet published(run_inputs(options), OutputRules{options.overwrite, false});
   for (const auto& [sink, port] : graph.sinks) {
     const Artifact& a = port_values.at(port.str());
     const std::string dest = (fs::path(options.out_dir) / (sink + fs::path(a.path).extension().string())).string();

@@ -58,7 +58,8 @@ OpOutputs run_single_op(const std::string& op_name, const std::map<std::string, 
     // Published together; none may replace an input, a link or a special file.
     std::vector<RunInput> input_files;
     for (const auto& [port, path] : inputs) input_files.push_back({path, fmt::format("input {}", port)});
-    OutputSet published(input_files);
+    // A single op is a building block (Python's run_op, array helpers): its outputs replace earlier ones.
+    OutputSet published(input_files, OutputRules{/*overwrite=*/true, /*streams=*/false});
     for (auto& [port, artifact] : outputs) {
       const fs::path final_path = fs::path(output_dir) / fs::path(artifact.path).filename();
       const AtomicOutput& out = published.add_file(final_path.string(), fmt::format("output {}", port));
