@@ -16,7 +16,8 @@ if [ ! -f "$demo/s2.tif" ]; then
 fi
 ./build/nimbus improve-cloud-mask \
   --s2-raster "$demo/s2.tif" --product-mask "$demo/product_mask.tif" \
-  --out "$demo/mask.tif" --preview "$demo/mask_preview.png" --keep-probabilities "$demo/probabilities"
+  --out "$demo/mask.tif" --preview "$demo/mask_preview.png" --keep-probabilities "$demo/probabilities" \
+  --overwrite  # setup.sh may run again: the demo outputs are its own
 echo
 echo "Demo mask:    $demo/mask.tif"
 echo "Preview PNG:  $demo/mask_preview.png"
