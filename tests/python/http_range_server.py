@@ -34,7 +34,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             n = server.total_requests
             queries = server.queries[path]
             queries.append(self.path.partition("?")[2])
-        if server.hang_under is not None and path.startswith(server.hang_under):
+        hang = server.hang_under is not None and path.startswith(server.hang_under)
+        if hang and server.hang_from_byte:  # answer the headers, hang on the pixel data
+            m = _RANGE.match((self.headers.get("Range") or "").strip())
+            hang = bool(m and m.group(1) and int(m.group(1)) >= server.hang_from_byte)
+        if hang:
             server.hung.wait(60)  # never answers within any test's timeout
             self.close_connection = True
             return
@@ -122,15 +126,17 @@ class RangeServer:
     """Serves `root` on 127.0.0.1 (an ephemeral port) in a background thread."""
 
     def __init__(self, root, fail_every=0, hang_under=None, missing=(), api_style=False, token=None,
-                 signed_under="/"):
+                 signed_under="/", hang_from_byte=0):
         """fail_every=N: every Nth request gets 503; hang_under="/dir/": requests for paths under it
-        ("/" for all) are accepted and never answered; api_style: *.json answered as a STAC API
+        ("/" for all) are accepted and never answered (with hang_from_byte=N: only ranges starting at
+        byte N or later, e.g. the tiles after a COG's header); api_style: *.json answered as a STAC API
         does (no HEAD, no ranges, chunked); missing: paths answered with 404; token: the query
         string every request for a path under `signed_under` must carry (else 403), as signed
         blob storage answers."""
         self.root = Path(root).resolve()
         self.fail_every = fail_every
         self.hang_under = hang_under
+        self.hang_from_byte = hang_from_byte
         self.api_style = api_style
         self.token = token
         self.signed_under = signed_under

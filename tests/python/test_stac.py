@@ -308,3 +308,21 @@ def test_one_chip_field_of_a_full_tile_reads_under_2_percent(nimbus_bin, full_ti
     http, local = _read(tmp_path / "http.tif"), _read(tmp_path / "local.tif")
     np.testing.assert_array_equal(http[0], local[0])
     assert http[0].shape == (1, y1 - y0, x1 - x0)
+
+
+def test_server_that_stops_answering_mid_run_names_the_asset(nimbus_bin, full_tile, tmp_path):
+    """The band files' headers are served, their tiles never: the stack opens, the first pixel
+    read times out, and the error names the asset URL and the timeout settings."""
+    env = {"GDAL_HTTP_LOW_SPEED_TIME": "1", "GDAL_HTTP_CONNECTTIMEOUT": "2", "GDAL_HTTP_MAX_RETRY": "0"}
+    bbox = f"{300000 + 10 * 5440},{5109840 - 10 * 5500},{300000 + 10 * 5490},{5109840 - 10 * 5450}"
+    with RangeServer(full_tile, hang_under="/cogs/", hang_from_byte=16384) as server:
+        out = tmp_path / "out" / "mask.tif"
+        out.parent.mkdir()
+        proc = subprocess_run(nimbus_bin, ["improve-cloud-mask", "--s2-raster", server.url("item.json"), "--bbox", bbox,
+                                           "--aoi-crs", "EPSG:32631", "--out", out, "-q"], env)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("nimbus: error: "), proc.stderr
+        assert "over the network failed at '" + server.url("cogs/") in lines[0], lines[0]
+        assert "GDAL_HTTP_LOW_SPEED_TIME" in lines[0] and "GDAL_HTTP_MAX_RETRY" in lines[0]
+        assert list(out.parent.iterdir()) == []

@@ -15,10 +15,24 @@
 namespace nimbus {
 namespace {
 
+// The last network failure GDAL reported on this thread: a later, generic message
+// ("TIFFReadEncodedTile() failed") replaces it as CPLGetLastErrorMsg().
+thread_local std::string last_network_failure;
+
 void gdal_messages_to_debug_log(CPLErr level, CPLErrorNum, const char* msg) {
   // GDAL failures become exceptions with context at the call site (from
   // CPLGetLastErrorMsg); here the detail is only kept for debugging.
   if (level >= CE_Warning) logger()->debug("GDAL: {}", msg ? msg : "");
+  if (level >= CE_Failure && msg) {
+    const std::string text = msg;
+    for (const char* symptom : {"CURL error", "HTTP", "response_code", "timed out", "too slow",
+                                "Could not resolve", "Connection refused"}) {
+      if (text.find(symptom) != std::string::npos) {
+        last_network_failure = text;
+        break;
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -58,6 +72,12 @@ void VsimemFiles::clear() noexcept {
 GdalErrorScope::GdalErrorScope() { CPLPushErrorHandler(gdal_messages_to_debug_log); }
 
 GdalErrorScope::~GdalErrorScope() { CPLPopErrorHandler(); }
+
+std::string take_network_failure() {
+  std::string failure;
+  failure.swap(last_network_failure);
+  return failure;
+}
 
 void configure_gdal_for_process() {
   GDALAllRegister();

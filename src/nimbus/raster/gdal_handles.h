@@ -59,6 +59,11 @@ class GdalErrorScope {
   GdalErrorScope& operator=(const GdalErrorScope&) = delete;
 };
 
+// The last network failure (a curl or HTTP error) GDAL reported on this thread inside a
+// GdalErrorScope, and forgets it; empty when there was none. Reading a remote raster,
+// GDAL's last message is often a generic decoder one that hides the cause.
+std::string take_network_failure();
+
 // For front ends that own the process (the CLI), never called by the library: GDAL
 // messages from any thread, including GDAL's own worker threads, go to Nimbus' debug
 // log, and GDAL's block cache is bounded to 256 MB unless GDAL_CACHEMAX is set (the

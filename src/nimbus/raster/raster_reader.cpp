@@ -48,6 +48,58 @@ constexpr std::pair<const char*, const char*> kNetworkDefaults[] = {
 // Float32 strip per band (482 MB) stays below it.
 constexpr std::int64_t kMaxBlockBytes = std::int64_t{1} << 30;
 
+// The source of a warped VRT held in /vsimem (how a band is put on the 10 m grid), for
+// messages; any other path as given.
+std::string warped_vrt_source(const std::string& path) {
+  if (path.rfind("/vsimem/", 0) != 0) return path;
+  VSILFILE* f = VSIFOpenL(path.c_str(), "rb");
+  if (!f) return path;
+  std::string xml;
+  char buffer[65536];
+  for (std::size_t n; (n = VSIFReadL(buffer, 1, sizeof buffer, f)) > 0;) xml.append(buffer, n);
+  VSIFCloseL(f);
+  const auto tag = xml.find("<SourceDataset");
+  const auto open = tag == std::string::npos ? tag : xml.find('>', tag);
+  const auto close = open == std::string::npos ? open : xml.find("</SourceDataset>", open);
+  if (close == std::string::npos) return path;
+  char* unescaped = CPLUnescapeString(xml.substr(open + 1, close - open - 1).c_str(), nullptr, CPLES_XML);
+  std::string source = unescaped;
+  CPLFree(unescaped);
+  return source;
+}
+
+// After a failed read of a window of `b` (band number `band`): when the window comes from
+// a file read over the network (found through VRTs, e.g. a STAC asset) or GDAL reported a
+// network failure, throws InputError naming the file's URL, the cause and the settings that
+// govern timeouts and retries (a generic "may be corrupt" would send the user astray).
+void throw_if_network_failure(GDALRasterBand* b, int band, int x0, int y0, int w, int h, const std::string& role_,
+                              const std::string& path_) {
+  std::string network = take_network_failure();
+  std::string file;
+  if (const char* where = b->GetMetadataItem(fmt::format("Pixel_{}_{}", x0, y0).c_str(), "LocationInfo")) {
+    const std::string xml = where;
+    const auto open = xml.find("<File>"), close = xml.find("</File>");
+    if (open != std::string::npos && close != std::string::npos && close > open) {
+      char* unescaped = CPLUnescapeString(xml.substr(open + 6, close - open - 6).c_str(), nullptr, CPLES_XML);
+      file = warped_vrt_source(unescaped);
+      CPLFree(unescaped);
+    }
+  }
+  if (network.empty() && !is_network_path(file)) return;
+  if (const auto at = file.find("&url="); file.rfind("/vsicurl?", 0) == 0 && at != std::string::npos) {
+    char* url = CPLUnescapeString(file.c_str() + at + 5, nullptr, CPLES_URL);
+    file = url;
+    CPLFree(url);
+  }
+  const char* name = b->GetDescription();
+  throw InputError(fmt::format("{} '{}': reading band {}{} window x={} y={} {}x{} over the network failed{} ({}); "
+                               "check that the server answers (timeouts: GDAL_HTTP_CONNECTTIMEOUT, "
+                               "GDAL_HTTP_LOW_SPEED_TIME; retries: GDAL_HTTP_MAX_RETRY, GDAL_HTTP_RETRY_DELAY)",
+                               role_, path_, band, name && *name ? fmt::format(" ({})", name) : "", x0, y0, w, h,
+                               file.empty() ? "" : fmt::format(" at '{}'", file),
+                               network.empty() ? last_gdal_message() : network));
+}
+
 }  // namespace
 
 bool is_network_path(const std::string& path) {
@@ -288,8 +340,10 @@ void RasterReader::require_product_mask(const std::optional<PixelWindow>& look_f
     for (int y = w.y0; y < w.y1(); y += rows_per_block) {
       const int rows = std::min(rows_per_block, w.y1() - y);
       CPLErrorReset();
+      take_network_failure();
       if (band->RasterIO(GF_Read, w.x0, y, w.width, rows, buffer.data(), w.width, rows, GDT_Float64, 0, 0,
                          nullptr) != CE_None) {
+        throw_if_network_failure(band, 1, w.x0, y, w.width, rows, role_, path_);
         throw InputError(fmt::format("{} '{}': reading rows {}..{} failed ({}); the file may be truncated or corrupt",
                                      role_, path_, y, y + rows, last_gdal_message()));
       }
@@ -313,8 +367,10 @@ void RasterReader::read_band_window(int band, int x0, int y0, int w, int h, floa
   const GdalErrorScope quiet;
   const NetworkTimeoutScope timeouts;
   CPLErrorReset();
+  take_network_failure();
   GDALRasterBand* b = dataset_->GetRasterBand(band);
   if (b->RasterIO(GF_Read, x0, y0, w, h, data, w, h, GDT_Float32, 0, 0, nullptr) != CE_None) {
+    throw_if_network_failure(b, band, x0, y0, w, h, role_, path_);
     throw InputError(fmt::format("{} '{}': reading band {} window x={} y={} {}x{} failed ({}); the file may be "
                                  "truncated or corrupt, re-create or re-download it",
                                  role_, path_, band, x0, y0, w, h, last_gdal_message()));
@@ -434,8 +490,10 @@ MaskBuffer RasterReader::read_band_nonzero(int band, const PixelWindow& window) 
   for (int y = 0; y < window.height; y += rows_per_block) {
     const int rows = std::min(rows_per_block, window.height - y);
     CPLErrorReset();
+    take_network_failure();
     if (b->RasterIO(GF_Read, window.x0, window.y0 + y, window.width, rows, buffer.data(), window.width, rows,
                     GDT_Float64, 0, 0, nullptr) != CE_None) {
+      throw_if_network_failure(b, band, window.x0, window.y0 + y, window.width, rows, role_, path_);
       throw InputError(fmt::format("{} '{}': reading band {} rows {}..{} failed ({}); the file may be truncated or "
                                    "corrupt",
                                    role_, path_, band, window.y0 + y, window.y0 + y + rows, last_gdal_message()));
