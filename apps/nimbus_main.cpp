@@ -702,8 +702,8 @@ int main(int argc, char** argv) {
     if (!declared_options) {
       // Workflow and op parameters are named as in YAML; the commands' own flags as flags.
       print_error(nimbus::spell_parameters(e.what(), [](const std::string& n) {
-        const bool own_flag = n == "overwrite" || n == "out_dir" || n == "geometry" || n == "geometry_crs";
-        return own_flag ? cli_spelling(n) : n;
+        if (n == "geometry" || n == "geometry_crs") return n == "geometry" ? std::string("--geometry") : "--geometry-crs";
+        return n == "overwrite" || n == "out_dir" ? cli_spelling(n) : n;
       }));
     } else if (dynamic_cast<const nimbus::ParameterError*>(&e) != nullptr) {
       print_error(fmt::format("{}; see `nimbus {} --help`", nimbus::spell_parameters(e.what(), cli_spelling),
