@@ -137,7 +137,8 @@ def test_one_broken_item_is_named_once_and_the_others_run(nimbus_bin, items, sin
     assert "scene S2B_NO_B8A:" in errors[1] and "no asset for band B8A" in errors[1]
     assert proc.stderr.count("is a Level-1C item") == 1 and proc.stderr.count("no asset for band B8A") == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "S2B_31TDH_20230601_0_L2A.tif", "S2B_31TDH_20230601_0_L2A.tif.nimbus.json", "batch-report.csv"]
+        "S2B_31TDH_20230601_0_L2A.tif", "S2B_31TDH_20230601_0_L2A.tif.aux.xml", "S2B_31TDH_20230601_0_L2A.tif.nimbus.json",
+        "batch-report.csv"]
     np.testing.assert_array_equal(_read(tmp_path / "out" / "S2B_31TDH_20230601_0_L2A.tif")[0], single_masks["a"])
 
 
@@ -204,8 +205,15 @@ def test_stac_out_field_by_field(nimbus_bin, items, tmp_path):
         assert props["proj:transform"] == list(src.transform)[:6]
         assert props["proj:bbox"] == pytest.approx(list(src.bounds))
         inside = _inside(triangle, src)
-    # Cloud cover: masked share of the valid pixels inside the triangle, in percent.
-    valid = inside & (mask != 100)
+    # Cloud cover: masked share of the valid pixels inside the triangle, in percent. FarmVibes'
+    # mask writes no-data as 1; the same run with --nodata-value 255 tells those pixels apart.
+    run_nimbus(nimbus_bin, "improve-cloud-mask", "--s2-raster", root / "item_a.json", "--out", tmp_path / "nd.tif",
+               "--nodata-value", "255", "--aoi", json.dumps(triangle), "--aoi-crs", crs.to_string(), *RUN, check=True)
+    with rasterio.open(tmp_path / "nd.tif") as src:
+        with_nodata = src.read(1)
+    input_nodata = with_nodata == 255
+    np.testing.assert_array_equal(with_nodata[~input_nodata], mask[~input_nodata])  # only no-data differs
+    valid = inside & (mask != 100) & ~input_nodata
     want = 100.0 * np.count_nonzero(valid & (mask == 1)) / np.count_nonzero(valid)
     assert 0 < want < 100 and np.count_nonzero(valid) < mask.size  # the polygon does restrict it
     assert props["eo:cloud_cover"] == pytest.approx(want, abs=1e-9)
@@ -224,7 +232,8 @@ def test_stac_out_field_by_field(nimbus_bin, items, tmp_path):
 
 
 def report_version(nimbus_bin):
-    return subprocess.run([str(nimbus_bin), "--version"], capture_output=True, text=True).stdout.split()[-1]
+    # The first line: "nimbus X.Y.Z" (the libraries follow).
+    return subprocess.run([str(nimbus_bin), "--version"], capture_output=True, text=True).stdout.splitlines()[0].split()[-1]
 
 
 def test_stac_out_of_a_raster_without_time_and_from_python(nimbus_py, nimbus_bin, product, tmp_path):  # noqa: F811
@@ -243,7 +252,10 @@ def test_stac_out_of_a_raster_without_time_and_from_python(nimbus_py, nimbus_bin
     assert item["links"][0]["href"] == str(tmp_path / "stack.tif")
     with rasterio.open(tmp_path / "mask.tif") as src:
         mask = src.read(1)
-    want = 100.0 * np.count_nonzero(mask == 1) / np.count_nonzero(mask != 100)
+    with rasterio.open(tmp_path / "stack.tif") as src:
+        input_nodata = (src.read() == 0).any(axis=0)  # a pixel where any band is 0: FarmVibes writes it as 1
+    assert input_nodata.any()  # the synthetic product has a no-data edge: it must not count as cloud
+    want = 100.0 * np.count_nonzero((mask == 1) & ~input_nodata) / np.count_nonzero((mask != 100) & ~input_nodata)
     assert report["cloud_cover"] == pytest.approx(want, abs=1e-9) and props["eo:cloud_cover"] == report["cloud_cover"]
 
 
