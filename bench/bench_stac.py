@@ -26,6 +26,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import rasterio
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 sys.path.insert(0, str(ROOT / "tests" / "tools"))
@@ -128,7 +131,12 @@ def main():
                     seconds, report, _ = run(nimbus, server.url("item.json"), out, extra)
                 sent = sum(n for path, n in server.bytes_sent.items() if path.startswith("/cogs/"))
             results[(name, where)] = {"seconds": seconds, "bytes": sent, "peak_rss_mb": report["peak_rss_mb"],
-                                      "chips": report["chips_per_model"]}
+                                      "chips": report["chips_per_model"], "mask": out}
+            if where == "http":
+                # Over HTTP the mask must be the local run's, pixel for pixel (and on the same grid).
+                with rasterio.open(results[(name, "local")]["mask"]) as want, rasterio.open(out) as got:
+                    if want.transform != got.transform or not np.array_equal(want.read(), got.read()):
+                        raise SystemExit(f"{name}: the mask over HTTP differs from the local files' mask")
             print(f"{name:28s} {where:5s} {seconds:8.2f} s  {sent / 1e6:9.1f} MB read  "
                   f"{report['peak_rss_mb']:7.0f} MB RSS  {report['chips_per_model']} chips/model", flush=True)
     print(f"\nband files: {band_bytes / 1e6:.1f} MB; models: embedded defaults (nimbus_cloud_v2, nimbus_shadow_v1)")
