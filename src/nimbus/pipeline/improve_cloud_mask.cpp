@@ -318,7 +318,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
   const PredictionStats stats = predict_probabilities(
       scene,
       {ProbabilityTask{&cloud_head, cloud_model.get(), keep ? &cloud : nullptr, &mask,
-                       options.merge.cloud_prob_threshold, nodata.empty() ? nullptr : &nodata},
+                       options.merge.cloud_prob_threshold, &nodata},
        ProbabilityTask{&shadow_head, shadow_model.get(), keep ? &shadow : nullptr,
                        want_preview ? &shadow_above : &mask, options.merge.shadow_prob_threshold}},
       chip_params, progress.chips());
@@ -384,7 +384,7 @@ ImproveCloudMaskReport improve_cloud_mask(const ImproveCloudMaskOptions& options
                             out_window.height};
     mask = crop(merged, merge_window.width, inner);
     if (!classes.empty()) classes = crop(classes, merge_window.width, inner);
-    if (!nodata.empty()) nodata = crop(nodata, merge_window.width, inner);
+    nodata = crop(nodata, merge_window.width, inner);
     if (keep) {
       cloud = crop(cloud, merge_window.width, inner);
       shadow = crop(shadow, merge_window.width, inner);
