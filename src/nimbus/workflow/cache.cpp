@@ -134,13 +134,23 @@ OpOutputs OpCache::commit(const std::string& op, const std::string& key, const s
   }
   const fs::path final_dir = entry_dir(op, key);
   std::error_code ec;
-  fs::remove_all(final_dir, ec);  // an incomplete entry from an older run
   fs::rename(work_dir, final_dir, ec);
   if (ec) {
-    // Another process published the same key first: use its entry.
-    discard(work_dir);
-    if (auto existing = lookup(op, key)) return *existing;
-    throw InputError(fmt::format("cannot publish cache entry '{}' ({})", final_dir.string(), ec.message()));
+    // Another run (thread or process) published the same key first: use its entry, and
+    // never remove it, as that run may be reading it. Only an incomplete entry (an older,
+    // interrupted run's) is replaced.
+    if (auto existing = lookup(op, key)) {
+      discard(work_dir);
+      return *existing;
+    }
+    fs::remove_all(final_dir, ec);
+    ec.clear();
+    fs::rename(work_dir, final_dir, ec);
+    if (ec) {
+      discard(work_dir);
+      if (auto existing = lookup(op, key)) return *existing;
+      throw InputError(fmt::format("cannot publish cache entry '{}' ({})", final_dir.string(), ec.message()));
+    }
   }
   OpOutputs published;
   for (const auto& [port, a] : outputs) {
